@@ -1,0 +1,397 @@
+# Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
+"""ClipCap captioning model: image encoder -> prefix mapper -> GPT-2 decoder.
+
+Ideas from ClipCap (Mokady et al. 2021): an image feature becomes a prefix of `prefix_length` decoder embeddings,
+through an MLP or a small transformer with learned queries. Departures from the reference implementation:
+  * the image encoder is a small torchvision/timm backbone; CLIP is only a teacher during training, reached through
+    the `z` embedding this model computes (a head into the teacher's space);
+  * captions end with EOS, which is a trained target, and padding/prefix positions are ignored with label -100
+    (ClipCap padded with token 0 and masked only in attention);
+  * `logits` are returned for the caption positions only, aligned with `labels` (no shift needed), and the LM head
+    never runs on prefix positions;
+  * generation is transformers' `GenerationMixin.generate` fed with the prefix as `inputs_embeds` (beam search with a
+    KV cache), instead of ClipCap's hand-written, cache-less `generate_beam`.
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationConfig, GenerationMixin, GPT2LMHeadModel, PreTrainedModel
+from transformers.utils import ModelOutput
+
+try:  # imported as a module of a Hub repo (trust_remote_code) ...
+    from .configuration_clipcap import ClipCapConfig, resolve_encoder_library
+except ImportError:  # ... or as a top-level module of this project
+    from configuration_clipcap import ClipCapConfig, resolve_encoder_library
+
+
+def _strip_last_linear(model: nn.Module) -> int:
+    """Replace a classifier's final `nn.Linear` with `nn.Identity`; return its input size (the pooled feature size)."""
+    name, last = None, None
+    for module_name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            name, last = module_name, module
+    if last is None:
+        raise ValueError(f"{type(model).__name__} has no final nn.Linear classifier to remove.")
+    parent_name, _, child_name = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child_name, nn.Identity())
+    return last.in_features
+
+
+def load_backbone(config: ClipCapConfig, pretrained: bool = False) -> tuple[nn.Module, str]:
+    """Build the image backbone named by `config.encoder_name`; returns `(module, library)`.
+
+    With `pretrained=True` the ImageNet weights come from torchvision or timm, which download them; offline this raises
+    one clear `OSError`.
+    """
+    library, name = resolve_encoder_library(config.encoder_name)
+    try:
+        if library == "torchvision":
+            import torchvision
+
+            return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None), library
+        import timm
+
+        return timm.create_model(name, pretrained=pretrained, num_classes=0), library
+    except (OSError, RuntimeError, ConnectionError) as error:  # urllib's URLError is an OSError
+        if not pretrained:
+            raise
+        raise OSError(
+            f"Could not download the ImageNet weights of {config.encoder_name!r} ({type(error).__name__}: {error}). "
+            "Offline, build the model with encoder_pretrained=False, or load a saved ClipCap model directory."
+        ) from None
+
+
+class ImageEncoder(nn.Module):
+    """A classification backbone without its classifier.
+
+    Returns `(batch, hidden)` pooled features, or `(batch, tokens, hidden)` for `encoder_features="grid"` (the last
+    feature map, flattened over space). A frozen encoder gets no gradients and keeps its BatchNorm statistics in eval
+    mode whatever mode the model is put in.
+    """
+
+    def __init__(self, config: ClipCapConfig, backbone: nn.Module | None = None):
+        super().__init__()
+        if backbone is None:
+            backbone, library = load_backbone(config)
+        else:
+            library, _ = resolve_encoder_library(config.encoder_name)
+        self.library, self.features = library, config.encoder_features
+        if library == "timm":
+            self.backbone = backbone
+            hidden_size = backbone.num_features
+        elif self.features == "pooled":
+            self.backbone = backbone
+            hidden_size = _strip_last_linear(backbone)
+        elif hasattr(backbone, "features"):  # mobilenet, efficientnet, convnext, vgg, ...: a convolutional trunk
+            self.backbone = backbone.features
+            with torch.no_grad():
+                hidden_size = self.backbone(torch.zeros(1, 3, 64, 64)).shape[1]
+        else:
+            raise ValueError(
+                f"encoder_features='grid' needs a torchvision model with a `.features` trunk; {config.encoder_name!r} "
+                "has none. Use a timm model name, or encoder_features='pooled'."
+            )
+        if config.encoder_hidden_size is None:
+            config.encoder_hidden_size = hidden_size
+        elif config.encoder_hidden_size != hidden_size:
+            raise ValueError(
+                f"encoder_hidden_size={config.encoder_hidden_size} does not match {config.encoder_name!r}, "
+                f"whose features have {hidden_size} channels."
+            )
+        self.frozen = config.freeze_encoder
+        if self.frozen:
+            self.backbone.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode and not self.frozen)
+        return self
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.library == "timm":
+            if self.features == "pooled":
+                return self.backbone(pixel_values)
+            features = self.backbone.forward_features(pixel_values)
+        else:
+            features = self.backbone(pixel_values)
+        if features.ndim == 4:  # (batch, channels, height, width) -> (batch, height * width, channels)
+            features = features.flatten(2).transpose(1, 2)
+        return features
+
+
+class ImagePrefixMapper(nn.Module):
+    """Maps image features to `prefix_length` decoder embeddings (ClipCap's two mappers).
+
+    * `mlp`: pooled feature -> Linear -> Tanh -> Linear -> `(prefix_length, n_embd)`.
+    * `transformer`: the image tokens (the grid, or the pooled feature projected to `prefix_length` tokens as in
+      ClipCap) are concatenated with `prefix_length` learned queries, a transformer encoder mixes them, and the
+      outputs at the query positions are the prefix.
+    """
+
+    def __init__(self, config: ClipCapConfig, num_image_tokens: int | None = None):
+        super().__init__()
+        self.mapper_type, self.prefix_length = config.mapper_type, config.prefix_length
+        hidden, n_embd = config.encoder_hidden_size, config.text_config.n_embd
+        self.n_embd = n_embd
+        if self.mapper_type == "mlp":
+            self.mlp = nn.Sequential(
+                nn.Linear(hidden, config.mapper_hidden_size),
+                nn.Tanh(),
+                nn.Dropout(config.mapper_dropout),
+                nn.Linear(config.mapper_hidden_size, config.prefix_length * n_embd),
+            )
+            return
+        self.pooled = config.encoder_features == "pooled"
+        out_tokens = config.prefix_length if self.pooled else 1
+        self.input_projection = nn.Linear(hidden, out_tokens * n_embd)
+        self.queries = nn.Parameter(torch.zeros(config.prefix_length, n_embd))
+        self.image_position = nn.Parameter(torch.zeros(num_image_tokens or config.prefix_length, n_embd))
+        layer = nn.TransformerEncoderLayer(
+            n_embd,
+            config.mapper_num_heads,
+            dim_feedforward=4 * n_embd,
+            dropout=config.mapper_dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.transformer = nn.TransformerEncoder(layer, config.mapper_num_layers, enable_nested_tensor=False)
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        batch = image_features.shape[0]
+        if self.mapper_type == "mlp":
+            return self.mlp(image_features).view(batch, self.prefix_length, self.n_embd)
+        tokens = self.input_projection(image_features)
+        if self.pooled:
+            tokens = tokens.view(batch, self.prefix_length, self.n_embd)
+        tokens = tokens + self.image_position
+        queries = self.queries.expand(batch, -1, -1)
+        return self.transformer(torch.cat([tokens, queries], dim=1))[:, -self.prefix_length :]
+
+
+@dataclass
+class ClipCapOutput(ModelOutput):
+    """
+    Output of [`ClipCapForCaptioning`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, returned when `labels` is given):
+            Cross-entropy over the caption tokens (labels -100 ignored).
+        logits (`torch.FloatTensor` of shape `(batch, caption_length, vocab_size)`):
+            Next-token scores for each caption position: `logits[:, j]` predicts `labels[:, j]`.
+        z (`torch.FloatTensor` of shape `(batch, teacher_embed_dim)`, *optional*):
+            The L2-normalised student image embedding in the teacher's space, for the CLIP losses.
+        prefix_embeds (`torch.FloatTensor` of shape `(batch, prefix_length, n_embd)`):
+            The image prefix fed to the decoder.
+        hidden_states, attentions: the decoder's, when asked for.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    z: torch.FloatTensor | None = None
+    prefix_embeds: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class ClipCapPreTrainedModel(PreTrainedModel):
+    config_class = ClipCapConfig
+    config: ClipCapConfig
+    base_model_prefix = "clipcap"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["GPT2Block"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """GPT-2's scheme (normal 0.02, zero biases) for the mapper and teacher head; the backbone keeps its own
+        torchvision/timm initialisation and the decoder its GPT-2 one."""
+        std = self.config.text_config.initializer_range
+        if isinstance(module, (ImagePrefixMapper, TeacherHead)):
+            for sub in module.modules():
+                if isinstance(sub, nn.Linear):
+                    nn.init.normal_(sub.weight, std=std)
+                    if sub.bias is not None:
+                        nn.init.zeros_(sub.bias)
+                elif isinstance(sub, nn.LayerNorm):
+                    nn.init.ones_(sub.weight)
+                    nn.init.zeros_(sub.bias)
+            for name, param in module.named_parameters(recurse=False):
+                nn.init.normal_(param, std=std)
+
+
+class TeacherHead(nn.Module):
+    """Projects the mean prefix embedding into the CLIP teacher's space; returns an L2-normalised `z`."""
+
+    def __init__(self, config: ClipCapConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.text_config.n_embd)
+        self.projection = nn.Linear(config.text_config.n_embd, config.teacher_embed_dim)
+
+    def forward(self, prefix_embeds: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(self.norm(prefix_embeds.mean(dim=1))), dim=-1)
+
+
+class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
+    """ClipCap captioner. `forward` trains it; `generate(pixel_values, **generation_kwargs)` writes captions."""
+
+    def __init__(self, config: ClipCapConfig, backbone: nn.Module | None = None):
+        super().__init__(config)
+        self.encoder = ImageEncoder(config, backbone)
+        num_image_tokens = None
+        if config.encoder_features == "grid":
+            with torch.no_grad():
+                was_training = self.encoder.training
+                self.encoder.eval()
+                probe = torch.zeros(1, 3, config.image_size, config.image_size)
+                num_image_tokens = self.encoder(probe).shape[1]
+                self.encoder.train(was_training)
+        self.mapper = ImagePrefixMapper(config, num_image_tokens)
+        self.decoder = GPT2LMHeadModel(config.text_config)
+        self.teacher_head = TeacherHead(config) if config.teacher_embed_dim else None
+        self.generation_config = GenerationConfig(
+            max_new_tokens=30,
+            num_beams=5,
+            no_repeat_ngram_size=3,
+            early_stopping=True,
+            bos_token_id=config.text_config.bos_token_id,
+            eos_token_id=config.text_config.eos_token_id,
+            pad_token_id=config.text_config.eos_token_id,
+        )
+        self.post_init()
+
+    @classmethod
+    def from_pretrained_parts(cls, config: ClipCapConfig | None = None, **config_kwargs) -> "ClipCapForCaptioning":
+        """Build a model whose encoder has ImageNet weights (if `config.encoder_pretrained`) and whose decoder is
+        loaded from `config.decoder_name_or_path` (a Hub name such as `distilgpt2`, or a local directory).
+
+        The decoder's shape is taken from the pretrained checkpoint, so `text_config` follows it. The mapper and the
+        teacher head start from random weights.
+        """
+        config = config or ClipCapConfig(**config_kwargs)
+        decoder = None
+        if config.decoder_name_or_path:
+            try:
+                decoder = GPT2LMHeadModel.from_pretrained(config.decoder_name_or_path)
+            except OSError as error:
+                raise OSError(
+                    f"Could not load decoder weights from {config.decoder_name_or_path!r}: {error}. Offline, pass a "
+                    "local directory holding a saved GPT-2 (config.json + model.safetensors)."
+                ) from None
+            config.text_config = decoder.config
+        backbone = load_backbone(config, pretrained=True)[0] if config.encoder_pretrained else None
+        model = cls(config, backbone=backbone)
+        if decoder is not None:
+            model.decoder.load_state_dict(decoder.state_dict())
+        if backbone is not None:  # post_init may have touched layers the ImageNet weights also cover
+            model.encoder.backbone.load_state_dict(backbone.state_dict())
+        return model
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.decoder.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.decoder.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.decoder.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module):
+        self.decoder.set_output_embeddings(value)
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Image batch `(batch, 3, H, W)` -> decoder prefix `(batch, prefix_length, n_embd)`."""
+        features = self.encoder(pixel_values.to(self.dtype))
+        return self.mapper(features)
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **kwargs,
+    ) -> ClipCapOutput:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch, 3, H, W)`):
+                Images from [`ClipCapProcessor`]. Without them the call is a plain decoder step (used by `generate`).
+            input_ids (`torch.LongTensor` of shape `(batch, caption_length)`):
+                Caption tokens, EOS included, right-padded.
+            attention_mask (`torch.Tensor` of shape `(batch, caption_length)`):
+                1 for caption tokens, 0 for padding. The prefix is always attended to.
+            labels (`torch.LongTensor` of shape `(batch, caption_length)`):
+                Targets aligned with `input_ids`: usually `input_ids` with padding set to -100.
+            num_items_in_batch (`int`, *optional*):
+                Number of target tokens in the whole (accumulated) batch; the loss is then summed over this batch and
+                divided by it, as the `Trainer` does for exact gradient accumulation.
+        """
+        if pixel_values is None:  # a generation step: the prefix arrives as `inputs_embeds`, then tokens with a cache
+            return self.decoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)
+        if input_ids is None:
+            raise ValueError("forward needs `input_ids` (the caption tokens) with `pixel_values`; use generate() to caption.")
+
+        prefix_embeds = self.encode_images(pixel_values)
+        caption_embeds = self.decoder.get_input_embeddings()(input_ids)
+        batch, prefix_length = input_ids.shape[0], prefix_embeds.shape[1]
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        prefix_mask = attention_mask.new_ones(batch, prefix_length)
+        outputs = self.decoder.transformer(
+            inputs_embeds=torch.cat([prefix_embeds, caption_embeds], dim=1),
+            attention_mask=torch.cat([prefix_mask, attention_mask], dim=1),
+            use_cache=False,
+            **kwargs,
+        )
+        # The hidden state at position p predicts token p + 1: the last prefix position predicts the first caption
+        # token, and the last caption position predicts nothing we train on, so the LM head skips it.
+        caption_hidden = outputs.last_hidden_state[:, prefix_length - 1 : -1]
+        logits = self.decoder.lm_head(caption_hidden)
+
+        loss = None
+        if labels is not None:
+            if num_items_in_batch is None:
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+            else:
+                loss = F.cross_entropy(
+                    logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum"
+                ) / torch.as_tensor(num_items_in_batch, device=logits.device)
+        z = self.teacher_head(prefix_embeds) if self.teacher_head is not None else None
+        return ClipCapOutput(
+            loss=loss,
+            logits=logits,
+            z=z,
+            prefix_embeds=prefix_embeds,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    @torch.no_grad()
+    def generate(self, pixel_values: torch.FloatTensor | None = None, **kwargs):
+        """Caption images: the prefix goes to `GenerationMixin.generate` as `inputs_embeds`.
+
+        Every generation option works (greedy, `num_beams`, `do_sample`, `num_return_sequences`,
+        `no_repeat_ngram_size`, a `GenerationConfig`, ...); defaults come from `model.generation_config`. Returns only
+        the generated tokens (or a `GenerateOutput` with `return_dict_in_generate=True`).
+        """
+        if pixel_values is None:
+            return super().generate(**kwargs)
+        prefix_embeds = self.encode_images(pixel_values)
+        attention_mask = torch.ones(prefix_embeds.shape[:2], dtype=torch.long, device=prefix_embeds.device)
+        with warnings.catch_warnings():
+            # The prefix is not text, so n-gram blocking applying to generated tokens only is what we want.
+            warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size` with `inputs_embeds`")
+            return super().generate(inputs_embeds=prefix_embeds, attention_mask=attention_mask, **kwargs)
+
+
+ClipCapForCaptioning.register_for_auto_class("AutoModel")
+
+__all__ = ["ClipCapForCaptioning", "ClipCapPreTrainedModel", "ImageEncoder", "ImagePrefixMapper"]
