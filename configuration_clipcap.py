@@ -122,6 +122,8 @@ class ClipCapConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
+        if isinstance(self.text_config, dict):  # a partial decoder description is read against DistilGPT2's shape
+            self.text_config = {**DISTILGPT2_SHAPE, **self.text_config}
         super().__post_init__(**kwargs)
         if self.mapper_hidden_size is None:
             self.mapper_hidden_size = self.text_config.n_embd
@@ -154,6 +156,8 @@ class ClipCapConfig(PreTrainedConfig):
                 f"mapper_num_heads={self.mapper_num_heads} must divide the decoder width "
                 f"text_config.n_embd={self.text_config.n_embd}."
             )
+        if not isinstance(self.encoder_name, str):
+            raise ValueError(f"encoder_name={self.encoder_name!r} must be a model name (str).")
         if self.prefix_length >= self.text_config.n_positions:
             raise ValueError(
                 f"prefix_length={self.prefix_length} leaves no room for a caption in the decoder's context "

@@ -28,6 +28,11 @@ except ImportError:  # ... or as a top-level module of this project
     from configuration_clipcap import ClipCapConfig, resolve_encoder_library
 
 
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
 def _strip_last_linear(model: nn.Module) -> int:
     """Replace a classifier's final `nn.Linear` with `nn.Identity`; return its input size (the pooled feature size)."""
     name, last = None, None
@@ -60,7 +65,7 @@ def load_backbone(config: ClipCapConfig, pretrained: bool = False) -> tuple[nn.M
         if not pretrained:
             raise
         raise OSError(
-            f"Could not download the ImageNet weights of {config.encoder_name!r} ({type(error).__name__}: {error}). "
+            f"Could not download the ImageNet weights of {config.encoder_name!r} ({_first_line(error)}). "
             "Offline, build the model with encoder_pretrained=False, or load a saved ClipCap model directory."
         ) from None
 
@@ -208,6 +213,14 @@ class ClipCapPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_attention_backend = True
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        # Loading materialises fresh parameters, all trainable: re-apply the config's freezing.
+        model.encoder.backbone.requires_grad_(not model.config.freeze_encoder)
+        return loaded
+
     @torch.no_grad()
     def _init_weights(self, module):
         """GPT-2's scheme (normal 0.02, zero biases) for the mapper and teacher head; the backbone keeps its own
@@ -281,8 +294,9 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
                 decoder = GPT2LMHeadModel.from_pretrained(config.decoder_name_or_path)
             except OSError as error:
                 raise OSError(
-                    f"Could not load decoder weights from {config.decoder_name_or_path!r}: {error}. Offline, pass a "
-                    "local directory holding a saved GPT-2 (config.json + model.safetensors)."
+                    f"Could not load decoder weights from {config.decoder_name_or_path!r} "
+                    f"({_first_line(error)}). Offline, set decoder_name_or_path to a local directory holding a saved "
+                    "GPT-2 (config.json + model.safetensors)."
                 ) from None
             config.text_config = decoder.config
         backbone = load_backbone(config, pretrained=True)[0] if config.encoder_pretrained else None
