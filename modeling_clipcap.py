@@ -272,7 +272,6 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
             max_new_tokens=30,
             num_beams=5,
             no_repeat_ngram_size=3,
-            early_stopping=True,
             bos_token_id=config.text_config.bos_token_id,
             eos_token_id=config.text_config.eos_token_id,
             pad_token_id=config.text_config.eos_token_id,
