@@ -87,7 +87,9 @@ class ImageEncoder(nn.Module):
         self.library, self.features = library, config.encoder_features
         if library == "timm":
             self.backbone = backbone
-            hidden_size = backbone.num_features
+            # timm: `num_features` is the width of forward_features; the pooled output may pass a wider head conv.
+            pooled_size = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+            hidden_size = pooled_size if self.features == "pooled" else backbone.num_features
         elif self.features == "pooled":
             self.backbone = backbone
             hidden_size = _strip_last_linear(backbone)
@@ -298,6 +300,7 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
                     "GPT-2 (config.json + model.safetensors)."
                 ) from None
             config.text_config = decoder.config
+            config._check_values()  # the mapper must still fit the pretrained decoder's width
         backbone = load_backbone(config, pretrained=True)[0] if config.encoder_pretrained else None
         model = cls(config, backbone=backbone)
         if decoder is not None:

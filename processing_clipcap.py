@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from transformers import AutoTokenizer, BitImageProcessor, GPT2TokenizerFast, ProcessorMixin
+from transformers import AutoTokenizer, BatchFeature, BitImageProcessor, GPT2TokenizerFast, ProcessorMixin
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
 try:  # imported as a module of a Hub repo (trust_remote_code) ...
@@ -134,7 +134,7 @@ class ClipCapProcessor(ProcessorMixin):
             data.update(self.image_processor(images, return_tensors=return_tensors, **kwargs))
         if text is not None:
             data.update(self.encode_captions(text, return_tensors=return_tensors, padding=padding))
-        return data if return_tensors is None else _to_batch_feature(data, return_tensors)
+        return data if return_tensors is None else BatchFeature(data, tensor_type=return_tensors)
 
     def encode_captions(self, text, return_tensors="pt", padding=True) -> dict:
         """Tokenise captions for training: EOS appended (a trained target), right padding, padding labels -100."""
@@ -168,12 +168,6 @@ class ClipCapProcessor(ProcessorMixin):
     @property
     def model_input_names(self) -> list[str]:
         return ["pixel_values", "input_ids", "attention_mask", "labels"]
-
-
-def _to_batch_feature(data: dict, return_tensors: str):
-    from transformers import BatchFeature
-
-    return BatchFeature(data, tensor_type=return_tensors)
 
 
 ClipCapProcessor.register_for_auto_class()

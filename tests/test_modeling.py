@@ -212,3 +212,27 @@ def test_default_model_parameter_count():
     assert counts["teacher_head"] == 2 * 768 + 768 * 512 + 512
     assert model.num_parameters() == sum(counts.values())
     assert model.config.encoder_hidden_size == 1280
+
+
+@pytest.mark.parametrize(
+    "encoder_name, features, mapper_type, hidden, tokens",
+    [
+        ("resnet18", "pooled", "mlp", 512, None),  # torchvision, classifier `fc` removed
+        ("mobilenet_v3_small", "grid", "transformer", 576, 4),  # torchvision `.features` trunk, 2x2 grid at 64 px
+        ("timm/mobilenetv3_small_050", "pooled", "mlp", 1024, None),  # timm, num_classes=0
+        ("timm/mobilenetv3_small_050", "grid", "transformer", 288, 4),  # timm forward_features
+    ],
+)
+def test_other_backbones(encoder_name, features, mapper_type, hidden, tokens, pixel_values):
+    model = tiny_model(encoder_name=encoder_name, encoder_features=features, mapper_type=mapper_type)
+    assert model.config.encoder_hidden_size == hidden
+    encoded = model.encoder(pixel_values)
+    assert encoded.shape == ((4, hidden) if tokens is None else (4, tokens, hidden))
+    input_ids, attention_mask, labels = caption_batch()
+    out = model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    assert torch.isfinite(out.loss) and out.prefix_embeds.shape == (4, 4, 32)
+
+
+def test_grid_needs_a_features_trunk_for_torchvision_models():
+    with pytest.raises(ValueError, match="encoder_features='grid' needs a torchvision model with a `.features` trunk"):
+        ClipCapForCaptioning(tiny_config(encoder_name="resnet18", encoder_features="grid", mapper_type="transformer"))
