@@ -351,9 +351,13 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
                 divided by it, as the `Trainer` does for exact gradient accumulation.
         """
         if pixel_values is None:  # a generation step: the prefix arrives as `inputs_embeds`, then tokens with a cache
-            return self.decoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)
+            return self.decoder(
+                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+            )
         if input_ids is None:
-            raise ValueError("forward needs `input_ids` (the caption tokens) with `pixel_values`; use generate() to caption.")
+            raise ValueError(
+                "forward needs `input_ids` (the caption tokens) with `pixel_values`; use generate() to caption."
+            )
 
         prefix_embeds = self.encode_images(pixel_values)
         caption_embeds = self.decoder.get_input_embeddings()(input_ids)

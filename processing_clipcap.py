@@ -52,7 +52,12 @@ def encoder_image_transform(encoder_name: str, image_size: int) -> dict:
     published weights get ImageNet statistics and the usual 0.875 crop.
     """
     library, name = resolve_encoder_library(encoder_name)
-    mean, std, crop_fraction, resample = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 0.875, PILImageResampling.BILINEAR
+    mean, std, crop_fraction, resample = (
+        IMAGENET_DEFAULT_MEAN,
+        IMAGENET_DEFAULT_STD,
+        0.875,
+        PILImageResampling.BILINEAR,
+    )
     if library == "torchvision":
         import torchvision
 
@@ -136,26 +141,23 @@ class ClipCapProcessor(ProcessorMixin):
             data.update(self.encode_captions(text, return_tensors=return_tensors, padding=padding))
         return data if return_tensors is None else BatchFeature(data, tensor_type=return_tensors)
 
-    def encode_captions(self, text, return_tensors="pt", padding=True) -> dict:
+    def encode_captions(self, text, return_tensors="pt", padding=True):
         """Tokenise captions for training: EOS appended (a trained target), right padding, padding labels -100."""
         captions = [text] if isinstance(text, str) else list(text)
         if not all(isinstance(caption, str) for caption in captions):
             raise TypeError("captions must be strings")
         eos = self.tokenizer.eos_token_id
-        ids = self.tokenizer(captions, add_special_tokens=False, truncation=True, max_length=self.max_caption_length - 1)
-        batch = self.tokenizer.pad(
-            {"input_ids": [caption_ids + [eos] for caption_ids in ids["input_ids"]]},
-            padding=padding,
-            return_tensors=return_tensors,
+        ids = self.tokenizer(
+            captions, add_special_tokens=False, truncation=True, max_length=self.max_caption_length - 1
         )
-        if return_tensors is None:
-            batch["labels"] = [
-                [token if keep else -100 for token, keep in zip(row, mask)]
-                for row, mask in zip(batch["input_ids"], batch["attention_mask"])
-            ]
-        else:
-            batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        return dict(batch)
+        batch = self.tokenizer.pad(
+            {"input_ids": [caption_ids + [eos] for caption_ids in ids["input_ids"]]}, padding=padding
+        )
+        batch["labels"] = [
+            [token if keep else -100 for token, keep in zip(row, mask)]
+            for row, mask in zip(batch["input_ids"], batch["attention_mask"])
+        ]
+        return BatchFeature(dict(batch), tensor_type=return_tensors)
 
     def batch_decode(self, sequences, skip_special_tokens=True, **kwargs) -> list[str]:
         """Token ids (from `generate`) -> caption strings, special tokens and surrounding spaces removed."""

@@ -49,8 +49,10 @@ def main():
     torch.manual_seed(0)
     config = ClipCapConfig(encoder_pretrained=False, decoder_name_or_path=None)
     model = ClipCapForCaptioning(config)
-    parts = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in
-             ("encoder", "mapper", "decoder", "teacher_head")}
+    parts = {
+        name: sum(p.numel() for p in getattr(model, name).parameters())
+        for name in ("encoder", "mapper", "decoder", "teacher_head")
+    }
     parts["total"] = model.num_parameters()
 
     batch = args.batch_size
@@ -67,8 +69,9 @@ def main():
 
     def beam_generate():
         model.eval()
-        model.generate(pixel_values, num_beams=args.num_beams, min_new_tokens=args.new_tokens,
-                       max_new_tokens=args.new_tokens)
+        model.generate(
+            pixel_values, num_beams=args.num_beams, min_new_tokens=args.new_tokens, max_new_tokens=args.new_tokens
+        )
 
     train_median, train_times = median_seconds(train_step, args.repeats)
     generate_median, generate_times = median_seconds(beam_generate, args.repeats)
@@ -77,18 +80,29 @@ def main():
         "command": "python " + " ".join(sys.argv),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "parameters": parts,
-        "train_step": {"batch_size": batch, "caption_tokens": args.caption_tokens, "median_s": train_median,
-                       "times_s": train_times},
-        "beam_generation": {"images": batch, "num_beams": args.num_beams, "new_tokens": args.new_tokens,
-                            "median_s": generate_median, "captions_per_s": batch / generate_median,
-                            "times_s": generate_times},
+        "train_step": {
+            "batch_size": batch,
+            "caption_tokens": args.caption_tokens,
+            "median_s": train_median,
+            "times_s": train_times,
+        },
+        "beam_generation": {
+            "images": batch,
+            "num_beams": args.num_beams,
+            "new_tokens": args.new_tokens,
+            "median_s": generate_median,
+            "captions_per_s": batch / generate_median,
+            "times_s": generate_times,
+        },
     }
     print(f"{'part':<14}{'parameters':>14}")
     for name, count in parts.items():
         print(f"{name:<14}{count:>14,}")
     print(f"\ntraining step, batch {batch} x {args.caption_tokens} caption tokens: median {train_median:.3f} s")
-    print(f"beam-{args.num_beams} generation, {batch} images x {args.new_tokens} new tokens: median "
-          f"{generate_median:.3f} s ({batch / generate_median:.1f} captions/s)   [{args.repeats} runs each]")
+    print(
+        f"beam-{args.num_beams} generation, {batch} images x {args.new_tokens} new tokens: median "
+        f"{generate_median:.3f} s ({batch / generate_median:.1f} captions/s)   [{args.repeats} runs each]"
+    )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2))
 

@@ -44,7 +44,11 @@ def test_auto_classes_load_with_trust_remote_code_in_a_fresh_process(tmp_path, p
     environment["HF_MODULES_CACHE"] = str(tmp_path / "modules")
     result = subprocess.run(
         [sys.executable, "-I", "-c", AUTO_LOAD, str(tmp_path)],
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout.strip().splitlines()[-1])

@@ -40,7 +40,10 @@ def test_timm_names_resolve():
     "overrides, message",
     [
         ({"mapper_type": "lstm"}, "mapper_type='lstm' is not supported; choose one of ('mlp', 'transformer')."),
-        ({"encoder_features": "patches"}, "encoder_features='patches' is not supported; choose one of ('pooled', 'grid')."),
+        (
+            {"encoder_features": "patches"},
+            "encoder_features='patches' is not supported; choose one of ('pooled', 'grid').",
+        ),
         ({"prefix_length": 0}, "prefix_length=0 must be a positive integer."),
         ({"prefix_length": 2.5}, "prefix_length=2.5 must be a positive integer."),
         ({"image_size": -1}, "image_size=-1 must be a positive integer."),

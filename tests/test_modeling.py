@@ -55,7 +55,10 @@ def test_num_items_in_batch_sums_then_divides(pixel_values):
     input_ids, attention_mask, labels = caption_batch()
     mean = model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
     summed = model(
-        pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, labels=labels,
+        pixel_values=pixel_values,
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        labels=labels,
         num_items_in_batch=40,
     ).loss
     torch.testing.assert_close(summed, mean * 20 / 40)
@@ -119,7 +122,11 @@ def test_greedy_generate_equals_manual_argmax_loop(mapper_type, features, pixel_
 def test_beam_search_returns_num_return_sequences_with_scores(pixel_values):
     model = tiny_model()
     out = model.generate(
-        pixel_values, num_beams=4, num_return_sequences=3, max_new_tokens=6, output_scores=True,
+        pixel_values,
+        num_beams=4,
+        num_return_sequences=3,
+        max_new_tokens=6,
+        output_scores=True,
         return_dict_in_generate=True,
     )
     assert out.sequences.shape[0] == 12 and out.sequences.shape[1] <= 6
@@ -146,7 +153,9 @@ def strip_eos(rows):
 def test_caption_does_not_depend_on_the_batch(num_beams, pixel_values):
     model = tiny_model()
     batched = strip_eos(model.generate(pixel_values, num_beams=num_beams, max_new_tokens=8))
-    single = [strip_eos(model.generate(image[None], num_beams=num_beams, max_new_tokens=8))[0] for image in pixel_values]
+    single = [
+        strip_eos(model.generate(image[None], num_beams=num_beams, max_new_tokens=8))[0] for image in pixel_values
+    ]
     assert batched == single
     assert len(set(batched)) > 1
 
@@ -156,7 +165,12 @@ def test_generation_defaults_are_saved_with_the_model(tmp_path):
     model.generation_config.num_beams = 3
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "generation_config.json").read_text())
-    assert (saved["num_beams"], saved["max_new_tokens"], saved["eos_token_id"], saved["pad_token_id"]) == (3, 30, EOS, EOS)
+    assert (saved["num_beams"], saved["max_new_tokens"], saved["eos_token_id"], saved["pad_token_id"]) == (
+        3,
+        30,
+        EOS,
+        EOS,
+    )
     assert ClipCapForCaptioning.from_pretrained(tmp_path).generation_config.num_beams == 3
 
 
@@ -207,7 +221,9 @@ def test_default_model_parameter_count():
     parts = ("encoder", "mapper", "decoder", "teacher_head")
     counts = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in parts}
     assert counts["encoder"] == 2_223_872  # torchvision mobilenet_v2 without its classifier
-    assert counts["mapper"] == 1280 * 768 + 768 + 768 * 7680 + 7680  # Linear(1280, 768) -> Tanh -> Linear(768, 10 x 768)
+    assert (
+        counts["mapper"] == 1280 * 768 + 768 + 768 * 7680 + 7680
+    )  # Linear(1280, 768) -> Tanh -> Linear(768, 10 x 768)
     assert counts["decoder"] == 81_912_576  # DistilGPT2 (lm_head tied to wte)
     assert counts["teacher_head"] == 2 * 768 + 768 * 512 + 512
     assert model.num_parameters() == sum(counts.values())
