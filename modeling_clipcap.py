@@ -20,12 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationConfig, GenerationMixin, GPT2LMHeadModel, PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 try:  # imported as a module of a Hub repo (trust_remote_code) ...
     from .configuration_clipcap import ClipCapConfig, resolve_encoder_library
 except ImportError:  # ... or as a top-level module of this project
     from configuration_clipcap import ClipCapConfig, resolve_encoder_library
+
+logger = logging.get_logger(__name__)
 
 
 def _first_line(error: Exception) -> str:
@@ -301,6 +303,11 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
                 ) from None
             config.text_config = decoder.config
             config._check_values()  # the mapper must still fit the pretrained decoder's width
+        if config.freeze_encoder and not config.encoder_pretrained:
+            logger.warning(
+                "freeze_encoder=True with encoder_pretrained=False freezes a random encoder: in eval mode its "
+                "BatchNorm statistics (mean 0, variance 1) shrink every image to near-zero features."
+            )
         backbone = load_backbone(config, pretrained=True)[0] if config.encoder_pretrained else None
         model = cls(config, backbone=backbone)
         if decoder is not None:

@@ -252,3 +252,23 @@ def test_other_backbones(encoder_name, features, mapper_type, hidden, tokens, pi
 def test_grid_needs_a_features_trunk_for_torchvision_models():
     with pytest.raises(ValueError, match="encoder_features='grid' needs a torchvision model with a `.features` trunk"):
         ClipCapForCaptioning(tiny_config(encoder_name="resnet18", encoder_features="grid", mapper_type="transformer"))
+
+
+def test_bf16_autocast_training_step_on_cpu(pixel_values):
+    model = tiny_model().train()
+    input_ids, attention_mask, labels = caption_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    assert out.logits.dtype == torch.bfloat16 and out.loss.dtype == torch.float32  # the loss is taken in fp32
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert all(p.grad.dtype == torch.float32 for p in model.decoder.parameters() if p.grad is not None)
+
+
+def test_freezing_a_random_encoder_warns(tmp_path, caplog):
+    gpt2 = GPT2LMHeadModel(GPT2Config(**TINY_DECODER))
+    gpt2.save_pretrained(tmp_path / "gpt2")
+    config = tiny_config(decoder_name_or_path=str(tmp_path / "gpt2"), freeze_encoder=True)
+    with caplog.at_level("WARNING"):
+        ClipCapForCaptioning.from_pretrained_parts(config)
+    assert "freezes a random encoder" in caplog.text
