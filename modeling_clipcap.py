@@ -112,8 +112,11 @@ class ImageEncoder(nn.Module):
                 f"whose features have {hidden_size} channels."
             )
         self.frozen = config.freeze_encoder
-        if self.frozen:
-            self.backbone.requires_grad_(False)
+        self.apply_freezing()
+
+    def apply_freezing(self):
+        """Set the backbone's `requires_grad` from the config's `freeze_encoder` (loading resets it)."""
+        self.backbone.requires_grad_(not self.frozen)
 
     def train(self, mode: bool = True):
         super().train(mode and not self.frozen)
@@ -221,8 +224,7 @@ class ClipCapPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, *args, **kwargs):
         loaded = super().from_pretrained(*args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
-        # Loading materialises fresh parameters, all trainable: re-apply the config's freezing.
-        model.encoder.backbone.requires_grad_(not model.config.freeze_encoder)
+        model.encoder.apply_freezing()  # loading materialises fresh parameters, all trainable
         return loaded
 
     @torch.no_grad()

@@ -139,7 +139,7 @@ class ClipCapProcessor(ProcessorMixin):
             data.update(self.image_processor(images, return_tensors=return_tensors, **kwargs))
         if text is not None:
             data.update(self.encode_captions(text, return_tensors=return_tensors, padding=padding))
-        return data if return_tensors is None else BatchFeature(data, tensor_type=return_tensors)
+        return BatchFeature(data, tensor_type=return_tensors)
 
     def encode_captions(self, text, return_tensors="pt", padding=True):
         """Tokenise captions for training: EOS appended (a trained target), right padding, padding labels -100."""

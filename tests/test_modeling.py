@@ -197,12 +197,18 @@ def test_save_load_round_trip_is_exact(mapper_type, features, pixel_values, tmp_
     assert loaded.config.freeze_encoder and not any(p.requires_grad for p in loaded.encoder.parameters())
 
 
-def test_from_pretrained_parts_loads_a_local_gpt2(tmp_path, pixel_values):
+@pytest.fixture
+def local_gpt2(tmp_path):
+    """A small GPT-2 saved to a local directory, as `decoder_name_or_path` would find `distilgpt2` online."""
     torch.manual_seed(0)
     gpt2 = GPT2LMHeadModel(GPT2Config(**TINY_DECODER, n_inner=48))
     gpt2.save_pretrained(tmp_path / "gpt2")
-    config = tiny_config(decoder_name_or_path=str(tmp_path / "gpt2"))
-    model = ClipCapForCaptioning.from_pretrained_parts(config)
+    return gpt2, str(tmp_path / "gpt2")
+
+
+def test_from_pretrained_parts_loads_a_local_gpt2(local_gpt2):
+    gpt2, path = local_gpt2
+    model = ClipCapForCaptioning.from_pretrained_parts(tiny_config(decoder_name_or_path=path))
     assert model.config.text_config.n_inner == 48  # the decoder's shape follows the checkpoint
     for name, tensor in gpt2.state_dict().items():
         assert torch.equal(model.decoder.state_dict()[name], tensor), name
@@ -265,10 +271,8 @@ def test_bf16_autocast_training_step_on_cpu(pixel_values):
     assert all(p.grad.dtype == torch.float32 for p in model.decoder.parameters() if p.grad is not None)
 
 
-def test_freezing_a_random_encoder_warns(tmp_path, caplog):
-    gpt2 = GPT2LMHeadModel(GPT2Config(**TINY_DECODER))
-    gpt2.save_pretrained(tmp_path / "gpt2")
-    config = tiny_config(decoder_name_or_path=str(tmp_path / "gpt2"), freeze_encoder=True)
+def test_freezing_a_random_encoder_warns(local_gpt2, caplog):
+    config = tiny_config(decoder_name_or_path=local_gpt2[1], freeze_encoder=True)
     with caplog.at_level("WARNING"):
         ClipCapForCaptioning.from_pretrained_parts(config)
     assert "freezes a random encoder" in caplog.text
