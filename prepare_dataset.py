@@ -246,8 +246,10 @@ def validate_image(
     try:
         try:
             image = Image.open(io.BytesIO(data))
-        except (UnidentifiedImageError, SyntaxError, ValueError):
+        except UnidentifiedImageError:
             return None, "not_an_image", []
+        except (OSError, SyntaxError, ValueError, EOFError):  # recognised, but the header itself is cut short
+            return None, "truncated", []
         width, height = image.size
         if width * height > max_pixels:  # checked from the header, before any pixel is decoded
             return None, "too_large", []
@@ -351,7 +353,7 @@ def load_source(args: DataArguments) -> tuple[dict, str]:
             progress=args.progress,
         )
         seconds = time.perf_counter() - start
-        print(f"Rendered {len(dataset)} synthetic scenes in {seconds:.1f} s ({len(dataset) / seconds:.0f} images/s)")
+        print(f"Built the synthetic FiftyOne dataset ({len(dataset)} scenes) in {seconds:.1f} s")
         description = (
             f"the embedded synthetic home-appliance scenes (synthetic.py; seed {args.seed}, "
             f"{args.synthetic_image_size} px, {num_train} train / {num_validation} validation)"
@@ -377,10 +379,11 @@ def load_source(args: DataArguments) -> tuple[dict, str]:
                     dataset_name=f"{args.zoo_dataset}-{split}-{count}-seed{args.seed}",
                 ).view()
             except Exception as error:  # noqa: BLE001 - any download failure becomes one line
-                reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+                reason = (str(error).splitlines() or [""])[0]
+                reason = reason if len(reason) <= 100 else reason[:100] + "..."
                 raise PrepareError(
-                    f"could not load '{args.zoo_dataset}' ({split}) from the FiftyOne zoo: {type(error).__name__}: "
-                    f"{reason}. Offline? Use a local FiftyOne dataset (--dataset_name NAME), an export directory "
+                    f"could not load '{args.zoo_dataset}' ({split}) from the FiftyOne zoo ({type(error).__name__}: "
+                    f"{reason}). Offline? Use a local FiftyOne dataset (--dataset_name NAME), an export directory "
                     "(--dataset_dir DIR --dataset_type TYPE), or no source for the embedded synthetic dataset"
                 ) from None
         classes = ", ".join(args.classes)

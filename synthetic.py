@@ -334,17 +334,21 @@ def relation_holds(scene: Scene, subject: int, relation: str, obj: int) -> bool:
 
 
 def _match(mention: Mention, scene: Scene) -> tuple[int | None, str | None]:
-    """The unit a mention refers to, or the error that prevents it."""
+    """The unit a mention refers to, and its error if it misstates that unit.
+
+    A mention with the right kind but a wrong colour or count still refers to a unit of that kind (so the unit is not
+    also reported missing); a mention of a kind the scene lacks refers to nothing.
+    """
     same_kind = [i for i, u in enumerate(scene.units) if u.kind == mention.kind]
     if not same_kind:
         return None, "wrong_kind"
     candidates = [i for i in same_kind if mention.colour is None or scene.units[i].colour == mention.colour]
     if not candidates:
-        return None, "wrong_colour"
+        return same_kind[0], "wrong_colour"
     if mention.count is not None:
         exact = [i for i in candidates if scene.units[i].count == mention.count]
         if not exact:
-            return None, "wrong_count"
+            return candidates[0], "wrong_count"
         candidates = exact
     return candidates[0], None
 
@@ -353,7 +357,9 @@ def caption_errors(caption: str, scene: Scene) -> list[str]:
     """Every error in a caption about `scene`, by type; an empty list means the caption is entirely true.
 
     Types: wrong_kind, wrong_colour, wrong_count (a mentioned object), wrong_relation, missing_object (a unit the
-    caption never mentions), and the parse problems no_object, dangling_relation, unknown_object.
+    caption never mentions; a wrong-kind mention leaves its object missing too), and the parse problems no_object
+    (nothing recognised), dangling_relation (a relation phrase without an object on both sides) and unknown_object
+    (an appliance noun outside a "count colour kind" phrase).
     """
     parsed = parse_caption(caption)
     errors = list(parsed.problems)
@@ -362,7 +368,7 @@ def caption_errors(caption: str, scene: Scene) -> list[str]:
         unit, error = _match(mention, scene)
         if error:
             errors.append(error)
-        else:
+        if unit is not None:
             units[mention] = unit
     for subject, relation, obj in parsed.relations:
         if subject in units and obj in units and not relation_holds(scene, units[subject], relation, units[obj]):

@@ -1,0 +1,364 @@
+"""prepare_dataset.py: captions from labels, image validation, FiftyOne sources -> DatasetDict, the teacher cache."""
+
+import dataclasses
+import io
+import json
+import re
+from collections import Counter
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+import prepare_dataset
+import synthetic
+from prepare_dataset import DataArguments, PrepareError, captions_from_labels, counted, pluralize, validate_image
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Captions from labels
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_captions_from_detections_count_and_pluralise_in_order_of_appearance():
+    labels = ["Refrigerator", "Microwave oven", "Home appliance", "Microwave oven"]
+    assert captions_from_labels(labels) == [
+        "a refrigerator and two microwave ovens",
+        "a photo of a refrigerator and two microwave ovens",
+        "a picture of a refrigerator and two microwave ovens",
+        "an image showing a refrigerator and two microwave ovens",
+    ]
+    assert captions_from_labels(["Oven", "Toaster", "Kettle", "Toaster", "Toaster"])[1] == (
+        "a photo of an oven, three toasters and a kettle"
+    )
+
+
+def test_captions_from_classifications_have_no_counts_and_generic_labels_only_when_alone():
+    assert captions_from_labels(["Oven", "Oven", "Mechanical fan"], counts=False)[0] == "an oven and a mechanical fan"
+    assert captions_from_labels(["Home appliance"])[0] == "a home appliance"
+    assert captions_from_labels(["Home appliance", "Home appliance"])[0] == "two home appliances"
+    assert captions_from_labels([]) == []
+
+
+@pytest.mark.parametrize(
+    "noun, plural",
+    [("box", "boxes"), ("strawberry", "strawberries"), ("knife", "knives"), ("wine glass", "wine glasses"),
+     ("coffeemaker", "coffeemakers"), ("toy", "toys"), ("dish", "dishes"), ("person", "people")],
+)  # fmt: skip
+def test_pluralize(noun, plural):
+    assert pluralize(noun) == plural
+
+
+def test_counted_articles_numbers_and_acronyms():
+    assert [counted("oven", 1), counted("toaster", 1), counted("umbrella", 1), counted("unicycle", 1)] == [
+        "an oven", "a toaster", "an umbrella", "a unicycle"
+    ]  # fmt: skip
+    assert [counted("oven", 10), counted("oven", 12)] == ["ten ovens", "12 ovens"]
+    assert prepare_dataset.label_noun("Microwave oven") == "microwave oven"
+    assert prepare_dataset.label_noun("TV") == "TV"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Image validation on a corpus of bad (and odd but good) files made here
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _png(image: Image.Image, **kwargs) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG", **kwargs)
+    return out.getvalue()
+
+
+def _jpeg(image: Image.Image, **kwargs) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="JPEG", **kwargs)
+    return out.getvalue()
+
+
+def make_bad_corpus(root):
+    """Files of every kind prepare_dataset must drop or convert; returns {name: (path, expected reason or mode)}."""
+    root.mkdir(parents=True, exist_ok=True)
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    files = {}
+
+    def write(name, data):
+        (root / name).write_bytes(data)
+        return str(root / name)
+
+    files["good.jpg"] = write("good.jpg", _jpeg(rgb))
+    files["good.png"] = write("good.png", _png(rgb))
+    files["missing.jpg"] = str(root / "missing.jpg")
+    files["empty.jpg"] = write("empty.jpg", b"")
+    files["truncated.jpg"] = write("truncated.jpg", _jpeg(rgb)[:600])
+    files["truncated.png"] = write("truncated.png", _png(rgb)[:-200])
+    files["text.jpg"] = write("text.jpg", b"this is not an image, just some text\n" * 20)
+    files["tiny.png"] = write("tiny.png", _png(Image.new("RGB", (16, 16), "red")))
+    files["bomb.png"] = write("bomb.png", _png(Image.new("1", (3000, 3000))))  # 9 Mpx in a 1.5 kB file
+    (root / "a_directory.jpg").mkdir(exist_ok=True)
+    files["a_directory.jpg"] = str(root / "a_directory.jpg")
+    files["gray.png"] = write("gray.png", _png(rgb.convert("L")))
+    files["cmyk.jpg"] = write("cmyk.jpg", _jpeg(rgb.convert("CMYK")))
+    rgba = rgb.convert("RGBA")
+    rgba.putpixel((0, 0), (10, 20, 30, 0))  # fully transparent: must become white
+    files["rgba.png"] = write("rgba.png", _png(rgba))
+    palette = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    files["palette.png"] = write("palette.png", _png(palette, transparency=0))
+    sixteen = Image.fromarray(np.full((40, 40), 32896, dtype=np.uint16))  # 32896 / 257 = 128
+    files["sixteen.png"] = write("sixteen.png", _png(sixteen))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    files["rotated.jpg"] = write("rotated.jpg", _jpeg(rgb, exif=exif.tobytes()))
+    return files
+
+
+DROPS = {
+    "missing.jpg": "missing",
+    "empty.jpg": "empty_file",
+    "truncated.jpg": "truncated",
+    "truncated.png": "truncated",
+    "text.jpg": "not_an_image",
+    "tiny.png": "too_small",
+    "bomb.png": "too_large",
+    "a_directory.jpg": "unreadable",
+}
+CONVERSIONS = {
+    "gray.png": ["grayscale"],
+    "cmyk.jpg": ["cmyk"],
+    "rgba.png": ["transparency"],
+    "palette.png": ["transparency"],
+    "sixteen.png": ["16-bit"],
+    "rotated.jpg": ["exif_orientation"],
+    "good.jpg": [],
+    "good.png": [],
+}
+
+
+def test_validate_image_drops_each_bad_kind_and_converts_the_rest(tmp_path):
+    files = make_bad_corpus(tmp_path / "corpus")
+    for name, reason in DROPS.items():
+        data, got, _ = validate_image(files[name], min_side=32, max_pixels=4_000_000)
+        assert (data, got) == (None, reason), name
+    for name, conversions in CONVERSIONS.items():
+        data, reason, got = validate_image(files[name], min_side=32, max_pixels=4_000_000)
+        assert reason == "" and got == conversions, name
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        assert image.mode == "RGB", name
+        assert image.size == ((48, 64) if name == "rotated.jpg" else (40, 40) if name == "sixteen.png" else (64, 48))
+    unchanged, _, _ = validate_image(files["good.png"])
+    assert unchanged == (tmp_path / "corpus" / "good.png").read_bytes()  # nothing to do: the original bytes
+    white = Image.open(io.BytesIO(validate_image(files["rgba.png"])[0])).getpixel((0, 0))
+    assert white == (255, 255, 255)
+    grey = np.asarray(Image.open(io.BytesIO(validate_image(files["sixteen.png"])[0])))
+    assert (grey == 128).all()
+    shrunk = Image.open(io.BytesIO(validate_image(files["good.jpg"], max_side=32)[0]))
+    assert shrunk.size == (32, 24) and shrunk.format == "JPEG"
+    assert validate_image(files["bomb.png"], max_pixels=10_000_000)[1] == ""  # under the limit it is a fine image
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_validate_split_counts_drops_by_reason_and_every_survivor_decodes_as_rgb(tmp_path, num_proc):
+    files = make_bad_corpus(tmp_path / "corpus")
+    names = list(files) + ["good.jpg"]
+    dataset = datasets.Dataset.from_dict(
+        {
+            "filepath": [files[n] for n in names],
+            "captions": [[] if i == len(names) - 1 else [f"caption of {n}"] for i, n in enumerate(names)],
+        }
+    )
+    args = DataArguments(num_proc=num_proc, max_image_pixels=4_000_000, progress=False)
+    kept, dropped, converted = prepare_dataset.validate_split(dataset, args, "train")
+    assert dropped == Counter({**Counter(DROPS.values()), "no_caption": 1})
+    assert converted == Counter(c for cs in CONVERSIONS.values() for c in cs)
+    assert sorted(kept["filepath"]) == sorted(files[n] for n in CONVERSIONS)
+    assert all(image.mode == "RGB" for image in kept["image"])
+    table = prepare_dataset.drop_table({"train": dropped}, {"train": converted})
+    rows = {cells[0]: cells[1:] for cells in (re.split(r"\s{2,}", line.strip()) for line in table.splitlines())}
+    assert rows["reason"] == ["train", "total"] and rows["truncated"] == ["2", "2"] and rows["dropped"] == ["9", "9"]
+    assert rows["converted: transparency"] == ["2", "2"] and len(rows) == 1 + len(prepare_dataset.DROP_REASONS) + 1 + 5
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# FiftyOne sources -> DatasetDict
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_synthetic_default_end_to_end(fiftyone_db, tmp_path):
+    args = DataArguments(
+        output_dir=str(tmp_path / "data"),
+        num_train=12,
+        num_validation=4,
+        synthetic_image_dir=str(tmp_path / "images"),
+        synthetic_image_size=64,
+        progress=False,
+    )
+    dataset_dict, metadata = prepare_dataset.prepare(args)
+    reloaded = datasets.load_from_disk(str(tmp_path / "data"))
+    assert {split: len(ds) for split, ds in reloaded.items()} == {"train": 12, "validation": 4}
+    assert reloaded["train"].column_names == ["image", "captions", "filepath", "sample_id", "labels", "boxes", "scene"]
+    for split, size in (("train", 12), ("validation", 4)):
+        for i, row in enumerate(reloaded[split]):
+            scene, captions = synthetic.make_example(0, split, int(row["filepath"].rsplit("/", 1)[1][:6]))
+            assert row["captions"] == captions and synthetic.Scene.from_json(row["scene"]) == scene
+            assert row["labels"] == [o.kind for o in scene.objects]
+            assert row["image"].size == (64, 64) and row["image"].mode == "RGB"
+    assert metadata == prepare_dataset.load_dataset_metadata(tmp_path / "data")
+    assert metadata["caption_strategy"] == "reference captions from the 'captions' field"
+    assert "synthetic" in reloaded["train"].info.description
+
+    with pytest.raises(PrepareError, match="already exists"):
+        prepare_dataset.prepare(args)
+    args.overwrite_output_dir, args.num_train = True, 6
+    prepare_dataset.prepare(args)
+    assert len(datasets.load_from_disk(str(tmp_path / "data"))["train"]) == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "images"]  # no .partial / .old left behind
+
+
+def test_export_directory_source_makes_captions_from_labels(fiftyone_db, tmp_path):
+    import fiftyone as fo
+
+    dataset = synthetic.build_fiftyone_dataset("export-me", tmp_path / "images", 8, 0, seed=5, image_size=48,
+                                               progress=False)  # fmt: skip
+    dataset.export(
+        export_dir=str(tmp_path / "export"),
+        dataset_type=fo.types.FiftyOneImageDetectionDataset,
+        label_field="ground_truth",
+    )
+    args = DataArguments(
+        output_dir=str(tmp_path / "data"),
+        dataset_dir=str(tmp_path / "export"),
+        dataset_type="FiftyOneImageDetectionDataset",
+        num_validation=2,
+        progress=False,
+    )
+    dataset_dict, metadata = prepare_dataset.prepare(args)
+    assert (len(dataset_dict["train"]), len(dataset_dict["validation"])) == (6, 2)
+    assert metadata["caption_strategy"].startswith("made from the 'ground_truth' detections labels (with counts)")
+    for row in dataset_dict["train"]:
+        assert row["captions"] == captions_from_labels(row["labels"])
+        assert len(row["boxes"]) == len(row["labels"]) > 0
+
+    # The same FiftyOne dataset by name: it has only "train" tags, so a seeded 10% goes to validation.
+    by_name = DataArguments(output_dir=str(tmp_path / "by_name"), dataset_name="export-me", progress=False)
+    named, _ = prepare_dataset.prepare(by_name)
+    assert (len(named["train"]), len(named["validation"])) == (7, 1)
+    again, _ = prepare_dataset.prepare(dataclasses.replace(by_name, output_dir=str(tmp_path / "again")))
+    assert again["validation"]["sample_id"] == named["validation"]["sample_id"]
+
+
+def test_one_line_errors(fiftyone_db, tmp_path, capsys):
+    out = ["--output_dir", str(tmp_path / "out")]
+    cases = [
+        (["--dataset_name", "a", "--dataset_dir", "b", *out], "give one source, not --dataset_name and --dataset_dir"),
+        (["--dataset_dir", str(tmp_path / "nowhere"), *out], "is not a directory"),
+        (["--dataset_dir", str(tmp_path), "--dataset_type", "NoSuchType", *out], "is not a fiftyone.types dataset"),
+        (["--dataset_name", "no-such-dataset", *out], "no FiftyOne dataset named 'no-such-dataset'"),
+        (["--clip_model", "ViT-B-32", *out], "needs both --clip_model and --clip_pretrained"),
+        ([str(tmp_path / "missing.yaml")], "does not exist"),
+    ]
+    for argv, message in cases:
+        assert prepare_dataset.main(argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("prepare_dataset.py: error: ") and message in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_zoo_download_failure_is_one_line(fiftyone_db, tmp_path, monkeypatch, capsys):
+    import fiftyone.zoo as foz
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("HTTPSConnectionPool(host='storage.googleapis.com', port=443): Max retries exceeded")
+
+    monkeypatch.setattr(foz, "load_zoo_dataset", offline)
+    assert prepare_dataset.main(["--zoo_dataset", "open-images-v7", "--output_dir", str(tmp_path / "out")]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "could not load 'open-images-v7' (train) from the FiftyOne zoo (ConnectionError" in line
+    assert "--dataset_name" in line and not (tmp_path / "out").exists()
+
+
+def test_yaml_config_is_the_one_argument(fiftyone_db, tmp_path):
+    config = tmp_path / "prepare.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'data'}\nnum_train: 3\nnum_validation: 1\nprogress: false\n"
+                      f"synthetic_image_dir: {tmp_path / 'images'}\nsynthetic_image_size: 48\n")  # fmt: skip
+    assert prepare_dataset.main([str(config)]) == 0
+    assert len(datasets.load_from_disk(str(tmp_path / "data"))["validation"]) == 1
+    config.write_text("num_train: 3\nnum_trian: 4\n")
+    with pytest.raises(PrepareError, match="num_trian"):
+        prepare_dataset.parse_args([str(config)])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Teacher cache
+# ---------------------------------------------------------------------------------------------------------------------
+
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_checkpoints(tmp_path_factory):
+    """Two different random checkpoints of a registered tiny open_clip architecture."""
+    import open_clip
+    import torch
+
+    root = tmp_path_factory.mktemp("clip")
+    (root / "ClipCap-Test-Tiny.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(root / "ClipCap-Test-Tiny.json")
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = open_clip.create_model("ClipCap-Test-Tiny", pretrained=None)
+        paths.append(str(root / f"tiny-{seed}.pt"))
+        torch.save(model.state_dict(), paths[-1])
+    return paths
+
+
+def test_teacher_cache_shapes_unit_norm_identity_and_refusal(fiftyone_db, tmp_path, tiny_clip_checkpoints):
+    import torch
+
+    from clip_guidance import CLIPTeacher, check_teacher_cache, file_sha256
+
+    first, second = tiny_clip_checkpoints
+    args = DataArguments(
+        output_dir=str(tmp_path / "data"),
+        num_train=5,
+        num_validation=2,
+        synthetic_image_dir=str(tmp_path / "images"),
+        synthetic_image_size=48,
+        clip_model="ClipCap-Test-Tiny",
+        clip_pretrained=first,
+        teacher_batch_size=3,
+        progress=False,
+    )
+    dataset_dict, metadata = prepare_dataset.prepare(args)
+    teacher = CLIPTeacher.from_pretrained("ClipCap-Test-Tiny", first)
+    for split in ("train", "validation"):
+        images = np.asarray(dataset_dict[split]["teacher_image_embeds"][:])
+        assert images.shape == (len(dataset_dict[split]), 16) and np.allclose(np.linalg.norm(images, axis=1), 1, atol=1e-5)
+        for row in dataset_dict[split]:
+            texts = np.asarray(row["teacher_text_embeds"])
+            assert texts.shape == (len(row["captions"]), 16)
+            assert np.allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-5)
+            expected = teacher.encode_texts(row["captions"]).numpy()
+            assert np.allclose(texts, expected, atol=1e-5)
+        expected = teacher.embed_images(dataset_dict[split]["image"]).numpy()
+        assert np.allclose(images, expected, atol=1e-5)
+
+    assert metadata["teacher"]["sha256"] == file_sha256(first)
+    assert prepare_dataset.load_dataset_metadata(tmp_path / "data")["teacher"] == metadata["teacher"]
+    check_teacher_cache(metadata["teacher"], teacher.identity)  # the same teacher: accepted
+    other = CLIPTeacher.from_pretrained("ClipCap-Test-Tiny", second).identity
+    with pytest.raises(ValueError, match="made by ClipCap-Test-Tiny \\(sha256 .*re-run prepare_dataset.py"):
+        check_teacher_cache(metadata["teacher"], other)
+    assert isinstance(teacher.encode_images(torch.zeros(1, 3, 32, 32)), torch.Tensor)
+
+
+def test_teacher_offline_tag_is_one_line():
+    from clip_guidance import CLIPTeacher
+
+    with pytest.raises(OSError, match="^could not load CLIP teacher ViT-B-32 'openai' .*local checkpoint path"):
+        CLIPTeacher.from_pretrained("ViT-B-32", "openai")
