@@ -81,7 +81,9 @@ class CLIPTeacher(torch.nn.Module):
         import open_clip
 
         if not pretrained:
-            raise ValueError("a CLIP teacher needs weights: give clip_pretrained (an open_clip tag or a checkpoint path)")
+            raise ValueError(
+                "a CLIP teacher needs weights: give clip_pretrained (an open_clip tag or a checkpoint path)"
+            )
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
         except RuntimeError as error:

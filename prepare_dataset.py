@@ -87,7 +87,8 @@ class DataArguments:
     dataset_name: str | None = field(default=None, metadata={"help": "An existing FiftyOne dataset."})
     dataset_dir: str | None = field(default=None, metadata={"help": "A directory in a FiftyOne-supported format."})
     dataset_type: str | None = field(
-        default=None, metadata={"help": "Its fiftyone.types name, e.g. FiftyOneImageDetectionDataset, COCODetectionDataset."}
+        default=None,
+        metadata={"help": "Its fiftyone.types name, e.g. FiftyOneImageDetectionDataset, COCODetectionDataset."},
     )
     num_train: int | None = field(default=None, metadata={"help": "Default: 10000 (zoo), 2000 (synthetic), all."})
     num_validation: int | None = field(
@@ -112,14 +113,16 @@ class DataArguments:
     clip_model: str | None = field(default=None, metadata={"help": "open_clip architecture of the teacher cache."})
     clip_pretrained: str | None = field(default=None, metadata={"help": "Its open_clip tag or checkpoint path."})
     teacher_batch_size: int = field(default=64)
-    num_proc: int = field(default=1, metadata={"help": "Processes for image validation."})
+    num_proc: int = field(default=1, metadata={"help": "Processes for synthetic rendering and image validation."})
     seed: int = field(default=0)
     push_to_hub: str | None = field(default=None, metadata={"help": "Also push to this Hub dataset repo."})
     progress: bool = field(default=True)
 
     @property
     def source(self) -> str:
-        return "zoo" if self.zoo_dataset else "name" if self.dataset_name else "dir" if self.dataset_dir else "synthetic"
+        return (
+            "zoo" if self.zoo_dataset else "name" if self.dataset_name else "dir" if self.dataset_dir else "synthetic"
+        )
 
     def __post_init__(self):
         given = [n for n in ("zoo_dataset", "dataset_name", "dataset_dir") if getattr(self, n)]
@@ -165,7 +168,7 @@ def pluralize(noun: str) -> str:
 
 
 def counted(noun: str, count: int) -> str:
-    """"a toaster", "an oven", "two microwave ovens", "12 chairs"."""
+    """ "a toaster", "an oven", "two microwave ovens", "12 chairs"."""
     if count == 1:
         article = "an" if noun[0] in "aeiou" and not noun.startswith(("uni", "use", "eu", "one")) else "a"
         return f"{article} {noun}"
@@ -281,14 +284,24 @@ def _validate_example(example: dict, min_side: int, max_pixels: int, max_side: i
     if not example["captions"]:
         return {"image": None, "drop_reason": "no_caption", "conversions": []}
     data, reason, conversions = validate_image(example["filepath"], min_side, max_pixels, max_side)
-    return {"image": {"bytes": data, "path": None} if data else None, "drop_reason": reason, "conversions": conversions}
+    return {
+        "image": {"bytes": data, "path": None} if data else None,
+        "drop_reason": reason,
+        "conversions": conversions,
+    }
 
 
-def validate_split(dataset: datasets.Dataset, args: DataArguments, split: str) -> tuple[datasets.Dataset, Counter, Counter]:
+def validate_split(
+    dataset: datasets.Dataset, args: DataArguments, split: str
+) -> tuple[datasets.Dataset, Counter, Counter]:
     """Decode every image of a split; returns the kept examples and the drop and conversion counts."""
     checked = dataset.map(
         _validate_example,
-        fn_kwargs={"min_side": args.min_image_side, "max_pixels": args.max_image_pixels, "max_side": args.max_image_side},
+        fn_kwargs={
+            "min_side": args.min_image_side,
+            "max_pixels": args.max_image_pixels,
+            "max_side": args.max_image_side,
+        },
         num_proc=args.num_proc if args.num_proc > 1 and len(dataset) > 1 else None,
         features=datasets.Features(
             {
@@ -319,7 +332,10 @@ def drop_table(dropped: dict[str, Counter], converted: dict[str, Counter]) -> st
         counts = [converted[s].get(name, 0) for s in splits]
         rows.append((f"converted: {name}", *map(str, counts), str(sum(counts))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+        for r in rows
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -334,7 +350,15 @@ def _default_synthetic_dir(args: DataArguments) -> Path:
 
 def load_source(args: DataArguments) -> tuple[dict, str]:
     """The source as {split: FiftyOne view}, and a one-line description of it."""
-    import fiftyone as fo
+    try:
+        import fiftyone as fo
+
+        fo.list_datasets()  # the first database access: starts FiftyOne's own mongod unless a URI is set
+    except Exception as error:  # noqa: BLE001 - no database is one line, not a traceback
+        raise PrepareError(
+            f"FiftyOne cannot reach its database ({type(error).__name__}: {str(error).splitlines()[0][:120]}); "
+            "install the local-db extra, or run `python fiftyone_mongod.py` and export the FIFTYONE_DATABASE_URI it prints"
+        ) from None
 
     if args.source == "synthetic":
         import synthetic
@@ -351,6 +375,7 @@ def load_source(args: DataArguments) -> tuple[dict, str]:
             seed=args.seed,
             image_size=args.synthetic_image_size,
             progress=args.progress,
+            num_proc=args.num_proc,
         )
         seconds = time.perf_counter() - start
         print(f"Built the synthetic FiftyOne dataset ({len(dataset)} scenes) in {seconds:.1f} s")
@@ -401,7 +426,11 @@ def load_source(args: DataArguments) -> tuple[dict, str]:
             raise PrepareError(f"--dataset_dir {args.dataset_dir} is not a directory")
         type_name = args.dataset_type or "ImageDirectory"
         dataset_type = getattr(fo.types, type_name, None)
-        if dataset_type is None or not isinstance(dataset_type, type) or not issubclass(dataset_type, fo.types.Dataset):
+        if (
+            dataset_type is None
+            or not isinstance(dataset_type, type)
+            or not issubclass(dataset_type, fo.types.Dataset)
+        ):
             raise PrepareError(f"--dataset_type {type_name} is not a fiftyone.types dataset type")
         try:
             dataset = fo.Dataset.from_dir(dataset_dir=str(path), dataset_type=dataset_type)
@@ -648,7 +677,9 @@ def prepare(args: DataArguments) -> tuple[datasets.DatasetDict, dict]:
         kept, dropped[split], converted[split] = validate_split(dataset, args, split)
         seconds = time.perf_counter() - start
         print(f"{split}: {len(kept)} of {len(dataset)} images kept ({len(dataset) / seconds:.0f} images/s checked)")
-        dataset_dict[split] = kept.select_columns(["image", "captions"] + [c for c in kept.column_names if c not in ("image", "captions")])
+        dataset_dict[split] = kept.select_columns(
+            ["image", "captions"] + [c for c in kept.column_names if c not in ("image", "captions")]
+        )
     if len(dataset_dict["train"]) == 0:
         raise PrepareError("no training image survived validation:\n" + drop_table(dropped, converted))
     table = drop_table(dropped, converted)

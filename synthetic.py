@@ -81,7 +81,9 @@ class Scene:
     layout: str  # one of LAYOUTS; how the units were placed (captions are checked against geometry, not this)
     units: list[Unit]
     objects: list[SceneObject]
-    order: list[int]  # the units in caption order: row left to right, column top to bottom, stack_beside (top, bottom, side)
+    order: list[
+        int
+    ]  # the units in caption order: row left to right, column top to bottom, stack_beside (top, bottom, side)
     side: str  # "left" / "right": where the side unit of stack_beside stands; "" otherwise
     render_seed: int  # background, shading, noise and details of the drawing
 
@@ -161,7 +163,9 @@ def sample_scene(rng: random.Random) -> Scene:
     """Draw the contents and layout of one scene (relative coordinates; the image size does not matter here)."""
     units = _sample_units(rng)
     n = len(units)
-    layout = "single" if n == 1 else rng.choice(("row", "row", "column") if n == 2 else ("row", "stack_beside", "column"))
+    layout = (
+        "single" if n == 1 else rng.choice(("row", "row", "column") if n == 2 else ("row", "stack_beside", "column"))
+    )
     floor = rng.uniform(0.8, 0.94)  # where units standing on the floor put their bottom edge
     margin, gap = 0.04, 0.05
     side = ""
@@ -261,7 +265,9 @@ _NP = re.compile(
         "|".join(_COUNT_WORDS), "|".join(COLOURS), "|".join(re.escape(n) for n in _NOUNS)
     )
 )
-_REL = re.compile(r"\b(?:{})\b".format("|".join(re.escape(r) for r in sorted(RELATION_PHRASES, key=len, reverse=True))))
+_REL = re.compile(
+    r"\b(?:{})\b".format("|".join(re.escape(r) for r in sorted(RELATION_PHRASES, key=len, reverse=True)))
+)
 _BARE_NOUN = re.compile(r"\b(?:{})\b".format("|".join(re.escape(n) for n in _NOUNS)))
 
 
@@ -327,7 +333,13 @@ def relation_holds(scene: Scene, subject: int, relation: str, obj: int) -> bool:
         lo, hi = min(a[2], b[2]), max(a[0], b[0])  # the horizontal gap between them
         for other in range(len(scene.units)):
             c = scene.unit_box(other)
-            if other not in (subject, obj) and c[0] < hi and c[2] > lo and c[1] < min(a[3], b[3]) and c[3] > max(a[1], b[1]):
+            if (
+                other not in (subject, obj)
+                and c[0] < hi
+                and c[2] > lo
+                and c[1] < min(a[3], b[3])
+                and c[3] > max(a[1], b[1])
+            ):
                 return False  # another unit stands between them
         return True
     raise ValueError(f"unknown relation {relation!r}")
@@ -447,16 +459,31 @@ def _draw_appliance(draw: ImageDraw.ImageDraw, kind: str, box, body, rng: random
         draw.rectangle((lever_x, y0 + 0.4 * h, lever_x + 0.07 * w, y0 + 0.52 * h), fill=dark)
     elif kind == "Kettle":
         flip = rng.random() < 0.5
+
         def fx(v):  # mirror the kettle half the time
             return x0 + (1 - v if flip else v) * w
-        draw.polygon([(fx(0.2), y0 + 0.3 * h), (fx(0.7), y0 + 0.3 * h), (fx(0.8), y1), (fx(0.1), y1)], fill=body,
-                     outline=edge)
-        draw.polygon([(fx(0.72), y0 + 0.5 * h), (fx(1.0), y0 + 0.25 * h), (fx(1.0), y0 + 0.33 * h),
-                      (fx(0.76), y0 + 0.7 * h)], fill=body, outline=edge)
-        handle = (x1 - 0.34 * w, y0 + 0.3 * h, x1, y0 + 0.8 * h) if flip else (x0, y0 + 0.3 * h, x0 + 0.34 * w, y0 + 0.8 * h)
+
+        draw.polygon(
+            [(fx(0.2), y0 + 0.3 * h), (fx(0.7), y0 + 0.3 * h), (fx(0.8), y1), (fx(0.1), y1)], fill=body, outline=edge
+        )
+        draw.polygon(
+            [(fx(0.72), y0 + 0.5 * h), (fx(1.0), y0 + 0.25 * h), (fx(1.0), y0 + 0.33 * h), (fx(0.76), y0 + 0.7 * h)],
+            fill=body,
+            outline=edge,
+        )
+        handle = (
+            (x1 - 0.34 * w, y0 + 0.3 * h, x1, y0 + 0.8 * h)
+            if flip
+            else (x0, y0 + 0.3 * h, x0 + 0.34 * w, y0 + 0.8 * h)
+        )
         draw.arc(handle, 270 if flip else 90, 90 if flip else 270, fill=dark, width=line + 1)
-        draw.rectangle((fx(0.22), y0 + 0.15 * h, fx(0.68), y0 + 0.3 * h) if not flip else
-                       (fx(0.68), y0 + 0.15 * h, fx(0.22), y0 + 0.3 * h), fill=_shade(body, 0.8), outline=edge)
+        draw.rectangle(
+            (fx(0.22), y0 + 0.15 * h, fx(0.68), y0 + 0.3 * h)
+            if not flip
+            else (fx(0.68), y0 + 0.15 * h, fx(0.22), y0 + 0.3 * h),
+            fill=_shade(body, 0.8),
+            outline=edge,
+        )
         draw.ellipse((x0 + 0.4 * w, y0 + 0.02 * h, x0 + 0.5 * w, y0 + 0.15 * h), fill=dark)
     elif kind == "Coffeemaker":
         rect(0, 0, 1, 0.28, body, 0.1)  # head
@@ -516,6 +543,45 @@ def make_example(seed: int, split: str, index: int) -> tuple[Scene, list[str]]:
     return scene, reference_captions(scene, rng)
 
 
+def _render_to_file(job: tuple) -> tuple[Scene, list[str]]:
+    seed, split, index, size, path = job
+    scene, captions = make_example(seed, split, index)
+    render_scene(scene, size).save(path)
+    return scene, captions
+
+
+def render_examples(
+    image_dir: str | Path,
+    num_train: int,
+    num_validation: int,
+    seed: int = 0,
+    image_size: int = 128,
+    num_proc: int = 1,
+    progress: bool = True,
+) -> list[tuple[str, Path, Scene, list[str]]]:
+    """Render every scene to `image_dir/{split}/{index:06d}.png`; returns (split, path, scene, captions) in order.
+
+    With `num_proc` > 1 the rendering and PNG encoding run in forked worker processes (the output is the same).
+    """
+    from tqdm.auto import tqdm
+
+    image_dir = Path(image_dir).resolve()
+    jobs = []
+    for split, count in (("train", num_train), ("validation", num_validation)):
+        (image_dir / split).mkdir(parents=True, exist_ok=True)
+        jobs += [(seed, split, i, image_size, image_dir / split / f"{i:06d}.png") for i in range(count)]
+    bar = {"total": len(jobs), "desc": "Rendering synthetic scenes", "disable": not progress}
+    if num_proc > 1 and len(jobs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(num_proc, mp_context=multiprocessing.get_context("fork")) as pool:
+            results = list(tqdm(pool.map(_render_to_file, jobs, chunksize=32), **bar))
+    else:
+        results = [_render_to_file(job) for job in tqdm(jobs, **bar)]
+    return [(job[1], job[4], scene, captions) for job, (scene, captions) in zip(jobs, results)]
+
+
 def build_fiftyone_dataset(
     name: str,
     image_dir: str | Path,
@@ -525,6 +591,7 @@ def build_fiftyone_dataset(
     image_size: int = 128,
     overwrite: bool = True,
     progress: bool = True,
+    num_proc: int = 1,
 ):
     """Render the synthetic scenes into `image_dir` and return a FiftyOne dataset of them.
 
@@ -533,33 +600,27 @@ def build_fiftyone_dataset(
     FiftyOne must be importable, with a database (see `fiftyone_mongod.fiftyone_database`).
     """
     import fiftyone as fo
-    from tqdm.auto import tqdm
 
     if fo.dataset_exists(name):
         if not overwrite:
             return fo.load_dataset(name)
         fo.delete_dataset(name)
-    dataset = fo.Dataset(name)
-    image_dir = Path(image_dir)
-    samples = []
-    jobs = [(split, i) for split, n in (("train", num_train), ("validation", num_validation)) for i in range(n)]
-    for split, index in tqdm(jobs, desc="Rendering synthetic scenes", disable=not progress):
-        scene, captions = make_example(seed, split, index)
-        path = image_dir / split / f"{index:06d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        render_scene(scene, image_size).save(path)
-        detections = [
-            fo.Detection(label=o.kind, bounding_box=o.bounding_box, colour=o.colour) for o in scene.objects
-        ]
-        samples.append(
-            fo.Sample(
-                filepath=str(path.resolve()),
-                tags=[split],
-                ground_truth=fo.Detections(detections=detections),
-                captions=captions,
-                scene=scene.to_dict(),
-            )
+    rendered = render_examples(image_dir, num_train, num_validation, seed, image_size, num_proc, progress)
+    samples = [
+        fo.Sample(
+            filepath=str(path),
+            tags=[split],
+            ground_truth=fo.Detections(
+                detections=[
+                    fo.Detection(label=o.kind, bounding_box=o.bounding_box, colour=o.colour) for o in scene.objects
+                ]
+            ),
+            captions=captions,
+            scene=scene.to_dict(),
         )
+        for split, path, scene, captions in rendered
+    ]
+    dataset = fo.Dataset(name)
     dataset.add_samples(samples, progress=False)
     dataset.info = {"source": "clipcap synthetic", "seed": seed, "image_size": image_size}
     dataset.save()
@@ -581,7 +642,9 @@ def main():
             for i in range(n):
                 scene, captions = make_example(args.seed, split, i)
                 render_scene(scene, args.image_size).save(out / f"{split}_{i:06d}.png")
-                f.write(json.dumps({"file": f"{split}_{i:06d}.png", "captions": captions, "scene": scene.to_dict()}) + "\n")
+                f.write(
+                    json.dumps({"file": f"{split}_{i:06d}.png", "captions": captions, "scene": scene.to_dict()}) + "\n"
+                )
     print(f"wrote {args.num_train + args.num_validation} scenes to {out}")
 
 

@@ -15,7 +15,6 @@ import prepare_dataset
 import synthetic
 from prepare_dataset import DataArguments, PrepareError, captions_from_labels, counted, pluralize, validate_image
 
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Captions from labels
 # ---------------------------------------------------------------------------------------------------------------------
@@ -193,7 +192,7 @@ def test_synthetic_default_end_to_end(fiftyone_db, tmp_path):
         synthetic_image_size=64,
         progress=False,
     )
-    dataset_dict, metadata = prepare_dataset.prepare(args)
+    _, metadata = prepare_dataset.prepare(args)
     reloaded = datasets.load_from_disk(str(tmp_path / "data"))
     assert {split: len(ds) for split, ds in reloaded.items()} == {"train": 12, "validation": 4}
     assert reloaded["train"].column_names == ["image", "captions", "filepath", "sample_id", "labels", "boxes", "scene"]
@@ -338,7 +337,9 @@ def test_teacher_cache_shapes_unit_norm_identity_and_refusal(fiftyone_db, tmp_pa
     teacher = CLIPTeacher.from_pretrained("ClipCap-Test-Tiny", first)
     for split in ("train", "validation"):
         images = np.asarray(dataset_dict[split]["teacher_image_embeds"][:])
-        assert images.shape == (len(dataset_dict[split]), 16) and np.allclose(np.linalg.norm(images, axis=1), 1, atol=1e-5)
+        assert images.shape == (len(dataset_dict[split]), 16) and np.allclose(
+            np.linalg.norm(images, axis=1), 1, atol=1e-5
+        )
         for row in dataset_dict[split]:
             texts = np.asarray(row["teacher_text_embeds"])
             assert texts.shape == (len(row["captions"]), 16)

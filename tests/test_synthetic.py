@@ -123,8 +123,8 @@ def test_caption_errors_classify_each_kind_of_mistake(scene, caption, errors):
 
 
 def test_next_to_is_false_across_a_unit_in_between():
-    scene, captions = next(
-        (s, c) for s, c in (make_example(0, "train", i) for i in range(200)) if s.layout == "row" and len(s.units) == 3
+    scene = next(
+        s for s, _ in (make_example(0, "train", i) for i in range(200)) if s.layout == "row" and len(s.units) == 3
     )
     a, _, c = (synthetic.noun_phrase(scene.units[i]) for i in scene.order)
     assert caption_errors(f"{a} next to {c}", scene) == ["wrong_relation", "missing_object"]
@@ -137,3 +137,14 @@ def test_parse_caption_normalises_relations_to_subject_relation_object():
     assert parsed.mentions == [oven, kettle]  # "fan" alone is not a kind: "mechanical fan" is
     assert parsed.relations == [(kettle, "above", oven)]
     assert parsed.problems == ["dangling_relation"]
+
+
+def test_render_examples_in_two_processes_writes_the_same_files(tmp_path):
+    one = synthetic.render_examples(tmp_path / "one", 5, 2, seed=2, image_size=48, num_proc=1, progress=False)
+    two = synthetic.render_examples(tmp_path / "two", 5, 2, seed=2, image_size=48, num_proc=2, progress=False)
+    assert [(s, p.name, sc, c) for s, p, sc, c in one] == [(s, p.name, sc, c) for s, p, sc, c in two]
+    assert [p.read_bytes() for _, p, _, _ in one] == [p.read_bytes() for _, p, _, _ in two]
+    assert [str(p.relative_to(tmp_path / "one")) for _, p, _, _ in one][-2:] == [
+        "validation/000000.png",
+        "validation/000001.png",
+    ]
