@@ -441,11 +441,20 @@ def load_source(args: DataArguments) -> tuple[dict, str]:
 
 
 def split_samples(dataset, args: DataArguments) -> dict:
-    """Train / validation views: by sample tags when the dataset has them, else a seeded random split."""
+    """Train / validation views: by sample tags when the dataset has them, else a seeded random split.
+
+    `num_train` / `num_validation` cap the tagged splits; in a random split `num_validation` (default 10%) is the
+    validation size and `num_train` caps the rest.
+    """
     tags = set(dataset.distinct("tags"))
     validation_tags = [t for t in VALIDATION_TAGS if t in tags]
     if "train" in tags and validation_tags:
-        return {"train": dataset.match_tags("train"), "validation": dataset.match_tags(validation_tags)}
+        train, validation = dataset.match_tags("train"), dataset.match_tags(validation_tags)
+        if args.num_train is not None:
+            train = train.limit(args.num_train)
+        if args.num_validation is not None:
+            validation = validation.limit(args.num_validation)
+        return {"train": train, "validation": validation}
     ids = dataset.values("id")
     random.Random(args.seed).shuffle(ids)
     num_validation = args.num_validation if args.num_validation is not None else max(1, len(ids) // 10)

@@ -79,11 +79,8 @@ class Unit:
 @dataclasses.dataclass
 class Scene:
     layout: str  # one of LAYOUTS; how the units were placed (captions are checked against geometry, not this)
-    units: list[Unit]
+    units: list[Unit]  # row: left to right; column: top to bottom; stack_beside: top, bottom, beside
     objects: list[SceneObject]
-    order: list[
-        int
-    ]  # the units in caption order: row left to right, column top to bottom, stack_beside (top, bottom, side)
     side: str  # "left" / "right": where the side unit of stack_beside stands; "" otherwise
     render_seed: int  # background, shading, noise and details of the drawing
 
@@ -176,7 +173,6 @@ def sample_scene(rng: random.Random) -> Scene:
             x0 = margin + i * (width + gap)
             slot_top = rng.uniform(0.06, 0.3) if n > 1 else rng.uniform(0.06, 0.45)
             boxes[i] = _place_unit(units[i], (x0, slot_top, x0 + width, floor), rng, rng.uniform(0.6, 1.0))
-        order = list(range(n))
     else:
         # A column of units, each standing on the one below; stack_beside adds one unit on the floor beside it.
         stack = list(range(n)) if layout == "column" else [0, 1]
@@ -194,13 +190,12 @@ def sample_scene(rng: random.Random) -> Scene:
             placed = _place_unit(units[i], (column[0], bottom - room, column[1], bottom), rng, rng.uniform(0.7, 1.0))
             boxes[i] = placed
             bottom = min(b[1] for b in placed) - 0.01
-        order = list(range(n))
     objects = [
         SceneObject(units[i].kind, units[i].colour, i, [round(v, 5) for v in (b[0], b[1], b[2] - b[0], b[3] - b[1])])
         for i in range(n)
         for b in boxes[i]
     ]
-    return Scene(layout, units, objects, order, side, rng.randrange(2**31))
+    return Scene(layout, units, objects, side, rng.randrange(2**31))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -246,6 +246,34 @@ def test_export_directory_source_makes_captions_from_labels(fiftyone_db, tmp_pat
     assert again["validation"]["sample_id"] == named["validation"]["sample_id"]
 
 
+def test_bad_corpus_through_a_fiftyone_dataset_is_counted_in_the_card(fiftyone_db, tmp_path):
+    import fiftyone as fo
+
+    files = make_bad_corpus(tmp_path / "corpus")
+    dataset = fo.Dataset("bad-corpus", overwrite=True)
+    samples = [
+        fo.Sample(filepath=path, tags=["train"], caption=f"a photo called {name}") for name, path in files.items()
+    ]
+    samples.append(fo.Sample(filepath=files["good.png"], tags=["validation"], caption="one caption, a string"))
+    samples.append(fo.Sample(filepath=files["good.jpg"], tags=["train"], caption="   "))  # no usable caption
+    dataset.add_samples(samples, progress=False)
+    args = DataArguments(
+        output_dir=str(tmp_path / "data"),
+        dataset_name="bad-corpus",
+        caption_field="caption",
+        max_image_pixels=4_000_000,
+        progress=False,
+    )
+    dataset_dict, metadata = prepare_dataset.prepare(args)
+    assert metadata["dropped"] == {"train": {**Counter(DROPS.values()), "no_caption": 1}, "validation": {}}
+    assert metadata["converted"]["train"] == dict(Counter(c for cs in CONVERSIONS.values() for c in cs))
+    assert len(dataset_dict["train"]) == len(CONVERSIONS)
+    assert all(image.mode == "RGB" for image in dataset_dict["train"]["image"])
+    assert dataset_dict["validation"]["captions"] == [["one caption, a string"]]
+    card = (tmp_path / "data" / "README.md").read_text()
+    assert "truncated" in card and "converted: 16-bit" in card
+
+
 def test_one_line_errors(fiftyone_db, tmp_path, capsys):
     out = ["--output_dir", str(tmp_path / "out")]
     cases = [

@@ -75,7 +75,6 @@ ROW = Scene(
         SceneObject("Kettle", "blue", 1, [0.4, 0.5, 0.15, 0.3]),
         SceneObject("Kettle", "blue", 1, [0.6, 0.5, 0.15, 0.3]),
     ],
-    order=[0, 1],
     side="",
     render_seed=0,
 )
@@ -86,7 +85,6 @@ COLUMN = Scene(
         SceneObject("Microwave oven", "white", 0, [0.3, 0.1, 0.4, 0.2]),
         SceneObject("Refrigerator", "black", 1, [0.35, 0.31, 0.3, 0.6]),
     ],
-    order=[0, 1],
     side="",
     render_seed=0,
 )
@@ -126,7 +124,7 @@ def test_next_to_is_false_across_a_unit_in_between():
     scene = next(
         s for s, _ in (make_example(0, "train", i) for i in range(200)) if s.layout == "row" and len(s.units) == 3
     )
-    a, _, c = (synthetic.noun_phrase(scene.units[i]) for i in scene.order)
+    a, _, c = (synthetic.noun_phrase(scene.units[i]) for i in range(3))
     assert caption_errors(f"{a} next to {c}", scene) == ["wrong_relation", "missing_object"]
     assert caption_errors(f"{c} to the right of {a}", scene) == ["missing_object"]
 
