@@ -92,7 +92,7 @@ class DataArguments:
     )
     num_train: int | None = field(default=None, metadata={"help": "Default: 10000 (zoo), 2000 (synthetic), all."})
     num_validation: int | None = field(
-        default=None, metadata={"help": "Default: 100 (zoo), 200 (synthetic); for an untagged dataset, 10%."}
+        default=None, metadata={"help": "Default: 100 (zoo), 200 (synthetic); for an untagged dataset, a tenth."}
     )
     max_samples: int | None = field(default=None, metadata={"help": "Keep at most this many samples per split."})
     caption_field: str = field(default="captions", metadata={"help": "Sample field with reference caption(s)."})
@@ -708,7 +708,10 @@ def prepare(args: DataArguments) -> tuple[datasets.DatasetDict, dict]:
         "seed": args.seed,
         "command": "python prepare_dataset.py " + " ".join(sys.argv[1:]),
     }
-    description = f"Prepared by prepare_dataset.py from {source}. Captions: {strategy}.\n{table}"
+    description = (
+        f"Prepared by prepare_dataset.py from {source}. Captions: {strategy}. "
+        f"Teacher cache: {_teacher_text(teacher)}.\n{table}"
+    )
     for split in dataset_dict:
         dataset_dict[split].info.description = description
     card = make_card(metadata, dataset_dict, table)
@@ -727,7 +730,7 @@ def prepare(args: DataArguments) -> tuple[datasets.DatasetDict, dict]:
 
 def parse_args(argv: list[str] | None = None) -> DataArguments:
     argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser(DataArguments)
+    parser = HfArgumentParser(DataArguments, description=__doc__.splitlines()[0])
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
         path = Path(argv[0])
         if not path.is_file():

@@ -291,6 +291,14 @@ def test_one_line_errors(fiftyone_db, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_help_lists_every_argument(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_dataset.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(f"--{f.name}" in out for f in dataclasses.fields(DataArguments))
+
+
 def test_zoo_download_failure_is_one_line(fiftyone_db, tmp_path, monkeypatch, capsys):
     import fiftyone.zoo as foz
 
