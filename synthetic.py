@@ -143,8 +143,13 @@ def _sample_units(rng: random.Random) -> list[Unit]:
     return units
 
 
-def _place_unit(unit: Unit, slot: tuple[float, float, float, float], rng: random.Random, scale: float) -> list[list]:
-    """Boxes (x0, y0, x1, y1) of a unit's objects side by side, standing on the slot's bottom edge."""
+def _place_unit(
+    unit: Unit, slot: tuple[float, float, float, float], rng: random.Random, scale: float, centre: float | None = None
+) -> list[list]:
+    """Boxes (x0, y0, x1, y1) of a unit's objects side by side, standing on the slot's bottom edge.
+
+    The unit goes anywhere across the slot, or centred near `centre` (kept inside the slot) when given.
+    """
     x0, y0, x1, y1 = slot
     aspect = KINDS[unit.kind][2]
     gap = 0.02
@@ -152,7 +157,10 @@ def _place_unit(unit: Unit, slot: tuple[float, float, float, float], rng: random
     height = min(scale * (y1 - y0), width_each / aspect)
     width = height * aspect
     total = width * unit.count + gap * (unit.count - 1)
-    left = x0 + rng.uniform(0, (x1 - x0) - total)
+    if centre is None:
+        left = x0 + rng.uniform(0, (x1 - x0) - total)
+    else:
+        left = min(max(centre + rng.uniform(-0.03, 0.03) - total / 2, x0), x1 - total)
     return [[left + i * (width + gap), y1 - height, left + i * (width + gap) + width, y1] for i in range(unit.count)]
 
 
@@ -183,13 +191,16 @@ def sample_scene(rng: random.Random) -> Scene:
             boxes[2] = _place_unit(units[2], (beside[0], 0.3, beside[1], floor), rng, rng.uniform(0.55, 1.0))
         else:
             half = rng.uniform(0.3, 0.45)
-            centre = rng.uniform(0.5 - (0.45 - half), 0.5 + (0.45 - half))
-            column = (centre - half, centre + half)
+            middle = rng.uniform(0.5 - (0.45 - half), 0.5 + (0.45 - half))
+            column = (middle - half, middle + half)
         bottom, room = floor, (floor - 0.04) / len(stack)
-        for i in reversed(stack):  # bottom unit first
-            placed = _place_unit(units[i], (column[0], bottom - room, column[1], bottom), rng, rng.uniform(0.7, 1.0))
+        centre = None
+        for i in reversed(stack):  # bottom unit first; each one above stands centred on the one below
+            slot = (column[0], bottom - room, column[1], bottom)
+            placed = _place_unit(units[i], slot, rng, rng.uniform(0.7, 1.0), centre)
             boxes[i] = placed
             bottom = min(b[1] for b in placed) - 0.01
+            centre = (min(b[0] for b in placed) + max(b[2] for b in placed)) / 2
     objects = [
         SceneObject(units[i].kind, units[i].colour, i, [round(v, 5) for v in (b[0], b[1], b[2] - b[0], b[3] - b[1])])
         for i in range(n)
