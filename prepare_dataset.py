@@ -466,8 +466,9 @@ def split_samples(dataset, args: DataArguments) -> dict:
     return {"train": dataset.select(train), "validation": dataset.select(validation)}
 
 
-def _label_field(view, args: DataArguments) -> tuple[str | None, str | None]:
-    """(field, type) of the labels to caption from: `--label_field`, else the first Detections/Classifications field."""
+def _label_fields(view, args: DataArguments) -> list[tuple[str, str]]:
+    """(field, kind) of the labels to caption from, in order of preference: `--label_field`; else the first
+    Detections field, then the first Classifications / Classification field (Open Images' `negative_labels` skipped)."""
     import fiftyone as fo
 
     schema = view.get_field_schema()
@@ -480,28 +481,39 @@ def _label_field(view, args: DataArguments) -> tuple[str | None, str | None]:
     if args.label_field:
         if args.label_field not in schema or kind_of(args.label_field) is None:
             raise PrepareError(f"--label_field {args.label_field} is not a Detections/Classification(s) field")
-        return args.label_field, kind_of(args.label_field)
-    for wanted in ("detections", "classifications", "classification"):
-        for name in schema:
-            if kind_of(name) == wanted:
-                return name, wanted
-    return None, None
+        return [(args.label_field, kind_of(args.label_field))]
+    candidates = [(name, kind_of(name)) for name in schema if kind_of(name) and not name.startswith("negative")]
+    detections = [c for c in candidates if c[1] == "detections"][:1]
+    classifications = [c for c in candidates if c[1] != "detections"][:1]
+    return detections + classifications
+
+
+def _field_labels(view, name: str, kind: str) -> tuple[list[list[str]], list[list[list[float]]]]:
+    """Per-sample label names (one per detection or classification) and detection boxes of one label field."""
+    if kind == "detections":
+        labels = [list(x or []) for x in view.values(f"{name}.detections.label")]
+        boxes = [[list(b) for b in (x or [])] for x in view.values(f"{name}.detections.bounding_box")]
+        return labels, boxes
+    if kind == "classifications":
+        labels = [list(x or []) for x in view.values(f"{name}.classifications.label")]
+    else:
+        labels = [[x] if x else [] for x in view.values(f"{name}.label")]
+    return labels, [[] for _ in labels]
 
 
 def extract_records(view, args: DataArguments) -> tuple[dict, str]:
     """Column-wise records of a FiftyOne view (filepath, sample id, captions, labels, boxes, scene) and the caption
-    strategy used."""
+    strategy used. Each sample's labels come from the first preferred label field that has any for it."""
     schema = view.get_field_schema()
     columns = {"filepath": view.values("filepath"), "sample_id": [str(i) for i in view.values("id")]}
-    label_field, label_kind = _label_field(view, args)
-    labels, boxes = [[] for _ in columns["filepath"]], [[] for _ in columns["filepath"]]
-    if label_kind == "detections":
-        labels = [list(x or []) for x in view.values(f"{label_field}.detections.label")]
-        boxes = [[list(b) for b in (x or [])] for x in view.values(f"{label_field}.detections.bounding_box")]
-    elif label_kind == "classifications":
-        labels = [list(x or []) for x in view.values(f"{label_field}.classifications.label")]
-    elif label_kind == "classification":
-        labels = [[x] if x else [] for x in view.values(f"{label_field}.label")]
+    fields = _label_fields(view, args)
+    size = len(columns["filepath"])
+    labels, boxes, counted_labels = [[] for _ in range(size)], [[] for _ in range(size)], [False] * size
+    for name, kind in reversed(fields):  # the preferred field is applied last, wherever it has labels
+        field_labels, field_boxes = _field_labels(view, name, kind)
+        for i in range(size):
+            if field_labels[i]:
+                labels[i], boxes[i], counted_labels[i] = field_labels[i], field_boxes[i], kind == "detections"
     columns["labels"], columns["boxes"] = labels, boxes
 
     if args.caption_field in schema:
@@ -510,14 +522,16 @@ def extract_records(view, args: DataArguments) -> tuple[dict, str]:
             values = value if isinstance(value, (list, tuple)) else [value]
             captions.append([c.strip() for c in values if isinstance(c, str) and c.strip()])
         strategy = f"reference captions from the '{args.caption_field}' field"
-    elif label_field:
-        counts = label_kind == "detections"
-        captions = [captions_from_labels(x, counts=counts, generic_labels=args.generic_labels) for x in labels]
-        templates = " | ".join(LABEL_CAPTION_TEMPLATES)
-        strategy = (
-            f"made from the '{label_field}' {label_kind} labels ({'with' if counts else 'without'} counts), "
-            f"one caption per template: {templates}"
+    elif fields:
+        captions = [
+            captions_from_labels(x, counts=c, generic_labels=args.generic_labels)
+            for x, c in zip(labels, counted_labels)
+        ]
+        sources = ", else ".join(
+            f"'{name}' ({kind}{', counted' if kind == 'detections' else ''})" for name, kind in fields
         )
+        templates = " | ".join(LABEL_CAPTION_TEMPLATES)
+        strategy = f"made from the labels of {sources}, one caption per template: {templates}"
     else:
         raise PrepareError(
             f"the dataset has no '{args.caption_field}' caption field and no Detections/Classifications labels to make "

@@ -233,7 +233,7 @@ def test_export_directory_source_makes_captions_from_labels(fiftyone_db, tmp_pat
     )
     dataset_dict, metadata = prepare_dataset.prepare(args)
     assert (len(dataset_dict["train"]), len(dataset_dict["validation"])) == (6, 2)
-    assert metadata["caption_strategy"].startswith("made from the 'ground_truth' detections labels (with counts)")
+    assert metadata["caption_strategy"].startswith("made from the labels of 'ground_truth' (detections, counted), one")
     for row in dataset_dict["train"]:
         assert row["captions"] == captions_from_labels(row["labels"])
         assert len(row["boxes"]) == len(row["labels"]) > 0
@@ -272,6 +272,49 @@ def test_bad_corpus_through_a_fiftyone_dataset_is_counted_in_the_card(fiftyone_d
     assert dataset_dict["validation"]["captions"] == [["one caption, a string"]]
     card = (tmp_path / "data" / "README.md").read_text()
     assert "truncated" in card and "converted: 16-bit" in card
+
+
+def test_labels_fall_back_from_detections_to_classifications_per_sample(fiftyone_db, tmp_path):
+    """Open Images style: boxes where there are any, else the positive image-level labels; never negative ones."""
+    import fiftyone as fo
+
+    files = make_bad_corpus(tmp_path / "corpus")
+    dataset = fo.Dataset("open-images-like", overwrite=True)
+    box = [0.1, 0.1, 0.5, 0.5]
+    dataset.add_samples(
+        [
+            fo.Sample(
+                filepath=files["good.jpg"],
+                ground_truth=fo.Detections(detections=[fo.Detection(label="Toaster", bounding_box=box)] * 2),
+                positive_labels=fo.Classifications(classifications=[fo.Classification(label="Kitchen appliance")]),
+                negative_labels=fo.Classifications(classifications=[fo.Classification(label="Kettle")]),
+            ),
+            fo.Sample(
+                filepath=files["good.png"],
+                ground_truth=fo.Detections(detections=[]),
+                positive_labels=fo.Classifications(
+                    classifications=[fo.Classification(label="Home appliance"), fo.Classification(label="Oven")]
+                ),
+                negative_labels=fo.Classifications(classifications=[fo.Classification(label="Kettle")]),
+            ),
+            fo.Sample(filepath=files["gray.png"], negative_labels=fo.Classifications(
+                classifications=[fo.Classification(label="Kettle")])),
+        ],
+        progress=False,
+    )  # fmt: skip
+    columns, strategy = prepare_dataset.extract_records(dataset, DataArguments())
+    assert columns["labels"] == [["Toaster", "Toaster"], ["Home appliance", "Oven"], []]
+    assert columns["boxes"] == [[box, box], [], []]
+    assert [c[1] if c else None for c in columns["captions"]] == [
+        "a photo of two toasters", "a photo of an oven", None
+    ]  # fmt: skip
+    assert strategy.startswith(
+        "made from the labels of 'ground_truth' (detections, counted), else 'positive_labels' (classifications), one"
+    )
+    only, _ = prepare_dataset.extract_records(dataset, DataArguments(label_field="positive_labels"))
+    assert only["labels"] == [["Kitchen appliance"], ["Home appliance", "Oven"], []]
+    with pytest.raises(PrepareError, match="--label_field filepath is not a Detections"):
+        prepare_dataset.extract_records(dataset, DataArguments(label_field="filepath"))
 
 
 def test_one_line_errors(fiftyone_db, tmp_path, capsys):
