@@ -200,10 +200,9 @@ def captions_from_labels(labels: list[str], counts: bool = True, generic_labels=
 def _to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
     """RGB version of a decoded image, and the conversions it needed."""
     conversions = []
-    oriented = ImageOps.exif_transpose(image)
-    if oriented is not image and image.getexif().get(0x0112, 1) != 1:
+    if image.getexif().get(0x0112, 1) != 1:  # EXIF orientation: turn the pixels as a viewer would show them
+        image = ImageOps.exif_transpose(image)
         conversions.append("exif_orientation")
-    image = oriented
     mode = image.mode
     if mode.startswith("I") or mode == "F":  # 16/32-bit grayscale: scale the full 16-bit range into 8 bits
         pixels = np.asarray(image, dtype=np.float64)
