@@ -569,7 +569,6 @@ def add_teacher_cache(dataset_dict: datasets.DatasetDict, args: DataArguments):
             start += len(captions)
         return {"teacher_image_embeds": images.cpu().numpy().tolist(), "teacher_text_embeds": per_image}
 
-    features = None
     for split in dataset_dict:
         features = datasets.Features(
             {
@@ -610,9 +609,8 @@ def make_card(metadata: dict, dataset_dict: datasets.DatasetDict, table: str):
         size_categories=[size_category],
         tags=["image-captioning", "fiftyone", "clipcap"],
         pretty_name="ClipCap captioning data",
+        **{CARD_METADATA_KEY: metadata},
     )
-    data_dict = data.to_dict()
-    data_dict[CARD_METADATA_KEY] = metadata
     teacher = metadata.get("teacher")
     columns = ", ".join(f"`{c}`" for c in dataset_dict["train"].column_names)
     body = f"""
@@ -634,9 +632,7 @@ Every image was decoded in full; these were left out (and these converted to RGB
 {table}
 ```
 """
-    import yaml
-
-    return DatasetCard("---\n" + yaml.safe_dump(data_dict, sort_keys=False) + "---\n" + body)
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
 def _teacher_text(teacher: dict | None) -> str:
@@ -647,7 +643,7 @@ def _teacher_text(teacher: dict | None) -> str:
     return f"unit-norm CLIP embeddings by {TeacherIdentity.from_dict(teacher).describe()}"
 
 
-def save_atomically(dataset_dict: datasets.DatasetDict, card, output_dir: Path, overwrite: bool) -> None:
+def save_atomically(dataset_dict: datasets.DatasetDict, card, output_dir: Path) -> None:
     """Write into a sibling directory, then swap it in, so no half-written dataset is ever left at `output_dir`."""
     partial = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -702,9 +698,9 @@ def prepare(args: DataArguments) -> tuple[datasets.DatasetDict, dict]:
         dataset_dict[split] = kept.select_columns(
             ["image", "captions"] + [c for c in kept.column_names if c not in ("image", "captions")]
         )
-    if len(dataset_dict["train"]) == 0:
-        raise PrepareError("no training image survived validation:\n" + drop_table(dropped, converted))
     table = drop_table(dropped, converted)
+    if len(dataset_dict["train"]) == 0:
+        raise PrepareError("no training image survived validation:\n" + table)
     print(table)
     # 5. Teacher cache.
     teacher = None
@@ -728,7 +724,7 @@ def prepare(args: DataArguments) -> tuple[datasets.DatasetDict, dict]:
     for split in dataset_dict:
         dataset_dict[split].info.description = description
     card = make_card(metadata, dataset_dict, table)
-    save_atomically(dataset_dict, card, output_dir, args.overwrite_output_dir)
+    save_atomically(dataset_dict, card, output_dir)
     print(f"Saved to {output_dir} ({directory_size(output_dir) / 2**20:.1f} MiB)")
     if args.push_to_hub:
         dataset_dict.push_to_hub(args.push_to_hub)

@@ -23,17 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from timing import median_seconds  # noqa: E402 - bench/ is the script directory
+
 from fiftyone_mongod import fiftyone_database  # noqa: E402 - after the sys.path line
-
-
-def median_rate(function, count: int, repeats: int) -> tuple[float, list[float]]:
-    """Median items/s of `function()` (which handles `count` items) over `repeats` runs."""
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        rates.append(count / (time.perf_counter() - start))
-    return statistics.median(rates), rates
 
 
 def side_by_side(function, count: int, repeats: int) -> dict[int, tuple[float, list[float]]]:
@@ -74,7 +66,8 @@ def main():
             for i in range(n):
                 synthetic.render_scene(synthetic.make_example(0, "train", i)[0], 128)
 
-        render_rate, render_rates = median_rate(render_only, n, args.repeats)
+        render_seconds, render_times = median_seconds(render_only, args.repeats)
+        render_rate, render_rates = n / render_seconds, [n / t for t in render_times]
         total = args.num_train + args.num_validation
         full = {}
         generation = side_by_side(

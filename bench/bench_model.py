@@ -12,9 +12,7 @@ Times are medians over `--repeats` runs after one warm-up. Prints a table and wr
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,18 +20,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from timing import median_seconds  # noqa: E402 - bench/ is the script directory
+
 from configuration_clipcap import ClipCapConfig  # noqa: E402
 from modeling_clipcap import ClipCapForCaptioning  # noqa: E402
-
-
-def median_seconds(function, repeats: int) -> tuple[float, list[float]]:
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
 
 
 def main():

@@ -187,15 +187,21 @@ def test_validate_split_counts_drops_by_reason_and_every_survivor_decodes_as_rgb
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_synthetic_default_end_to_end(fiftyone_db, tmp_path):
-    args = DataArguments(
+def synthetic_args(tmp_path, num_train: int, num_validation: int, image_size: int, **overrides) -> DataArguments:
+    """Arguments for a small synthetic run inside `tmp_path` (dataset in data/, rendered PNGs in images/)."""
+    return DataArguments(
         output_dir=str(tmp_path / "data"),
-        num_train=12,
-        num_validation=4,
+        num_train=num_train,
+        num_validation=num_validation,
         synthetic_image_dir=str(tmp_path / "images"),
-        synthetic_image_size=64,
+        synthetic_image_size=image_size,
         progress=False,
+        **overrides,
     )
+
+
+def test_synthetic_default_end_to_end(fiftyone_db, tmp_path):
+    args = synthetic_args(tmp_path, num_train=12, num_validation=4, image_size=64)
     _, metadata = prepare_dataset.prepare(args)
     reloaded = datasets.load_from_disk(str(tmp_path / "data"))
     assert {split: len(ds) for split, ds in reloaded.items()} == {"train": 12, "validation": 4}
@@ -364,15 +370,7 @@ def test_no_database_is_one_line(tmp_path):
 
 
 def test_max_samples_caps_each_split(fiftyone_db, tmp_path):
-    args = DataArguments(
-        output_dir=str(tmp_path / "data"),
-        num_train=5,
-        num_validation=2,
-        max_samples=3,
-        synthetic_image_dir=str(tmp_path / "images"),
-        synthetic_image_size=32,
-        progress=False,
-    )
+    args = synthetic_args(tmp_path, num_train=5, num_validation=2, image_size=32, max_samples=3)
     dataset_dict, _ = prepare_dataset.prepare(args)
     assert (len(dataset_dict["train"]), len(dataset_dict["validation"])) == (3, 2)
 
@@ -436,16 +434,14 @@ def test_teacher_cache_shapes_unit_norm_identity_and_refusal(fiftyone_db, tmp_pa
     from clip_guidance import CLIPTeacher, check_teacher_cache, file_sha256
 
     first, second = tiny_clip_checkpoints
-    args = DataArguments(
-        output_dir=str(tmp_path / "data"),
+    args = synthetic_args(
+        tmp_path,
         num_train=5,
         num_validation=2,
-        synthetic_image_dir=str(tmp_path / "images"),
-        synthetic_image_size=48,
+        image_size=48,
         clip_model="ClipCap-Test-Tiny",
         clip_pretrained=first,
         teacher_batch_size=3,
-        progress=False,
     )
     dataset_dict, metadata = prepare_dataset.prepare(args)
     teacher = CLIPTeacher.from_pretrained("ClipCap-Test-Tiny", first)
