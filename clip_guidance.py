@@ -13,8 +13,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from pathlib import Path
 
 import torch
+
+# The project's own open_clip architectures (the offline demo's domain teacher), registered on first use.
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "open_clip"
+
+
+def register_model_configs(path: str | os.PathLike = MODEL_CONFIG_DIR) -> None:
+    """Make open_clip know the architectures in `path` (a directory of `<name>.json` files, or one file)."""
+    import open_clip
+
+    if Path(path).exists():
+        open_clip.add_model_config(path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,9 +89,15 @@ class CLIPTeacher(torch.nn.Module):
 
     @classmethod
     def from_pretrained(cls, arch: str, pretrained: str | None, device: str | torch.device = "cpu") -> CLIPTeacher:
-        """`open_clip.create_model_and_transforms(arch, pretrained)`; offline, a failed download is one OSError line."""
+        """`open_clip.create_model_and_transforms(arch, pretrained)`; offline, a failed download is one OSError.
+
+        `pretrained` is an open_clip tag, a checkpoint file, or a `train_clip_teacher.py` output directory."""
         import open_clip
 
+        register_model_configs()
+        if pretrained and os.path.isdir(pretrained):  # a train_clip_teacher.py output directory
+            register_model_configs(pretrained)
+            pretrained = os.path.join(pretrained, "open_clip_model.safetensors")
         if not pretrained:
             raise ValueError(
                 "a CLIP teacher needs weights: give clip_pretrained (an open_clip tag or a checkpoint path)"
@@ -120,3 +138,138 @@ class CLIPTeacher(torch.nn.Module):
     def embed_images(self, images) -> torch.Tensor:
         """Unit-norm embeddings of PIL images, with the teacher's own preprocessing."""
         return self.encode_images(torch.stack([self.preprocess(image.convert("RGB")) for image in images]))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The CLIP-guided losses. z: the student's unit-norm embeddings (B, D); v, t: the teacher's unit-norm image and
+# caption embeddings (B, D). Every function returns a scalar mean over the batch.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def cosine_alignment_loss(z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`L_cos = mean_i (1 - cos(z_i, v_i))`: distils the teacher's image embedding into the student."""
+    return (1.0 - torch.nn.functional.cosine_similarity(z.float(), v.float(), dim=-1)).mean()
+
+
+def gather_features(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Concatenate each tensor over all processes, keeping gradients for this process's rows.
+
+    As open_clip's `gather_features` (local_loss=False, gather_with_grad=False): the other processes' rows arrive as
+    constants and this process's own rows are put back with their autograd history, so each process back-propagates
+    through its own rows against every process's negatives. Without torch.distributed (or with one process) the
+    tensors come back unchanged.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensors
+    rank, world = dist.get_rank(), dist.get_world_size()
+    gathered = []
+    for tensor in tensors:
+        parts = [torch.empty_like(tensor) for _ in range(world)]
+        dist.all_gather(parts, tensor.detach().contiguous())
+        parts[rank] = tensor
+        gathered.append(torch.cat(parts))
+    return tuple(gathered)
+
+
+def positive_mask(caption_ids: torch.Tensor) -> torch.Tensor:
+    """`(B, B)` float mask: 1 where two rows carry the same caption (the diagonal included)."""
+    return (caption_ids[:, None] == caption_ids[None, :]).float()
+
+
+def contrastive_loss(
+    z: torch.Tensor, t: torch.Tensor, logit_scale: float, caption_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Symmetric InfoNCE between student image embeddings `z` and teacher caption embeddings `t` (CLIP's loss).
+
+    Row i's positive is caption i. With `caption_ids` (an integer per row identifying the caption text), a row whose
+    caption is identical to row i's is not a negative of row i: it is left out of row i's softmax, in both directions
+    (image -> text and text -> image). Without that, identical captions would be pushed apart from images they
+    describe, and the loss could not fall below log(number of duplicates).
+    """
+    logits = logit_scale * z.float() @ t.float().T
+    targets = torch.arange(len(z), device=z.device)
+    if caption_ids is not None:
+        duplicates = positive_mask(caption_ids).bool()
+        duplicates.fill_diagonal_(False)
+        logits = logits.masked_fill(duplicates, float("-inf"))
+    image_to_text = torch.nn.functional.cross_entropy(logits, targets)
+    text_to_image = torch.nn.functional.cross_entropy(logits.T, targets)
+    return (image_to_text + text_to_image) / 2
+
+
+def repetition_unlikelihood_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Token-level unlikelihood of repeating a token already in the caption (Welleck et al. 2019, "Neural Text
+    Generation with Unlikelihood Training").
+
+    At caption position t the negative candidates are the distinct tokens among the targets before t, minus the target
+    at t itself; the loss is `-sum_c log(1 - p(c | y_<t))` summed over positions and divided by the number of target
+    tokens. `logits[:, t]` predicts `labels[:, t]` (the model's alignment); -100 labels are ignored.
+    """
+    valid = labels != -100
+    tokens = labels.clamp(min=0)
+    batch, length = labels.shape
+    earlier = torch.ones(length, length, dtype=torch.bool, device=labels.device).tril(-1)  # [t, j]: j < t
+    same = tokens[:, :, None] == tokens[:, None, :]  # [b, t, j]
+    first = valid & ~(same & earlier & valid[:, None, :]).any(dim=2)  # the first occurrence of its token
+    candidates = earlier & first[:, None, :] & valid[:, :, None] & ~same  # [b, t, j]
+    probs = logits.float().softmax(dim=-1)
+    candidate_probs = probs.gather(2, tokens[:, None, :].expand(batch, length, length))  # p(y_j | y_<t) at [b, t, j]
+    penalty = -torch.log((1.0 - candidate_probs).clamp(min=1e-5)) * candidates
+    return penalty.sum() / valid.sum().clamp(min=1)
+
+
+def cross_image_similarity_loss(
+    logits: torch.Tensor, labels: torch.Tensor, caption_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Penalty on different images getting the same token distributions.
+
+    Each image's distribution is its next-token probabilities averaged over its caption positions; the loss is the
+    mean cosine similarity between the distributions of pairs of images whose reference captions differ (pairs with
+    identical captions should agree, so they are left out). 0 when no such pair exists.
+    """
+    valid = (labels != -100).float()
+    probs = logits.float().softmax(dim=-1)
+    mean_probs = (probs * valid[..., None]).sum(dim=1) / valid.sum(dim=1, keepdim=True).clamp(min=1)
+    unit = torch.nn.functional.normalize(mean_probs, dim=-1)
+    similarity = unit @ unit.T
+    if caption_ids is None:
+        caption_ids = torch.arange(len(labels), device=labels.device)
+    pairs = 1.0 - positive_mask(caption_ids)
+    return (similarity * pairs).sum() / pairs.sum().clamp(min=1)
+
+
+def embed_dataset(dataset, teacher: CLIPTeacher, caption_column: str = "captions", batch_size: int = 64):
+    """Add the teacher's unit-norm `teacher_image_embeds` (D) and `teacher_text_embeds` (one D-vector per reference
+    caption) to a `datasets.Dataset` with an `image` column, through `Dataset.map` (cached by fingerprint)."""
+    import datasets
+
+    def embed(batch):
+        images = teacher.embed_images(batch["image"])
+        references = [[c] if isinstance(c, str) else c for c in batch[caption_column]]
+        texts = teacher.encode_texts([c for captions in references for c in captions]).cpu().numpy()
+        per_image, start = [], 0
+        for captions in references:
+            per_image.append(texts[start : start + len(captions)].tolist())
+            start += len(captions)
+        return {"teacher_image_embeds": images.cpu().numpy().tolist(), "teacher_text_embeds": per_image}
+
+    features = datasets.Features(
+        {
+            **dataset.features,
+            "teacher_image_embeds": datasets.List(datasets.Value("float32")),
+            "teacher_text_embeds": datasets.List(datasets.List(datasets.Value("float32"))),
+        }
+    )
+    return dataset.map(
+        embed,
+        batched=True,
+        batch_size=batch_size,
+        features=features,
+        desc="Teacher embeddings",
+        # The teacher's identity, not a pickle of its weights, names the result (and finds it again on a rerun).
+        new_fingerprint=datasets.fingerprint.Hasher.hash(
+            [dataset._fingerprint, teacher.identity.to_dict(), caption_column, "teacher-embeddings-v1"]
+        ),
+    )

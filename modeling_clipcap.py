@@ -343,6 +343,7 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
+        return_logits: bool = True,
         **kwargs,
     ) -> ClipCapOutput:
         r"""
@@ -358,6 +359,9 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
             num_items_in_batch (`int`, *optional*):
                 Number of target tokens in the whole (accumulated) batch; the loss is then summed over this batch and
                 divided by it, as the `Trainer` does for exact gradient accumulation.
+            return_logits (`bool`, *optional*, defaults to `True`):
+                With `labels` and `return_logits=False` the LM head runs only on the positions that have a target
+                (not on padding), which is cheaper with GPT-2's 50k-token vocabulary, and `logits` is `None`.
         """
         if pixel_values is None:  # a generation step: the prefix arrives as `inputs_embeds`, then tokens with a cache
             return self.decoder(
@@ -383,16 +387,22 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         # The hidden state at position p predicts token p + 1: the last prefix position predicts the first caption
         # token, and the last caption position predicts nothing we train on, so the LM head skips it.
         caption_hidden = outputs.last_hidden_state[:, prefix_length - 1 : -1]
-        logits = self.decoder.lm_head(caption_hidden)
+        if labels is not None and not return_logits:
+            targets = labels != -100
+            logits, scored_logits, scored_labels = None, self.decoder.lm_head(caption_hidden[targets]), labels[targets]
+        else:
+            logits = self.decoder.lm_head(caption_hidden)
+            scored_logits = logits.flatten(0, 1) if labels is not None else None
+            scored_labels = labels.flatten() if labels is not None else None
 
         loss = None
         if labels is not None:
             if num_items_in_batch is None:
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+                loss = F.cross_entropy(scored_logits.float(), scored_labels, ignore_index=-100)
             else:
                 loss = F.cross_entropy(
-                    logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum"
-                ) / torch.as_tensor(num_items_in_batch, device=logits.device)
+                    scored_logits.float(), scored_labels, ignore_index=-100, reduction="sum"
+                ) / torch.as_tensor(num_items_in_batch, device=scored_logits.device)
         z = self.teacher_head(prefix_embeds) if self.teacher_head is not None else None
         return ClipCapOutput(
             loss=loss,

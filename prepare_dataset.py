@@ -551,7 +551,7 @@ def add_teacher_cache(dataset_dict: datasets.DatasetDict, args: DataArguments):
     """Add `teacher_image_embeds` (D) and `teacher_text_embeds` (one D-vector per caption), unit norm, to each split."""
     import torch
 
-    from clip_guidance import CLIPTeacher
+    from clip_guidance import CLIPTeacher, embed_dataset
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -559,27 +559,8 @@ def add_teacher_cache(dataset_dict: datasets.DatasetDict, args: DataArguments):
     except (OSError, ValueError) as error:
         raise PrepareError(str(error)) from None
 
-    def embed(batch):
-        images = teacher.embed_images(batch["image"])
-        flat = [c for captions in batch["captions"] for c in captions]
-        texts = teacher.encode_texts(flat).cpu().numpy()
-        per_image, start = [], 0
-        for captions in batch["captions"]:
-            per_image.append(texts[start : start + len(captions)].tolist())
-            start += len(captions)
-        return {"teacher_image_embeds": images.cpu().numpy().tolist(), "teacher_text_embeds": per_image}
-
     for split in dataset_dict:
-        features = datasets.Features(
-            {
-                **dataset_dict[split].features,
-                "teacher_image_embeds": datasets.List(datasets.Value("float32")),
-                "teacher_text_embeds": datasets.List(datasets.List(datasets.Value("float32"))),
-            }
-        )
-        dataset_dict[split] = dataset_dict[split].map(
-            embed, batched=True, batch_size=args.teacher_batch_size, features=features, desc=f"Teacher cache ({split})"
-        )
+        dataset_dict[split] = embed_dataset(dataset_dict[split], teacher, batch_size=args.teacher_batch_size)
     return dataset_dict, teacher.identity
 
 

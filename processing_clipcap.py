@@ -45,12 +45,16 @@ def gpt2_tokenizer(name_or_path: str | None = None) -> GPT2TokenizerFast:
     return tokenizer
 
 
-def encoder_image_transform(encoder_name: str, image_size: int) -> dict:
+def encoder_image_transform(encoder_name: str, image_size: int, crop_fraction: float | None = None) -> dict:
     """Resize/crop/normalisation of the encoder's pretrained weights, as `BitImageProcessor` arguments.
 
-    The resize-to-crop ratio of the weights is kept when `image_size` differs from theirs. Architectures without
+    The resize-to-crop ratio of the weights is kept when `image_size` differs from theirs, unless `crop_fraction` is
+    given (1.0: resize the short side to `image_size` and crop nothing of a square image). Architectures without
     published weights get ImageNet statistics and the usual 0.875 crop.
     """
+    if crop_fraction is not None and not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(f"crop_fraction={crop_fraction} must be in (0, 1].")
+    requested_crop = crop_fraction
     library, name = resolve_encoder_library(encoder_name)
     mean, std, crop_fraction, resample = (
         IMAGENET_DEFAULT_MEAN,
@@ -75,6 +79,8 @@ def encoder_image_transform(encoder_name: str, image_size: int) -> dict:
             mean, std, crop_fraction = pretrained_cfg.mean, pretrained_cfg.std, pretrained_cfg.crop_pct
             if pretrained_cfg.interpolation == "bicubic":
                 resample = PILImageResampling.BICUBIC
+    if requested_crop is not None:
+        crop_fraction = requested_crop
     return {
         "size": {"shortest_edge": round(image_size / crop_fraction)},
         "crop_size": {"height": image_size, "width": image_size},
@@ -105,10 +111,15 @@ class ClipCapProcessor(ProcessorMixin):
 
     @classmethod
     def from_config(
-        cls, config: ClipCapConfig, tokenizer=None, max_caption_length: int | None = None
+        cls,
+        config: ClipCapConfig,
+        tokenizer=None,
+        max_caption_length: int | None = None,
+        crop_fraction: float | None = None,
     ) -> "ClipCapProcessor":
         """The processor for a model `config`: its encoder's image transform at `config.image_size`, and `tokenizer`
-        (default: the GPT-2 tokenizer). `max_caption_length` (default 64) must fit in the decoder after the prefix."""
+        (default: the GPT-2 tokenizer). `max_caption_length` (default 64) must fit in the decoder after the prefix.
+        `crop_fraction` overrides the encoder weights' centre crop (1.0 keeps the whole of a square image)."""
         room = config.text_config.n_positions - config.prefix_length
         if max_caption_length is None:
             max_caption_length = min(64, room)
@@ -117,7 +128,9 @@ class ClipCapProcessor(ProcessorMixin):
                 f"max_caption_length={max_caption_length} does not fit the decoder: n_positions="
                 f"{config.text_config.n_positions} minus prefix_length={config.prefix_length} leaves {room}."
             )
-        image_processor = BitImageProcessor(**encoder_image_transform(config.encoder_name, config.image_size))
+        image_processor = BitImageProcessor(
+            **encoder_image_transform(config.encoder_name, config.image_size, crop_fraction)
+        )
         return cls(image_processor, tokenizer or gpt2_tokenizer(), max_caption_length=max_caption_length)
 
     @classmethod

@@ -1,0 +1,109 @@
+"""The CLIP-guided loss terms against values computed by hand on small tensors."""
+
+import math
+
+import pytest
+import torch
+
+from clip_guidance import (
+    contrastive_loss,
+    cosine_alignment_loss,
+    cross_image_similarity_loss,
+    positive_mask,
+    repetition_unlikelihood_loss,
+)
+
+
+def test_cosine_alignment_by_hand():
+    z = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    v = torch.tensor([[1.0, 1.0], [0.0, -1.0]])
+    # cos = 1/sqrt(2) and -1: mean(1 - cos) = ((1 - 0.70711) + 2) / 2
+    assert cosine_alignment_loss(z, v).item() == pytest.approx((1 - 1 / math.sqrt(2) + 2) / 2, abs=1e-6)
+    assert cosine_alignment_loss(v, v).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_contrastive_two_pairs_by_hand():
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    t = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    scale = 2.0
+    # logits = 2 * [[1, 0.6], [0, 0.8]]
+    # image->text: row 0 -log(e^2 / (e^2 + e^1.2)), row 1 -log(e^1.6 / (e^0 + e^1.6))
+    # text->image (columns): col 0 -log(e^2 / (e^2 + e^0)), col 1 -log(e^1.6 / (e^1.2 + e^1.6))
+    i2t = (-math.log(math.exp(2) / (math.exp(2) + math.exp(1.2))) - math.log(math.exp(1.6) / (1 + math.exp(1.6)))) / 2
+    t2i = (-math.log(math.exp(2) / (math.exp(2) + 1)) - math.log(math.exp(1.6) / (math.exp(1.2) + math.exp(1.6)))) / 2
+    expected = (i2t + t2i) / 2
+    assert contrastive_loss(z, t, scale).item() == pytest.approx(expected, abs=1e-6)
+    # Distinct captions: the multi-positive form is the same loss.
+    assert contrastive_loss(z, t, scale, torch.tensor([5, 9])).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_contrastive_identical_captions_are_not_negatives():
+    z = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    t = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # rows 0 and 1 have the same caption
+    ids = torch.tensor([7, 7, 3])
+    logits = (z @ t.T).tolist()  # scale 1
+
+    def softmax_loss(row, positive, excluded):
+        log_norm = math.log(sum(math.exp(x) for j, x in enumerate(row) if j not in excluded))
+        return -(row[positive] - log_norm)
+
+    # Row/column i leaves out the other row with its caption: 0 leaves out 1, 1 leaves out 0, 2 leaves out nothing.
+    excluded = [{1}, {0}, set()]
+    i2t = sum(softmax_loss(logits[i], i, excluded[i]) for i in range(3)) / 3
+    columns = [[logits[i][j] for i in range(3)] for j in range(3)]
+    t2i = sum(softmax_loss(columns[j], j, excluded[j]) for j in range(3)) / 3
+    assert contrastive_loss(z, t, 1.0, ids).item() == pytest.approx((i2t + t2i) / 2, abs=1e-6)
+    assert positive_mask(ids).tolist() == [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
+    # Plain InfoNCE counts the duplicate as a negative: a larger loss, bounded below by log 2 for rows 0 and 1.
+    assert contrastive_loss(z, t, 1.0).item() > contrastive_loss(z, t, 1.0, ids).item() + 0.3
+    perfect = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert contrastive_loss(perfect, t, 100.0, ids).item() == pytest.approx(0.0, abs=1e-6)
+    assert contrastive_loss(perfect, t, 100.0).item() == pytest.approx(2 / 3 * math.log(2), abs=1e-4)
+
+
+def test_repetition_unlikelihood_by_hand():
+    vocab = 4
+    labels = torch.tensor([[1, 2, 1, 3, -100]])
+    logits = torch.zeros(1, 5, vocab)  # uniform: every p = 1/4
+    logits[0, 3, 1] = math.log(3.0)  # position 3: p(1) = 3/6, others 1/6
+    # Candidates: t=0: {}; t=1: {1}; t=2: {2} (1 is the target there); t=3: {1, 2}; t=4 is padding.
+    expected = (-math.log(1 - 0.25) - math.log(1 - 0.25) - math.log(1 - 0.5) - math.log(1 - 1 / 6)) / 4
+    assert repetition_unlikelihood_loss(logits, labels).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_repetition_counts_each_earlier_token_once():
+    labels = torch.tensor([[2, 2, 3]])
+    logits = torch.zeros(1, 3, 4)
+    # t=1: target 2 itself -> no candidate; t=2: {2} once although it occurs twice before.
+    assert repetition_unlikelihood_loss(logits, labels).item() == pytest.approx(-math.log(0.75) / 3, abs=1e-6)
+
+
+def test_cross_image_similarity_by_hand():
+    labels = torch.tensor([[0, 1], [2, -100], [0, 1]])
+    big = 50.0  # near one-hot distributions
+    logits = torch.full((3, 2, 3), -big)
+    logits[0, 0, 0] = logits[0, 1, 1] = big  # image 0 mean distribution ~ (0.5, 0.5, 0)
+    logits[1, 0, 0] = big  # image 1 ~ (1, 0, 0)   (its second position is padding)
+    logits[2, 0, 0] = logits[2, 1, 1] = big  # image 2 ~ (0.5, 0.5, 0)
+    # Pairs with different captions (ids 1 != 2): (0, 1), (1, 2) and the reverse: cos = 1/sqrt(2) each;
+    # the pair (0, 2) has identical captions and is left out.
+    ids = torch.tensor([1, 2, 1])
+    assert cross_image_similarity_loss(logits, labels, ids).item() == pytest.approx(1 / math.sqrt(2), abs=1e-5)
+    # Without caption ids every off-diagonal pair counts: (4 * 0.7071 + 2 * 1) / 6.
+    expected = (4 / math.sqrt(2) + 2) / 6
+    assert cross_image_similarity_loss(logits, labels).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_losses_have_gradients_for_the_student():
+    z = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1).requires_grad_()
+    t = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    logits = torch.randn(4, 5, 11, requires_grad=True)
+    labels = torch.randint(0, 11, (4, 5))
+    total = (
+        cosine_alignment_loss(z, t)
+        + contrastive_loss(z, t, 10.0, torch.tensor([1, 2, 1, 3]))
+        + repetition_unlikelihood_loss(logits, labels)
+        + cross_image_similarity_loss(logits, labels)
+    )
+    total.backward()
+    assert z.grad.abs().sum() > 0 and logits.grad.abs().sum() > 0

@@ -1,0 +1,460 @@
+"""run_train.py and CLIPGuidedTrainer on tiny models, a tiny synthetic dataset and a tiny open_clip teacher."""
+
+import json
+import os
+import subprocess
+import sys
+
+import datasets
+import pytest
+import torch
+
+import run_train
+import synthetic
+from tests.conftest import ROOT, TINY_DECODER
+
+TINY_TEACHER = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 40, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def tiny_dataset(num_train: int = 12, num_validation: int = 4, size: int = 48) -> datasets.DatasetDict:
+    """Rendered synthetic scenes in the columns prepare_dataset.py writes (image, captions, scene)."""
+    splits = {}
+    for split, count in (("train", num_train), ("validation", num_validation)):
+        rows = {"image": [], "captions": [], "scene": []}
+        for index in range(count):
+            scene, captions = synthetic.make_example(0, split, index)
+            rows["image"].append(synthetic.render_scene(scene, size=size))
+            rows["captions"].append(captions)
+            rows["scene"].append(scene.to_json())
+        splits[split] = datasets.Dataset.from_dict(
+            rows,
+            features=datasets.Features(
+                {
+                    "image": datasets.Image(),
+                    "captions": datasets.List(datasets.Value("string")),
+                    "scene": datasets.Value("string"),
+                }
+            ),
+        )
+    return datasets.DatasetDict(splits)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "synthetic"
+    tiny_dataset().save_to_disk(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def teacher_checkpoint(tmp_path_factory):
+    """A random tiny open_clip teacher saved as a checkpoint; its architecture registered with open_clip."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("teacher")
+    (root / "ClipCap-Test-Teacher.json").write_text(json.dumps(TINY_TEACHER))
+    open_clip.add_model_config(root / "ClipCap-Test-Teacher.json")
+    torch.manual_seed(0)
+    model = open_clip.create_model("ClipCap-Test-Teacher", pretrained=None)
+    save_file(model.state_dict(), str(root / "open_clip_model.safetensors"))
+    return root
+
+
+def train_argv(data_dir, output_dir, steps: int = 2, **overrides) -> list[str]:
+    """Flags for a tiny run: random 32-wide decoder, MobileNetV2 at 48 px, no downloads."""
+    arguments = {
+        "dataset_dir": str(data_dir),
+        "output_dir": str(output_dir),
+        "encoder_pretrained": "false",
+        "decoder_name_or_path": "",
+        "decoder_layers": TINY_DECODER["n_layer"],
+        "decoder_width": TINY_DECODER["n_embd"],
+        "decoder_heads": TINY_DECODER["n_head"],
+        "decoder_positions": TINY_DECODER["n_positions"],
+        "prefix_length": 4,
+        "image_size": 48,
+        "image_crop_fraction": 1.0,
+        "max_caption_length": 40,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 4,
+        "max_steps": steps,
+        "learning_rate": 1e-3,
+        "logging_steps": 1,
+        "save_steps": 1000,
+        "report_to": "none",
+        "do_train": "true",
+        "do_eval": "true",
+        "generation_num_beams": 1,
+        "generation_max_new_tokens": 6,
+        "lambda_cos": 0,
+        "lambda_con": 0,
+        "lambda_div": 0,
+        "seed": 0,
+        "use_cpu": "true",
+    }
+    arguments.update(overrides)
+    argv = []
+    for key, value in arguments.items():
+        argv += [f"--{key}", str(value)]
+    return argv
+
+
+class CountingTeacher:
+    """Wraps a CLIPTeacher and counts the calls that run the teacher network."""
+
+    def __init__(self, teacher):
+        self.inner, self.calls = teacher, 0
+        self.identity, self.preprocess, self.tokenizer = teacher.identity, teacher.preprocess, teacher.tokenizer
+        self.model = self
+
+    def to(self, device):
+        return self
+
+    @property
+    def device(self):
+        return torch.device("cpu")
+
+    def encode_images(self, pixel_values):
+        self.calls += 1
+        return self.inner.encode_images(pixel_values)
+
+    def encode_text(self, input_ids):
+        self.calls += 1
+        return self.inner.model.encode_text(input_ids)
+
+    def encode_texts(self, texts):
+        self.calls += 1
+        return self.inner.encode_texts(texts)
+
+    def embed_images(self, images):
+        self.calls += 1
+        return self.inner.embed_images(images)
+
+
+def make_trainer(tmp_path, data_dir, teacher, **guidance):
+    from modeling_clipcap import ClipCapForCaptioning
+    from processing_clipcap import ClipCapProcessor
+    from trainer_clipcap import CaptionCollator, ClipCapTrainingArguments, CLIPGuidanceArguments, CLIPGuidedTrainer
+
+    model_args, _, _, _ = run_train.parse_args(train_argv(data_dir, tmp_path / "out"))
+    config = run_train.build_config(model_args, None)
+    config.teacher_embed_dim = TINY_TEACHER["embed_dim"]
+    torch.manual_seed(0)
+    model = ClipCapForCaptioning(config)
+    processor = ClipCapProcessor.from_config(config, max_caption_length=40, crop_fraction=1.0)
+    guidance = CLIPGuidanceArguments(**{"lambda_cos": 0.0, "lambda_con": 0.0, "lambda_div": 0.0, **guidance})
+    collator = CaptionCollator(
+        processor,
+        teacher=teacher,
+        teacher_images=guidance.needs_teacher_images,
+        teacher_texts=guidance.needs_teacher_texts,
+    )
+    args = ClipCapTrainingArguments(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True)
+    dataset = datasets.load_from_disk(str(data_dir))
+    trainer = CLIPGuidedTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset["train"],
+        data_collator=collator,
+        processing_class=processor,
+        guidance=guidance,
+        teacher=teacher,
+    )
+    return trainer, collator([dataset["train"][i] for i in range(4)])
+
+
+@pytest.mark.parametrize(
+    ("weights", "expected_calls", "expected_terms"),
+    [
+        ({}, 0, ["ce"]),
+        ({"lambda_div": 0.5}, 0, ["ce", "div"]),
+        ({"lambda_cos": 1.0}, 1, ["ce", "cos"]),
+        ({"lambda_con": 1.0}, 1, ["ce", "con"]),
+        ({"lambda_cos": 1.0, "lambda_con": 1.0, "lambda_div": 1.0}, 2, ["ce", "con", "cos", "div"]),
+    ],
+)
+def test_zero_weight_skips_term_and_teacher(
+    tmp_path, data_dir, teacher_checkpoint, weights, expected_calls, expected_terms
+):
+    from clip_guidance import CLIPTeacher
+
+    teacher = CountingTeacher(CLIPTeacher.from_pretrained("ClipCap-Test-Teacher", str(teacher_checkpoint)))
+    trainer, batch = make_trainer(tmp_path, data_dir, teacher, **weights)
+    trainer.model.train()
+    loss = trainer.compute_loss(trainer.model, batch)
+    assert teacher.calls == expected_calls
+    assert sorted(trainer._term_sums["train"]) == expected_terms
+    # The total is the weighted sum of the logged terms.
+    terms = trainer._term_sums["train"]
+    weight = {"ce": 1.0, "cos": weights.get("lambda_cos", 0), "con": weights.get("lambda_con", 0)}
+    weight["div"] = weights.get("lambda_div", 0)
+    assert loss.item() == pytest.approx(sum(weight[name] * value for name, value in terms.items()), rel=1e-5)
+
+
+def log_keys(output_dir) -> set[str]:
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    return {key for entry in state["log_history"] for key in entry}
+
+
+def test_two_steps_cross_entropy_only(tmp_path, data_dir):
+    out = tmp_path / "ce"
+    assert run_train.main(train_argv(data_dir, out)) == 0
+    keys = log_keys(out)
+    assert {"loss", "loss_ce", "eval_loss", "eval_loss_ce", "eval_bleu_4", "eval_cider", "eval_distinct_2"} <= keys
+    # The split carries synthetic scenes: accuracy overall and by number of objects (these 4 scenes have 2 or 3).
+    assert {"eval_semantic_accuracy", "eval_semantic_accuracy_2obj", "eval_semantic_accuracy_3obj"} <= keys
+    assert not {"loss_cos", "loss_con", "loss_div", "eval_clip_s"} & keys  # no teacher, no CLIP terms
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert (out / "model.safetensors").exists() and (out / "README.md").exists()
+
+
+def test_two_steps_all_losses_with_teacher_on_the_fly(tmp_path, data_dir, teacher_checkpoint):
+    out = tmp_path / "all"
+    argv = train_argv(
+        data_dir,
+        out,
+        clip_model="ClipCap-Test-Teacher",
+        clip_pretrained=str(teacher_checkpoint),
+        lambda_cos=1.0,
+        lambda_con=0.5,
+        lambda_div=0.1,
+        cache_teacher_embeddings="false",
+    )
+    assert run_train.main(argv) == 0
+    keys = log_keys(out)
+    for name in ("ce", "cos", "con", "div"):
+        assert f"loss_{name}" in keys and f"eval_loss_{name}" in keys
+    assert "eval_clip_s" in keys
+    card = (out / "README.md").read_text()
+    assert "ClipCap-Test-Teacher" in card and "0.5 L_con" in card
+    assert not any(
+        "teacher" in name for name in safetensors_keys(out / "model.safetensors") if name.startswith("teacher.")
+    )
+
+
+def safetensors_keys(path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return list(f.keys())
+
+
+def test_cached_teacher_embeddings_match_on_the_fly(tmp_path, data_dir, teacher_checkpoint):
+    """The embeddings run_train caches before training are what the teacher gives on the fly, and a batch sees the
+    embedding of the caption it drew."""
+    from clip_guidance import CLIPTeacher, embed_dataset
+    from processing_clipcap import ClipCapProcessor
+    from trainer_clipcap import CaptionCollator
+
+    teacher = CLIPTeacher.from_pretrained("ClipCap-Test-Teacher", str(teacher_checkpoint))
+    dataset = datasets.load_from_disk(str(data_dir))["train"]
+    cached = embed_dataset(dataset, teacher)
+    model_args = run_train.parse_args(train_argv(data_dir, tmp_path))[0]
+    processor = ClipCapProcessor.from_config(run_train.build_config(model_args, teacher), crop_fraction=1.0)
+    rows = [cached[i] for i in range(3)]
+    torch.manual_seed(5)
+    with_cache = CaptionCollator(processor, teacher=teacher, teacher_images=True, teacher_texts=True)(rows)
+    torch.manual_seed(5)
+    plain_rows = [dataset[i] for i in range(3)]
+    on_the_fly = CaptionCollator(processor, teacher=teacher, teacher_images=True, teacher_texts=True)(plain_rows)
+    assert torch.equal(with_cache["input_ids"], on_the_fly["input_ids"])  # the same captions were drawn
+    images = teacher.encode_images(on_the_fly["teacher_pixel_values"])
+    texts = torch.nn.functional.normalize(teacher.model.encode_text(on_the_fly["teacher_input_ids"]).float(), dim=-1)
+    assert torch.allclose(with_cache["teacher_image_embeds"], images, atol=1e-5)
+    assert torch.allclose(with_cache["teacher_text_embeds"], texts, atol=1e-5)
+
+
+def test_resume_continues_step_optimizer_and_schedule(tmp_path, data_dir):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    assert run_train.main(train_argv(data_dir, full, steps=4, save_steps=2, do_eval="false")) == 0
+    # Resume a fresh directory from the step-2 checkpoint of the full run.
+    resumed.mkdir()
+    os.symlink(full / "checkpoint-2", resumed / "checkpoint-2", target_is_directory=True)
+    assert run_train.main(train_argv(data_dir, resumed, steps=4, save_steps=2, do_eval="false")) == 0
+
+    def history(path):
+        state = json.loads((path / "trainer_state.json").read_text())
+        return {e["step"]: (e["loss"], e["learning_rate"]) for e in state["log_history"] if "loss" in e}, state
+
+    full_history, full_state = history(full)
+    resumed_history, resumed_state = history(resumed)
+    assert resumed_state["global_step"] == full_state["global_step"] == 4
+    for step in (3, 4):  # same schedule position and same losses after the checkpoint
+        assert resumed_history[step][1] == full_history[step][1]
+        assert resumed_history[step][0] == pytest.approx(full_history[step][0], rel=1e-5)
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+
+
+def test_output_directory_loads_and_captions(tmp_path, data_dir):
+    from modeling_clipcap import ClipCapForCaptioning
+    from processing_clipcap import ClipCapProcessor
+
+    out = tmp_path / "model"
+    assert run_train.main(train_argv(data_dir, out, do_eval="false")) == 0
+    model = ClipCapForCaptioning.from_pretrained(out).eval()
+    processor = ClipCapProcessor.from_pretrained(out)
+    image = datasets.load_from_disk(str(data_dir))["validation"][0]["image"]
+    inputs = processor(images=[image, image])
+    assert inputs["pixel_values"].shape == (2, 3, 48, 48)  # the saved processor keeps the whole 48 px image
+    ids = model.generate(inputs["pixel_values"], num_beams=2, max_new_tokens=5)
+    captions = processor.batch_decode(ids)
+    assert len(captions) == 2 and captions[0] == captions[1] and ids.shape[1] >= 1
+    assert model.generation_config.num_beams == 1 and model.generation_config.no_repeat_ngram_size == 0
+
+
+def test_refuses_a_cache_from_another_teacher(tmp_path, data_dir, teacher_checkpoint):
+    from clip_guidance import TeacherIdentity
+
+    dataset = datasets.load_from_disk(str(data_dir))
+    other = TeacherIdentity("ClipCap-Test-Teacher", "other.safetensors", "0" * 64, 16)
+    metadata = {"teacher": other.to_dict()}
+    dataset = dataset.map(lambda row: {"teacher_image_embeds": [0.0] * 16, "teacher_text_embeds": [[0.0] * 16]})
+    guidance = run_train.CLIPGuidanceArguments(
+        clip_model="ClipCap-Test-Teacher", clip_pretrained=str(teacher_checkpoint)
+    )
+    with pytest.raises(ValueError, match="made by ClipCap-Test-Teacher \\(sha256 000000000000\\)"):
+        run_train.prepare_teacher(dataset, metadata, guidance, run_train.DataArguments())
+
+
+def test_train_clip_teacher_saves_a_checkpoint_open_clip_loads(tmp_path, data_dir, teacher_checkpoint):
+    import open_clip
+
+    import train_clip_teacher
+
+    out = tmp_path / "teacher"
+    argv = ["--dataset_dir", str(data_dir), "--output_dir", str(out), "--model", "ClipCap-Test-Teacher"]
+    argv += ["--num_train_epochs", "2", "--batch_size", "4", "--warmup_steps", "1"]
+    assert train_clip_teacher.main(argv) == 0
+    record = json.loads((out / "teacher.json").read_text())
+    assert record["arch"] == "ClipCap-Test-Teacher" and len(record["history"]) == 2
+    # 12 images in batches of 4: three steps an epoch; recall over 4 validation images is a multiple of 1/4.
+    validation = record["validation"]
+    assert validation["image_to_text_R@1"] * 4 == pytest.approx(round(validation["image_to_text_R@1"] * 4))
+    assert 0.0 <= validation["text_to_image_R@1"] <= 1.0
+    model = open_clip.create_model("ClipCap-Test-Teacher", pretrained=record["pretrained"])
+    trained = {k: v for k, v in model.state_dict().items()}
+    random_start = open_clip.create_model(
+        "ClipCap-Test-Teacher", pretrained=str(teacher_checkpoint / "open_clip_model.safetensors")
+    )
+    assert any(not torch.equal(trained[k], v) for k, v in random_start.state_dict().items())
+    # The teacher loads through the project's wrapper from the directory, identified by its checksum.
+    from clip_guidance import CLIPTeacher, file_sha256
+
+    teacher = CLIPTeacher.from_pretrained("ClipCap-Test-Teacher", str(out))
+    assert teacher.identity.sha256 == record["sha256"] == file_sha256(out / "open_clip_model.safetensors")
+    # A second run does not overwrite the teacher unless asked to.
+    assert train_clip_teacher.main(argv) == 1
+
+
+def _gather_worker(rank: int, world: int, init_file: str, z_all, t_all, ids_all, results):
+    import torch.distributed as dist
+
+    from clip_guidance import contrastive_loss, gather_features
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    rows = slice(rank * 2, rank * 2 + 2)
+    z = z_all[rows].clone().requires_grad_()
+    z_gathered, t_gathered, ids_gathered = gather_features(z, t_all[rows], ids_all[rows])
+    loss = contrastive_loss(z_gathered, t_gathered, 3.0, ids_gathered)
+    loss.backward()
+    results[rank] = (loss.item(), z.grad.clone())
+    dist.destroy_process_group()
+
+
+def test_gathered_contrastive_loss_matches_the_whole_batch(tmp_path):
+    """Two gloo processes with two rows each: the loss over gathered features equals the one-process loss over the
+    four rows, and each process's gradient is its rows' share of the whole-batch gradient (times the world size, as
+    DDP then averages the gradients over processes)."""
+    import torch.multiprocessing as mp
+
+    from clip_guidance import contrastive_loss
+
+    torch.manual_seed(0)
+    z_all = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    t_all = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    ids_all = torch.tensor([1, 2, 1, 3])
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(_gather_worker, args=(2, str(tmp_path / "init"), z_all, t_all, ids_all, results), nprocs=2, join=True)
+    z = z_all.clone().requires_grad_()
+    whole = contrastive_loss(z, t_all, 3.0, ids_all)
+    whole.backward()
+    for rank in (0, 1):
+        loss, grad = results[rank]
+        assert loss == pytest.approx(whole.item(), abs=1e-6)
+        assert torch.allclose(grad, z.grad[rank * 2 : rank * 2 + 2], atol=1e-6)
+
+
+def shrunk_demo_config(tmp_path, data_dir, teacher_checkpoint, **overrides) -> str:
+    """configs/demo.yaml, with the tiny data, teacher and model and a few steps."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    config.update(
+        dataset_dir=str(data_dir),
+        output_dir=str(tmp_path / "demo"),
+        clip_model="ClipCap-Test-Teacher",
+        clip_pretrained=str(teacher_checkpoint),
+        decoder_layers=TINY_DECODER["n_layer"],
+        decoder_width=TINY_DECODER["n_embd"],
+        decoder_heads=TINY_DECODER["n_head"],
+        mapper_num_heads=2,
+        image_size=48,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        generation_num_beams=1,
+        generation_max_new_tokens=5,
+    )
+    config.pop("num_train_epochs", None)
+    config.update(overrides)
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def accelerate_launch(args: list[str], tmp_path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "accelerate.commands.launch", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [1, 2])
+def test_accelerate_launch_demo_config(tmp_path, data_dir, teacher_checkpoint, processes):
+    """`accelerate launch run_train.py configs/demo.yaml`, shrunk to two steps, with one process and with two (gloo,
+    CPU) processes whose contrastive loss gathers the other's negatives."""
+    config = shrunk_demo_config(tmp_path, data_dir, teacher_checkpoint)
+    launch = ["--config_file", str(ROOT / "accelerate_config.yaml"), "--num_processes", str(processes)]
+    if processes > 1:
+        launch += ["--multi_gpu" if torch.cuda.device_count() > 1 else "--use_cpu"]
+    result = accelerate_launch([*launch, "run_train.py", config], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "demo"
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    keys = {key for entry in state["log_history"] for key in entry}
+    assert {"loss_ce", "loss_cos", "loss_con", "eval_semantic_accuracy", "eval_clip_s"} <= keys
+    assert f"Process 0 of {processes}" in result.stderr + result.stdout
+    assert (out / "model.safetensors").exists() and (out / "preprocessor_config.json").exists()
+
+
+def test_config_file_with_overriding_flags(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("output_dir: out\nlambda_cos: 0.5\nlearning_rate: 0.001\nimage_size: 64\n")
+    model_args, _, guidance, training_args = run_train.parse_args(
+        [str(config), "--lambda_cos", "0", "--image_size", "32"]
+    )
+    assert guidance.lambda_cos == 0.0 and model_args.image_size == 32 and training_args.learning_rate == 0.001
+    (tmp_path / "bad.yaml").write_text("output_dir: out\nlambda_cosine: 1\n")
+    with pytest.raises(ValueError, match="lambda_cosine"):
+        run_train.parse_args([str(tmp_path / "bad.yaml"), "--lambda_cos", "0"])

@@ -1,0 +1,363 @@
+# Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
+"""CLIP-guided training: the data collator and `CLIPGuidedTrainer`, a `transformers.Trainer` whose loss adds the
+CLIP losses of `clip_guidance.py` to the caption cross-entropy:
+
+    L = L_ce + lambda_cos * L_cos + lambda_con * L_con + lambda_div * L_div
+
+Every term is logged on its own (`loss_ce`, `loss_cos`, `loss_con`, `loss_div`, and `eval_` versions). A weight of
+0 skips the term and the teacher compute it needs. Teacher embeddings come from the dataset (columns
+`teacher_image_embeds`, `teacher_text_embeds`, written by `prepare_dataset.py` or `run_train.py`) when present,
+else from the frozen teacher on the fly. The teacher is held by the trainer, never by the model, so it is never
+saved in a checkpoint.
+
+Evaluation adds caption metrics to the eval loss: the model captions the evaluation split (batched beam search
+through `generate`) and `metrics.py` scores the captions: CLIP-S with the teacher, BLEU-4, CIDEr, distinct-2, and,
+when the split carries synthetic scenes, semantic accuracy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.utils import logging
+
+from clip_guidance import (
+    contrastive_loss,
+    cosine_alignment_loss,
+    cross_image_similarity_loss,
+    gather_features,
+    repetition_unlikelihood_loss,
+)
+
+logger = logging.get_logger(__name__)
+
+LOSS_TERMS = ("ce", "cos", "con", "div")
+
+
+def caption_id(caption: str) -> int:
+    """A stable 63-bit id of a caption's text: rows with equal ids are positives of each other in `L_con`."""
+    return int.from_bytes(hashlib.blake2b(caption.encode(), digest_size=8).digest(), "little") >> 1
+
+
+@dataclass
+class CLIPGuidanceArguments:
+    """The CLIP teacher and the weights of the CLIP-guided loss terms."""
+
+    clip_model: str | None = field(
+        default=None, metadata={"help": "open_clip architecture of the teacher (ViT-B-32 for the real run)."}
+    )
+    clip_pretrained: str | None = field(
+        default=None,
+        metadata={
+            "help": "Teacher weights: an open_clip tag ('openai'), a checkpoint file, or a train_clip_teacher.py dir."
+        },
+    )
+    lambda_cos: float = field(default=1.0, metadata={"help": "Weight of L_cos, 1 - cos(z, CLIP image embedding)."})
+    lambda_con: float = field(default=0.1, metadata={"help": "Weight of L_con, InfoNCE between z and CLIP captions."})
+    lambda_div: float = field(
+        default=0.01, metadata={"help": "Weight of L_div, repetition unlikelihood + cross-image."}
+    )
+    contrastive_logit_scale: float = field(
+        default=1 / 0.07, metadata={"help": "Fixed logit scale (inverse temperature) of L_con; CLIP starts at 1/0.07."}
+    )
+    gather_negatives: bool = field(
+        default=True, metadata={"help": "L_con uses every process's batch as negatives (open_clip's gather_features)."}
+    )
+    use_teacher_cache: bool = field(
+        default=True, metadata={"help": "Use the dataset's teacher embeddings when they were made by this teacher."}
+    )
+    cache_teacher_embeddings: bool = field(
+        default=True,
+        metadata={"help": "Without a cache, embed every image and caption with the teacher once before training."},
+    )
+
+    def __post_init__(self):
+        for name in ("lambda_cos", "lambda_con", "lambda_div"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+
+    @property
+    def needs_teacher_images(self) -> bool:
+        return self.lambda_cos > 0
+
+    @property
+    def needs_teacher_texts(self) -> bool:
+        return self.lambda_con > 0
+
+    @property
+    def uses_student_embedding(self) -> bool:
+        return self.lambda_cos > 0 or self.lambda_con > 0
+
+
+@dataclass
+class ClipCapTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus how evaluation captions the validation split."""
+
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start afresh in output_dir instead of resuming from its last checkpoint."}
+    )
+    generation_num_beams: int = field(default=5, metadata={"help": "Beam size of the evaluation captions."})
+    generation_max_new_tokens: int = field(default=40, metadata={"help": "Longest evaluation caption in tokens."})
+    no_repeat_ngram_size: int = field(
+        default=0, metadata={"help": "Block repeated n-grams when captioning (0: off; captions may repeat a phrase)."}
+    )
+    eval_captions: bool = field(
+        default=True, metadata={"help": "Caption the evaluation split at every evaluation and score the captions."}
+    )
+    eval_caption_batch_size: int = field(default=50, metadata={"help": "Images per generate() call in evaluation."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the collator needs the image and caption columns."}
+    )
+    report_to: None | str | list[str] = field(
+        default="auto",
+        metadata={"help": "Integrations to log to; 'auto': TensorBoard when it is installed, else none."},
+    )
+
+    def __post_init__(self):
+        if self.report_to == "auto":
+            from transformers.integrations import is_tensorboard_available
+
+            self.report_to = "tensorboard" if is_tensorboard_available() else "none"
+        super().__post_init__()
+
+
+class CaptionCollator:
+    """Dataset rows -> a training batch.
+
+    One reference caption is drawn per image per epoch. With `seed` and a `row_index` column the draw is a pure
+    function of (seed, epoch, row), so a resumed run draws exactly what the uninterrupted run drew (the data loader
+    collates a batch ahead, so a draw from a global generator would not survive a checkpoint); `CLIPGuidedTrainer`
+    sets `epoch`. Otherwise torch's global generator draws. Captions are tokenised with EOS and padding labels -100
+    (`ClipCapProcessor.encode_captions`). Teacher inputs are added only for the terms that need them: cached
+    embeddings when the rows have them, else the teacher's own image transform and tokenizer output.
+    """
+
+    def __init__(
+        self,
+        processor,
+        caption_column: str = "captions",
+        image_column: str = "image",
+        teacher=None,
+        teacher_images: bool = False,
+        teacher_texts: bool = False,
+        seed: int | None = None,
+    ):
+        self.processor, self.caption_column, self.image_column = processor, caption_column, image_column
+        self.teacher, self.teacher_images, self.teacher_texts = teacher, teacher_images, teacher_texts
+        self.seed, self.epoch = seed, 0
+
+    def draw(self, row: dict, count: int) -> int:
+        if self.seed is not None and "row_index" in row:
+            return random.Random(f"{self.seed}/{self.epoch}/{row['row_index']}").randrange(count)
+        return int(torch.randint(count, ()))
+
+    def __call__(self, rows: list[dict]) -> dict:
+        choices, captions = [], []
+        for row in rows:
+            references = row[self.caption_column]
+            if isinstance(references, str):
+                references = [references]
+            if not references:
+                raise ValueError("a row has no caption; prepare_dataset.py drops such rows")
+            choices.append(self.draw(row, len(references)))
+            captions.append(references[choices[-1]])
+        images = [row[self.image_column].convert("RGB") for row in rows]
+        batch = dict(self.processor(images=images, text=captions))
+        batch["caption_ids"] = torch.tensor([caption_id(caption) for caption in captions])
+        if self.teacher_images:
+            if "teacher_image_embeds" in rows[0]:
+                batch["teacher_image_embeds"] = torch.tensor([row["teacher_image_embeds"] for row in rows])
+            else:
+                batch["teacher_pixel_values"] = torch.stack([self.teacher.preprocess(image) for image in images])
+        if self.teacher_texts:
+            if "teacher_text_embeds" in rows[0]:
+                batch["teacher_text_embeds"] = torch.tensor(
+                    [row["teacher_text_embeds"][choice] for row, choice in zip(rows, choices, strict=True)]
+                )
+            else:
+                batch["teacher_input_ids"] = self.teacher.tokenizer(captions)
+        return batch
+
+
+class _CollatorEpoch(TrainerCallback):
+    """Tells the collator which epoch begins (a resumed run starts inside the epoch it was saved in)."""
+
+    def __init__(self, collator: CaptionCollator):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.collator.epoch = int(state.epoch + 1e-9)
+
+
+TEACHER_INPUTS = ("teacher_image_embeds", "teacher_pixel_values", "teacher_text_embeds", "teacher_input_ids")
+
+
+class CLIPGuidedTrainer(Trainer):
+    """`Trainer` with the CLIP-guided loss, per-term logging and caption metrics in evaluation.
+
+    Args:
+        guidance (`CLIPGuidanceArguments`): loss weights and teacher options.
+        teacher (`clip_guidance.CLIPTeacher`, *optional*): the frozen teacher; needed when a term is on and the
+            dataset has no cache, and for CLIP-S in evaluation.
+        caption_column (`str`): the evaluation split's reference captions.
+        All other arguments are the `Trainer`'s; `processing_class` should be the `ClipCapProcessor` (it is saved
+        with every checkpoint, so a checkpoint directory loads with `from_pretrained` on its own).
+    """
+
+    def __init__(
+        self, *args, guidance: CLIPGuidanceArguments, teacher=None, caption_column: str = "captions", **kwargs
+    ):
+        super().__init__(*args, **kwargs)
+        self.guidance, self.teacher, self.caption_column = guidance, teacher, caption_column
+        # The CLIP terms are batch means, so the cross-entropy is one too, and every term is divided by the number of
+        # accumulation steps alike (the model is not handed `num_items_in_batch`).
+        self.model_accepts_loss_kwargs = False
+        self._term_sums = {"train": defaultdict(float), "eval": defaultdict(float)}
+        self._term_counts = {"train": defaultdict(int), "eval": defaultdict(int)}
+        if self.teacher is not None:
+            self.teacher.to(self.args.device)
+        if isinstance(self.data_collator, CaptionCollator):
+            self.add_callback(_CollatorEpoch(self.data_collator))
+
+    # ----------------------------------------------------------------------------------------------------- the loss
+
+    def _teacher_embeddings(self, inputs: dict, kind: str) -> torch.Tensor:
+        cached = inputs.get(f"teacher_{kind}_embeds")
+        if cached is not None:
+            return torch.nn.functional.normalize(cached.float(), dim=-1)
+        if self.teacher is None:
+            raise ValueError(
+                f"loss term needs teacher {kind} embeddings: the dataset has no cache and no teacher is set"
+            )
+        if kind == "image":
+            return self.teacher.encode_images(inputs["teacher_pixel_values"])
+        return torch.nn.functional.normalize(
+            self.teacher.model.encode_text(inputs["teacher_input_ids"].to(self.teacher.device)).float(), dim=-1
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        caption_ids = inputs.pop("caption_ids", None)
+        teacher_inputs = {key: inputs.pop(key) for key in TEACHER_INPUTS if key in inputs}
+        guidance = self.guidance
+        # Logits of every position are needed only by L_div; otherwise the LM head skips padding.
+        outputs = model(**inputs, return_logits=guidance.lambda_div > 0 or return_outputs)
+        terms = {"ce": outputs.loss}
+        if guidance.lambda_cos > 0:
+            with torch.no_grad():
+                image_embeds = self._teacher_embeddings(teacher_inputs, "image")
+            terms["cos"] = cosine_alignment_loss(outputs.z, image_embeds.to(outputs.z.device))
+        if guidance.lambda_con > 0:
+            with torch.no_grad():
+                text_embeds = self._teacher_embeddings(teacher_inputs, "text").to(outputs.z.device)
+            z, ids = outputs.z, caption_ids.to(outputs.z.device)
+            if guidance.gather_negatives:
+                z, text_embeds, ids = gather_features(z, text_embeds, ids)
+            terms["con"] = contrastive_loss(z, text_embeds, guidance.contrastive_logit_scale, ids)
+        if guidance.lambda_div > 0:
+            labels = inputs["labels"]
+            terms["div"] = repetition_unlikelihood_loss(outputs.logits, labels) + cross_image_similarity_loss(
+                outputs.logits, labels, caption_ids.to(labels.device) if caption_ids is not None else None
+            )
+        weights = {"ce": 1.0, "cos": guidance.lambda_cos, "con": guidance.lambda_con, "div": guidance.lambda_div}
+        loss = sum(weights[name] * value for name, value in terms.items())
+
+        mode = "train" if model.training else "eval"
+        for name, value in terms.items():
+            self._term_sums[mode][name] += float(value.detach())
+            self._term_counts[mode][name] += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the mean of each loss term since the last log (`loss_ce`, ... / `eval_loss_ce`, ...)."""
+        mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        prefix = "eval_" if mode == "eval" else ""
+        sums, counts = self._term_sums[mode], self._term_counts[mode]
+        for name in LOSS_TERMS:
+            if counts[name]:
+                mean = torch.tensor(sums[name] / counts[name], device=self.args.device)
+                if self.accelerator.num_processes > 1:
+                    mean = self.accelerator.reduce(mean, reduction="mean")
+                logs[f"{prefix}loss_{name}"] = round(float(mean), 6)
+        sums.clear()
+        counts.clear()
+        super().log(logs, start_time)
+
+    # ----------------------------------------------------------------------------------------------- evaluation
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self.args.eval_captions and self.eval_dataset is not None and metric_key_prefix == "eval":
+            scores = self.caption_metrics(self.eval_dataset)
+            output.metrics.update({f"{metric_key_prefix}_{key}": value for key, value in scores.items()})
+        return output
+
+    @torch.no_grad()
+    def caption_dataset(self, dataset, batch_size: int | None = None) -> list[str]:
+        """Caption every image of `dataset` with the model's generation settings (each process a shard, gathered)."""
+        from accelerate.utils import gather_object
+
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        batch_size = batch_size or self.args.eval_caption_batch_size
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        indices = list(range(rank, len(dataset), world))
+        captions = []
+        for first in range(0, len(indices), batch_size):
+            rows = dataset.select(indices[first : first + batch_size])
+            images = [image.convert("RGB") for image in rows["image"]]
+            pixel_values = self.processing_class(images=images)["pixel_values"].to(self.args.device)
+            generated = model.generate(pixel_values)
+            captions.extend(self.processing_class.batch_decode(generated))
+        model.train(was_training)
+        pairs = gather_object(list(zip(indices, captions))) if world > 1 else list(zip(indices, captions))
+        ordered = dict(pairs)
+        return [ordered[i] for i in range(len(dataset))]
+
+    def caption_metrics(self, dataset) -> dict[str, float]:
+        """Caption `dataset` and score: CLIP-S (teacher), BLEU-4, CIDEr, distinct-2, semantic accuracy if synthetic."""
+        from metrics import clip_score, coco_caption_scores, distinct_n, semantic_accuracy
+
+        predictions = self.caption_dataset(dataset)
+        references = dataset[self.caption_column][:]
+        scores = {}
+        coco = coco_caption_scores(predictions, [[r] if isinstance(r, str) else r for r in references])
+        scores["bleu_4"], scores["cider"] = coco["bleu_4"], coco["cider"]
+        scores["distinct_2"] = distinct_n(predictions, 2)
+        scores["mean_length"] = sum(len(p.split()) for p in predictions) / max(len(predictions), 1)
+        if self.teacher is not None:
+            if "teacher_image_embeds" in dataset.column_names and self.guidance.use_teacher_cache:
+                image_embeds = torch.tensor(dataset["teacher_image_embeds"][:])
+            else:
+                image_embeds = torch.cat(
+                    [self.teacher.embed_images(dataset[i : i + 64]["image"]).cpu() for i in range(0, len(dataset), 64)]
+                )
+            caption_embeds = self.teacher.encode_texts(predictions).cpu()
+            scores["clip_s"] = float(clip_score(image_embeds, caption_embeds).mean())
+        if "scene" in dataset.column_names:
+            from synthetic import Scene
+
+            scenes = [Scene.from_json(text) for text in dataset["scene"][:]]
+            scores.update(semantic_accuracy(predictions, scenes))
+        self._last_captions = predictions
+        return {key: round(value, 6) if isinstance(value, float) else value for key, value in scores.items()}
+
+
+def training_summary(trainer: CLIPGuidedTrainer) -> dict:
+    """The figures a model card reports: the last train/eval loss terms and caption metrics from the log history."""
+    summary = {}
+    for entry in trainer.state.log_history:
+        for key, value in entry.items():
+            if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
+                summary[key] = value
+    return json.loads(json.dumps(summary))
