@@ -211,6 +211,16 @@ def add_caption_lengths(dataset: datasets.Dataset, data_args: DataArguments, col
     return dataset.add_column(column, lengths)
 
 
+def last_evaluation(trainer: CLIPGuidedTrainer) -> dict:
+    """The metrics of an evaluation made at the final step of training (so it is not run twice), or {}."""
+    if trainer.args.load_best_model_at_end or not getattr(trainer, "_last_captions", None):
+        return {}
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry:
+            return dict(entry) if entry.get("step") == trainer.state.global_step else {}
+    return {}
+
+
 def write_model_card(output_dir: str, summary: dict, args_by_group: dict, metadata: dict, teacher) -> None:
     """A model card naming the data, the teacher, the loss weights and the final metrics."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -375,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     # 6. Evaluate: losses and caption metrics; show a few captions next to their references.
     metrics = {}
     if training_args.do_eval:
-        metrics = trainer.evaluate()
+        metrics = last_evaluation(trainer) or trainer.evaluate()
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         trainer.save_state()  # trainer_state.json's log history now ends with this evaluation
@@ -393,7 +403,16 @@ def main(argv: list[str] | None = None) -> int:
         summary = {**{k: v for e in trainer.state.log_history for k, v in e.items()}, **metrics}
         write_model_card(training_args.output_dir, summary, groups, metadata, teacher)
         Path(training_args.output_dir, "run_args.json").write_text(
-            json.dumps({**groups, "teacher": teacher.identity.to_dict() if teacher else None}, indent=2, default=str)
+            json.dumps(
+                {
+                    **groups,
+                    "teacher": teacher.identity.to_dict() if teacher else None,
+                    "world_size": training_args.world_size,
+                    "device": str(training_args.device),
+                },
+                indent=2,
+                default=str,
+            )
         )
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="ClipCap captioner trained with CLIP guidance")
