@@ -12,6 +12,7 @@ all of `transformers.TrainingArguments`), or they come as flags, or flags after 
 `output_dir` that already has checkpoints resumes from the last one.
 """
 
+import dataclasses
 import json
 import logging
 import math
@@ -102,10 +103,12 @@ def parse_args(argv: list[str] | None = None):
         reader = parser.parse_yaml_file if path.endswith((".yaml", ".yml")) else parser.parse_json_file
         if len(argv) == 1:
             return reader(path, allow_extra_keys=False)
-        reader(path, allow_extra_keys=False)  # validates the file's keys and values
         with open(path) as f:
-            values = yaml.safe_load(f) if path.endswith((".yaml", ".yml")) else json.load(f)
-        parser.set_defaults(**(values or {}))
+            values = (yaml.safe_load(f) if path.endswith((".yaml", ".yml")) else json.load(f)) or {}
+        known = {f.name for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(values) - known):
+            raise ValueError(f"Some keys are not used by the HfArgumentParser: {unknown}")
+        parser.set_defaults(**values)
         return parser.parse_args_into_dataclasses(args=argv[1:])
     return parser.parse_args_into_dataclasses(args=argv)
 
@@ -349,6 +352,13 @@ def main(argv: list[str] | None = None) -> int:
         training_args.save_strategy = training_args.eval_strategy = "steps"
         training_args.save_steps = training_args.eval_steps = every
     callbacks = []
+    if data_args.early_stopping_patience and not (
+        training_args.metric_for_best_model and training_args.load_best_model_at_end
+    ):
+        raise ValueError(
+            "early_stopping_patience needs metric_for_best_model (e.g. clip_s, cider, semantic_accuracy) and "
+            "load_best_model_at_end: true"
+        )
     if data_args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
     collator = CaptionCollator(

@@ -458,3 +458,32 @@ def test_config_file_with_overriding_flags(tmp_path):
     (tmp_path / "bad.yaml").write_text("output_dir: out\nlambda_cosine: 1\n")
     with pytest.raises(ValueError, match="lambda_cosine"):
         run_train.parse_args([str(tmp_path / "bad.yaml"), "--lambda_cos", "0"])
+
+
+def test_checkpoint_every_epoch_and_early_stopping(tmp_path, data_dir):
+    """12 rows in batches of 4: 3 steps an epoch, so save_every_epochs 1 saves (and evaluates) at steps 3 and 6; early
+    stopping on the eval loss then keeps the best checkpoint."""
+    out = tmp_path / "epochs"
+    argv = train_argv(data_dir, out, steps=6, save_every_epochs=1, eval_captions="false")
+    argv += ["--early_stopping_patience", "5", "--metric_for_best_model", "loss", "--load_best_model_at_end", "true"]
+    argv += ["--eval_strategy", "steps", "--save_strategy", "steps"]  # save_every_epochs sets their steps
+    assert run_train.main(argv) == 0
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert [e["step"] for e in state["log_history"] if "eval_loss" in e][:2] == [3, 6]
+    assert state["best_model_checkpoint"].endswith(("checkpoint-3", "checkpoint-6"))
+    with pytest.raises(ValueError, match="early_stopping_patience needs metric_for_best_model"):
+        run_train.main(train_argv(data_dir, tmp_path / "bad", early_stopping_patience=2))
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "open_images_home_appliance.yaml"])
+def test_presets_parse(name):
+    # The real run asks for bf16, which this CPU-only machine refuses at parse time; a flag turns it off.
+    extra = ["--bf16", "false"] if name == "open_images_home_appliance.yaml" else []
+    model_args, data_args, guidance, training_args = run_train.parse_args([str(ROOT / "configs" / name), *extra])
+    assert guidance.lambda_cos == 1.0 and guidance.lambda_con == 0.1
+    if name == "open_images_home_appliance.yaml":
+        assert (model_args.encoder_pretrained, model_args.decoder_name_or_path) == (True, "distilgpt2")
+        assert (guidance.clip_model, guidance.clip_pretrained) == ("ViT-B-32", "openai")
+        assert data_args.save_every_epochs == 10 and data_args.early_stopping_patience == 3
+        assert training_args.load_best_model_at_end and training_args.metric_for_best_model == "clip_s"
