@@ -224,7 +224,7 @@ def last_evaluation(trainer: CLIPGuidedTrainer) -> dict:
     return {}
 
 
-def write_model_card(output_dir: str, summary: dict, args_by_group: dict, metadata: dict, teacher) -> None:
+def write_model_card(output_dir: str, summary: dict, args_by_group: dict, metadata: dict, teacher, config) -> None:
     """A model card naming the data, the teacher, the loss weights and the final metrics."""
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -247,8 +247,10 @@ def write_model_card(output_dir: str, summary: dict, args_by_group: dict, metada
     body = f"""
 # ClipCap captioner (CLIP-guided)
 
-MobileNetV2-style encoder -> prefix mapper -> GPT-2 decoder, trained by `run_train.py` with CLIP as the teacher
-(training only; the teacher is not part of this model).
+`{config.encoder_name}` encoder ({config.encoder_features} features, {config.image_size} px) ->
+{config.mapper_type} prefix mapper ({config.prefix_length} tokens) -> GPT-2 decoder
+({config.text_config.n_layer} layers, width {config.text_config.n_embd}), trained by `run_train.py` with CLIP as the
+teacher (training only; the teacher is not part of this model).
 
 - Data: `{args_by_group["data"]["dataset_dir"]}` ({metadata.get("source", "unknown source")}), captions from
   `{args_by_group["data"]["caption_column"]}`.
@@ -411,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.is_world_process_zero():
         groups = {"model": asdict(model_args), "data": asdict(data_args), "guidance": asdict(guidance)}
         summary = {**{k: v for e in trainer.state.log_history for k, v in e.items()}, **metrics}
-        write_model_card(training_args.output_dir, summary, groups, metadata, teacher)
+        write_model_card(training_args.output_dir, summary, groups, metadata, teacher, model.config)
         Path(training_args.output_dir, "run_args.json").write_text(
             json.dumps(
                 {

@@ -270,8 +270,8 @@ class CLIPGuidedTrainer(Trainer):
         loss = sum(weights[name] * value for name, value in terms.items())
 
         mode = "train" if model.training else "eval"
-        for name, value in terms.items():
-            self._term_sums[mode][name] += float(value.detach())
+        for name, value in terms.items():  # kept as tensors: no device sync until the terms are logged
+            self._term_sums[mode][name] = self._term_sums[mode][name] + value.detach().float()
             self._term_counts[mode][name] += 1
         return (loss, outputs) if return_outputs else loss
 
@@ -282,7 +282,7 @@ class CLIPGuidedTrainer(Trainer):
         sums, counts = self._term_sums[mode], self._term_counts[mode]
         for name in LOSS_TERMS:
             if counts[name]:
-                mean = torch.tensor(sums[name] / counts[name], device=self.args.device)
+                mean = torch.as_tensor(sums[name] / counts[name], dtype=torch.float32, device=self.args.device)
                 if self.accelerator.num_processes > 1:
                     mean = self.accelerator.reduce(mean, reduction="mean")
                 logs[f"{prefix}loss_{name}"] = round(float(mean), 6)

@@ -193,7 +193,7 @@ def test_zero_weight_skips_term_and_teacher(
     terms = trainer._term_sums["train"]
     weight = {"ce": 1.0, "cos": weights.get("lambda_cos", 0), "con": weights.get("lambda_con", 0)}
     weight["div"] = weights.get("lambda_div", 0)
-    assert loss.item() == pytest.approx(sum(weight[name] * value for name, value in terms.items()), rel=1e-5)
+    assert loss.item() == pytest.approx(sum(weight[name] * float(value) for name, value in terms.items()), rel=1e-5)
 
 
 def log_keys(output_dir) -> set[str]:
