@@ -17,6 +17,9 @@ from pathlib import Path
 
 import torch
 
+# The weights file train_clip_teacher.py writes; a directory holding it is accepted as `pretrained`.
+TEACHER_CHECKPOINT_NAME = "open_clip_model.safetensors"
+
 # The project's own open_clip architectures (the offline demo's domain teacher), registered on first use.
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "open_clip"
 
@@ -97,7 +100,7 @@ class CLIPTeacher(torch.nn.Module):
         register_model_configs()
         if pretrained and os.path.isdir(pretrained):  # a train_clip_teacher.py output directory
             register_model_configs(pretrained)
-            pretrained = os.path.join(pretrained, "open_clip_model.safetensors")
+            pretrained = os.path.join(pretrained, TEACHER_CHECKPOINT_NAME)
         if not pretrained:
             raise ValueError(
                 "a CLIP teacher needs weights: give clip_pretrained (an open_clip tag or a checkpoint path)"
@@ -131,8 +134,12 @@ class CLIPTeacher(torch.nn.Module):
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(texts).to(self.device)
-        return torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1)
+        return self.encode_tokens(self.tokenizer(texts))
+
+    @torch.no_grad()
+    def encode_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings of captions already tokenised by `self.tokenizer`."""
+        return torch.nn.functional.normalize(self.model.encode_text(input_ids.to(self.device)).float(), dim=-1)
 
     @torch.no_grad()
     def embed_images(self, images) -> torch.Tensor:

@@ -32,10 +32,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
 
-from clip_guidance import MODEL_CONFIG_DIR, file_sha256, register_model_configs
+from clip_guidance import MODEL_CONFIG_DIR, TEACHER_CHECKPOINT_NAME, file_sha256, register_model_configs
 
 logger = logging.getLogger("train_clip_teacher")
-CHECKPOINT_NAME = "open_clip_model.safetensors"
 
 
 @dataclass
@@ -115,7 +114,7 @@ def train_teacher(args: TeacherArguments) -> dict:
     from safetensors.torch import save_file
 
     output_dir = Path(args.output_dir)
-    checkpoint = output_dir / CHECKPOINT_NAME
+    checkpoint = output_dir / TEACHER_CHECKPOINT_NAME
     if checkpoint.exists() and not args.overwrite_output_dir:
         raise FileExistsError(f"{checkpoint} exists; pass --overwrite_output_dir to train a new teacher")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)

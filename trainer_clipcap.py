@@ -18,8 +18,6 @@ when the split carries synthetic scenes, semantic accuracy.
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -238,9 +236,7 @@ class CLIPGuidedTrainer(Trainer):
             )
         if kind == "image":
             return self.teacher.encode_images(inputs["teacher_pixel_values"])
-        return torch.nn.functional.normalize(
-            self.teacher.model.encode_text(inputs["teacher_input_ids"].to(self.teacher.device)).float(), dim=-1
-        )
+        return self.teacher.encode_tokens(inputs["teacher_input_ids"])
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -351,13 +347,3 @@ class CLIPGuidedTrainer(Trainer):
             scores.update(semantic_accuracy(predictions, scenes))
         self._last_captions = predictions
         return {key: round(value, 6) if isinstance(value, float) else value for key, value in scores.items()}
-
-
-def training_summary(trainer: CLIPGuidedTrainer) -> dict:
-    """The figures a model card reports: the last train/eval loss terms and caption metrics from the log history."""
-    summary = {}
-    for entry in trainer.state.log_history:
-        for key, value in entry.items():
-            if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
-                summary[key] = value
-    return json.loads(json.dumps(summary))

@@ -110,7 +110,6 @@ class CountingTeacher:
     def __init__(self, teacher):
         self.inner, self.calls = teacher, 0
         self.identity, self.preprocess, self.tokenizer = teacher.identity, teacher.preprocess, teacher.tokenizer
-        self.model = self
 
     def to(self, device):
         return self
@@ -123,9 +122,9 @@ class CountingTeacher:
         self.calls += 1
         return self.inner.encode_images(pixel_values)
 
-    def encode_text(self, input_ids):
+    def encode_tokens(self, input_ids):
         self.calls += 1
-        return self.inner.model.encode_text(input_ids)
+        return self.inner.encode_tokens(input_ids)
 
     def encode_texts(self, texts):
         self.calls += 1
