@@ -1,22 +1,29 @@
 # Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
-"""Caption scores: CLIP-S with the teacher, COCO caption metrics (pycocoevalcap), diversity, synthetic accuracy.
+"""Every caption score in one place.
 
-* CLIP-S = w * max(cos(image, caption), 0) with w = 2.5 (Hessel et al. 2021, "CLIPScore: A Reference-free
-  Evaluation Metric for Image Captioning"), always reported with the teacher that computed it.
-* BLEU-4 (Papineni et al. 2002) and CIDEr-D (Vedantam et al. 2015) through pycocoevalcap, after its PTB tokenizer
-  (Stanford CoreNLP, needs Java) exactly as the COCO caption evaluation does.
-* distinct-n (Li et al. 2016): distinct n-grams over all n-grams of all captions.
-* semantic accuracy, on the synthetic data only: the fraction of captions whose every stated kind, colour, count and
-  relation is true of the scene (`synthetic.caption_errors`).
+* CLIP-S = w * max(cos(image, caption), 0), w = 2.5, and RefCLIP-S, the harmonic mean of CLIP-S and the caption's
+  best cosine with a reference (clamped at 0): Hessel et al. 2021, "CLIPScore: A Reference-free Evaluation Metric
+  for Image Captioning". Both depend on the CLIP model that embeds, so every report names it.
+* BLEU-1..4 (Papineni et al. 2002), METEOR 1.5 (Denkowski & Lavie 2014), ROUGE-L (Lin 2004) and CIDEr-D (Vedantam
+  et al. 2015) through pycocoevalcap, after its PTB tokenizer (Stanford CoreNLP, needs Java), exactly as the COCO
+  caption evaluation does. SPICE (Anderson et al. 2016) needs Stanford CoreNLP models that pycocoevalcap downloads
+  on first use, so offline it is reported as unavailable (`SPICE_UNAVAILABLE`), never silently left out.
+* Diversity: distinct-n (Li et al. 2016), vocabulary size, % unique captions, % novel captions (not among the
+  training captions), mean length in words.
+* Semantic accuracy, on the synthetic data only: the fraction of captions whose every stated kind, colour, count and
+  relation is true of the scene (`synthetic.caption_errors`), with the count of each error type.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import torch
 
 CLIP_S_WEIGHT = 2.5
+COCO_METRICS = ("bleu", "meteor", "rouge_l", "cider")
+SPICE_UNAVAILABLE = "unavailable offline: SPICE downloads Stanford CoreNLP models on first use"
 
 
 def clip_score(
@@ -27,20 +34,71 @@ def clip_score(
     return weight * cosine.clamp(min=0)
 
 
-def coco_caption_scores(predictions: list[str], references: list[list[str]]) -> dict[str, float]:
-    """BLEU-1..4 and CIDEr-D of `predictions[i]` against `references[i]`, tokenised as the COCO evaluation does."""
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
+def ref_clip_score(
+    clip_s: torch.Tensor, caption_embeds: torch.Tensor, reference_embeds: list[torch.Tensor]
+) -> torch.Tensor:
+    """Per-pair RefCLIP-S: the harmonic mean of `clip_s[i]` and `max(max_r cos(caption_i, reference_r), 0)` over the
+    `(R_i, D)` embeddings of image i's references (0 where both are 0). An image without references gets NaN."""
+    scores = torch.full_like(clip_s, float("nan"), dtype=torch.float32)
+    captions = torch.nn.functional.normalize(caption_embeds.float(), dim=-1)
+    for i, references in enumerate(reference_embeds):
+        if len(references) == 0:
+            continue
+        best = (torch.nn.functional.normalize(references.float(), dim=-1) @ captions[i]).max().clamp(min=0)
+        total = clip_s[i].float() + best
+        scores[i] = 2 * clip_s[i].float() * best / total if total > 0 else 0.0
+    return scores
+
+
+def coco_caption_scores(
+    predictions: list[str], references: list[list[str]], metrics: tuple[str, ...] = COCO_METRICS
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Corpus and per-caption scores of `predictions[i]` against `references[i]` (BLEU-1..4, METEOR, ROUGE-L,
+    CIDEr-D, or the subset named in `metrics`), tokenised as the COCO evaluation does.
+
+    Corpus BLEU is pycocoevalcap's (brevity penalty over the corpus), not the mean of the per-caption values."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} reference lists")
+    if unknown := set(metrics) - set(COCO_METRICS):
+        raise ValueError(f"unknown caption metrics {sorted(unknown)}; known: {COCO_METRICS}")
+    if any(len(refs) == 0 for refs in references):
+        raise ValueError("every prediction needs at least one reference")
+    if not predictions:
+        return {}, {}
     tokenizer = PTBTokenizer()
     results = tokenizer.tokenize({i: [{"caption": caption}] for i, caption in enumerate(predictions)})
     gts = tokenizer.tokenize({i: [{"caption": c} for c in refs] for i, refs in enumerate(references)})
-    bleu, _ = Bleu(4).compute_score(gts, results, verbose=0)
-    cider, _ = Cider().compute_score(gts, results)
-    return {**{f"bleu_{n}": float(score) for n, score in enumerate(bleu, start=1)}, "cider": float(cider)}
+    corpus, per_caption = {}, {}
+    if "bleu" in metrics:
+        from pycocoevalcap.bleu.bleu import Bleu
+
+        bleu, bleu_each = Bleu(4).compute_score(gts, results, verbose=0)
+        for n in range(4):
+            corpus[f"bleu_{n + 1}"], per_caption[f"bleu_{n + 1}"] = float(bleu[n]), list(map(float, bleu_each[n]))
+    scorers = {}
+    if "meteor" in metrics:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        scorers["meteor"] = Meteor
+    if "rouge_l" in metrics:
+        from pycocoevalcap.rouge.rouge import Rouge
+
+        scorers["rouge_l"] = Rouge
+    if "cider" in metrics:
+        from pycocoevalcap.cider.cider import Cider
+
+        scorers["cider"] = Cider
+    for name, scorer in scorers.items():
+        score, each = scorer().compute_score(gts, results)
+        corpus[name], per_caption[name] = float(score), [float(value) for value in each]
+    return corpus, per_caption
+
+
+def normalize_caption(caption: str) -> str:
+    """Lower case, words split on whitespace and rejoined, trailing full stop dropped: for uniqueness and novelty."""
+    return " ".join(caption.lower().split()).rstrip(" .")
 
 
 def distinct_n(captions: list[str], n: int) -> float:
@@ -53,10 +111,28 @@ def distinct_n(captions: list[str], n: int) -> float:
     return len(ngrams) / total if total else 0.0
 
 
+def diversity(captions: list[str], training_captions: set[str] | None = None) -> dict[str, float | int]:
+    """distinct-1/2, vocabulary size (distinct words), % unique captions, mean length in words, and, given the
+    training captions (normalised with `normalize_caption`), % novel captions: those not among them."""
+    normalized = [normalize_caption(caption) for caption in captions]
+    words = [re.findall(r"[a-z0-9']+", caption) for caption in normalized]
+    result: dict[str, float | int] = {
+        "distinct_1": distinct_n(captions, 1),
+        "distinct_2": distinct_n(captions, 2),
+        "vocabulary_size": len({word for caption in words for word in caption}),
+        "unique_captions_pct": 100 * len(set(normalized)) / len(captions) if captions else 0.0,
+        "mean_length": sum(len(caption.split()) for caption in captions) / len(captions) if captions else 0.0,
+    }
+    if training_captions is not None:
+        novel = sum(caption not in training_captions for caption in normalized)
+        result["novel_captions_pct"] = 100 * novel / len(captions) if captions else 0.0
+    return result
+
+
 def semantic_accuracy(captions: list[str], scenes: list) -> dict[str, float | int]:
     """Fraction of captions with no error against their `synthetic.Scene`, overall, by number of objects in the
-    scene (`semantic_accuracy_<n>obj`), and the count of each error type (`errors_<type>`)."""
-    from synthetic import caption_errors
+    scene (`semantic_accuracy_<n>obj`), and the count of each error type (`errors_<type>`, 0s included)."""
+    from synthetic import CAPTION_ERROR_TYPES, caption_errors
 
     correct, total, errors = Counter(), Counter(), Counter()
     for caption, scene in zip(captions, scenes, strict=True):
@@ -68,5 +144,5 @@ def semantic_accuracy(captions: list[str], scenes: list) -> dict[str, float | in
     result: dict[str, float | int] = {"semantic_accuracy": sum(correct.values()) / max(sum(total.values()), 1)}
     for objects in sorted(total):
         result[f"semantic_accuracy_{objects}obj"] = correct[objects] / total[objects]
-    result.update({f"errors_{kind}": count for kind, count in sorted(errors.items())})
+    result.update({f"errors_{kind}": errors[kind] for kind in CAPTION_ERROR_TYPES})
     return result

@@ -364,6 +364,10 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
                 (not on padding), which is cheaper with GPT-2's 50k-token vocabulary, and `logits` is `None`.
         """
         if pixel_values is None:  # a generation step: the prefix arrives as `inputs_embeds`, then tokens with a cache
+            if input_ids is not None and attention_mask is None:
+                # generate() drops an all-ones mask; GPT-2 would then warn about padding when a finished caption's
+                # EOS (its pad token) comes in. Embedding the tokens here is the same computation without the warning.
+                input_ids, inputs_embeds = None, self.decoder.get_input_embeddings()(input_ids)
             return self.decoder(
                 input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
             )

@@ -371,6 +371,18 @@ def _match(mention: Mention, scene: Scene) -> tuple[int | None, str | None]:
     return candidates[0], None
 
 
+CAPTION_ERROR_TYPES = (
+    "wrong_kind",
+    "wrong_colour",
+    "wrong_count",
+    "wrong_relation",
+    "missing_object",
+    "no_object",
+    "dangling_relation",
+    "unknown_object",
+)
+
+
 def caption_errors(caption: str, scene: Scene) -> list[str]:
     """Every error in a caption about `scene`, by type; an empty list means the caption is entirely true.
 

@@ -327,7 +327,9 @@ class CLIPGuidedTrainer(Trainer):
         predictions = self.caption_dataset(dataset)
         references = dataset[self.caption_column][:]
         scores = {}
-        coco = coco_caption_scores(predictions, [[r] if isinstance(r, str) else r for r in references])
+        coco, _ = coco_caption_scores(
+            predictions, [[r] if isinstance(r, str) else r for r in references], metrics=("bleu", "cider")
+        )
         scores["bleu_4"], scores["cider"] = coco["bleu_4"], coco["cider"]
         scores["distinct_2"] = distinct_n(predictions, 2)
         scores["mean_length"] = sum(len(p.split()) for p in predictions) / max(len(predictions), 1)

@@ -3,10 +3,12 @@
 No test touches the network: Hub and download paths are forced offline here.
 """
 
+import json
 import os
 import sys
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 
@@ -16,6 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
+import synthetic  # noqa: E402
 from configuration_clipcap import ClipCapConfig  # noqa: E402
 from modeling_clipcap import ClipCapForCaptioning  # noqa: E402
 
@@ -74,3 +77,98 @@ def fiftyone_db(tmp_path_factory):
 
     with fiftyone_database(tmp_path_factory.mktemp("mongod")) as uri:
         yield uri
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tiny synthetic data, a tiny open_clip teacher and tiny training runs (test_training.py, test_evaluation.py)
+# ---------------------------------------------------------------------------------------------------------------------
+
+TINY_TEACHER = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 40, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def tiny_dataset(num_train: int = 12, num_validation: int = 4, size: int = 48) -> datasets.DatasetDict:
+    """Rendered synthetic scenes in the columns prepare_dataset.py writes (image, captions, scene)."""
+    splits = {}
+    for split, count in (("train", num_train), ("validation", num_validation)):
+        rows = {"image": [], "captions": [], "scene": []}
+        for index in range(count):
+            scene, captions = synthetic.make_example(0, split, index)
+            rows["image"].append(synthetic.render_scene(scene, size=size))
+            rows["captions"].append(captions)
+            rows["scene"].append(scene.to_json())
+        splits[split] = datasets.Dataset.from_dict(
+            rows,
+            features=datasets.Features(
+                {
+                    "image": datasets.Image(),
+                    "captions": datasets.List(datasets.Value("string")),
+                    "scene": datasets.Value("string"),
+                }
+            ),
+        )
+    return datasets.DatasetDict(splits)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "synthetic"
+    tiny_dataset().save_to_disk(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def teacher_checkpoint(tmp_path_factory):
+    """A random tiny open_clip teacher saved as a checkpoint; its architecture registered with open_clip."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("teacher")
+    (root / "ClipCap-Test-Teacher.json").write_text(json.dumps(TINY_TEACHER))
+    open_clip.add_model_config(root / "ClipCap-Test-Teacher.json")
+    torch.manual_seed(0)
+    model = open_clip.create_model("ClipCap-Test-Teacher", pretrained=None)
+    save_file(model.state_dict(), str(root / "open_clip_model.safetensors"))
+    return root
+
+
+def train_argv(data_dir, output_dir, steps: int = 2, **overrides) -> list[str]:
+    """Flags for a tiny run: random 32-wide decoder, MobileNetV2 at 48 px, no downloads."""
+    arguments = {
+        "dataset_dir": str(data_dir),
+        "output_dir": str(output_dir),
+        "encoder_pretrained": "false",
+        "decoder_name_or_path": "",
+        "decoder_layers": TINY_DECODER["n_layer"],
+        "decoder_width": TINY_DECODER["n_embd"],
+        "decoder_heads": TINY_DECODER["n_head"],
+        "decoder_positions": TINY_DECODER["n_positions"],
+        "prefix_length": 4,
+        "image_size": 48,
+        "image_crop_fraction": 1.0,
+        "max_caption_length": 40,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 4,
+        "max_steps": steps,
+        "learning_rate": 1e-3,
+        "logging_steps": 1,
+        "save_steps": 1000,
+        "report_to": "none",
+        "do_train": "true",
+        "do_eval": "true",
+        "generation_num_beams": 1,
+        "generation_max_new_tokens": 6,
+        "lambda_cos": 0,
+        "lambda_con": 0,
+        "lambda_div": 0,
+        "seed": 0,
+        "use_cpu": "true",
+    }
+    arguments.update(overrides)
+    argv = []
+    for key, value in arguments.items():
+        argv += [f"--{key}", str(value)]
+    return argv

@@ -1,0 +1,336 @@
+#!/usr/bin/env python
+# Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
+"""Evaluate a ClipCap captioner: caption a split, score it, and compare it with a generic caption and the references.
+
+    python run_eval.py outputs/demo                                   # the demo's model, data and teacher
+    python run_eval.py outputs/demo --num_beams 1 --output_dir outputs/demo/eval-greedy
+    python run_eval.py USER/clipcap-home-appliance --dataset_dir data/open_images --clip_model ViT-B-32 \
+        --clip_pretrained openai --fiftyone_dataset home-appliance-eval
+
+Three captioners are scored alike on every image of the split:
+
+* `model`: the captions the model generates (beam size and the other decoding options as flags);
+* `baseline`: one generic caption for every image ("a photo of a home appliance", `--baseline_caption`);
+* `references`: each image's first reference caption, scored against its other references. A caption written
+  like the references is the ceiling the model can reach; images with a single reference are left out of its
+  reference-based scores.
+
+Scores (`metrics.py`): CLIP-S and RefCLIP-S with the CLIP teacher (named in every report), BLEU-1..4, METEOR,
+ROUGE-L and CIDEr (pycocoevalcap; SPICE is reported unavailable offline), diversity (distinct-1/2, vocabulary, %
+unique, % novel against the training split's captions, mean length), and, on the synthetic data, semantic accuracy.
+
+Written to `--output_dir` (default `MODEL_DIR/eval`): `eval_results.json`, `eval_summary.md`, `predictions.jsonl`
+(every caption with its scores), `report.html` (a gallery sorted worst CLIP-S first, sortable by any score, and the
+training curves of `trainer_state.json`), `training_curves.png`. With `--fiftyone_dataset NAME` the captions and
+per-image scores are also written into that FiftyOne dataset (made from the split's image files if it does not
+exist), so that `fo.launch_app(fo.load_dataset(NAME))` shows them.
+
+Defaults for the dataset, its columns and the teacher come from the model directory's `run_args.json`
+(written by `run_train.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import torch
+from transformers import HfArgumentParser
+
+from caption import GenerationArguments, load_captioner
+from metrics import (
+    SPICE_UNAVAILABLE,
+    clip_score,
+    coco_caption_scores,
+    diversity,
+    normalize_caption,
+    ref_clip_score,
+    semantic_accuracy,
+)
+
+logger = logging.getLogger("run_eval")
+
+SYSTEMS = ("model", "baseline", "references")
+
+
+@dataclass
+class EvalArguments:
+    model_name_or_path: str = field(metadata={"help": "A ClipCap model directory (run_train.py output) or Hub id."})
+    dataset_dir: str | None = field(
+        default=None, metadata={"help": "A prepared DatasetDict (default: the one the model was trained on)."}
+    )
+    split: str = field(default="validation", metadata={"help": "Split to caption and score."})
+    training_split: str | None = field(
+        default="train", metadata={"help": "Split whose captions define a novel caption; empty: no novelty."}
+    )
+    image_column: str | None = field(default=None, metadata={"help": "Column of images (default: the training's)."})
+    caption_column: str | None = field(default=None, metadata={"help": "Column of reference captions (a list)."})
+    max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N images."})
+    clip_model: str | None = field(
+        default=None, metadata={"help": "open_clip architecture of the CLIP scorer (default: the training teacher)."}
+    )
+    clip_pretrained: str | None = field(
+        default=None, metadata={"help": "Its weights: an open_clip tag, a checkpoint, or a train_clip_teacher.py dir."}
+    )
+    baseline_caption: str = field(
+        default="a photo of a home appliance", metadata={"help": "The generic caption every image is compared with."}
+    )
+    batch_size: int = field(default=32, metadata={"help": "Images per generate() call."})
+    output_dir: str | None = field(default=None, metadata={"help": "Where the reports go (default MODEL_DIR/eval)."})
+    fiftyone_dataset: str | None = field(
+        default=None, metadata={"help": "Write the captions and scores into this FiftyOne dataset."}
+    )
+    fiftyone_field_prefix: str = field(default="clipcap", metadata={"help": "FiftyOne fields: <prefix>_caption, ..."})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda if any)."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[EvalArguments, GenerationArguments]:
+    """`run_eval.py MODEL [--flags]`: the model may come first without its flag."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-"):
+        argv = ["--model_name_or_path", *argv]
+    return HfArgumentParser((EvalArguments, GenerationArguments)).parse_args_into_dataclasses(args=argv)
+
+
+def training_run_args(model_name_or_path: str) -> dict:
+    """The `run_args.json` that `run_train.py` wrote next to the model, or {}."""
+    path = Path(model_name_or_path, "run_args.json")
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def resolve_defaults(args: EvalArguments, run_args: dict) -> EvalArguments:
+    """Fill what was not given from the training run: dataset, columns, teacher; the real run's teacher otherwise."""
+    data, guidance = run_args.get("data", {}), run_args.get("guidance", {})
+    args.dataset_dir = args.dataset_dir or data.get("dataset_dir")
+    if not args.dataset_dir:
+        raise ValueError(f"{args.model_name_or_path} has no run_args.json naming its data: pass --dataset_dir")
+    args.image_column = args.image_column or data.get("image_column", "image")
+    args.caption_column = args.caption_column or data.get("caption_column", "captions")
+    args.clip_model = args.clip_model or guidance.get("clip_model") or "ViT-B-32"
+    args.clip_pretrained = args.clip_pretrained or guidance.get("clip_pretrained") or "openai"
+    args.output_dir = args.output_dir or str(Path(args.model_name_or_path, "eval"))
+    return args
+
+
+def load_split(args: EvalArguments, split: str, columns: list[str]) -> datasets.Dataset:
+    path = Path(args.dataset_dir)
+    if path.exists() and not Path(path, "dataset_dict.json").exists():
+        raise FileNotFoundError(f"{path} is not a saved DatasetDict; make one with prepare_dataset.py")
+    dataset = datasets.load_from_disk(str(path)) if path.exists() else datasets.load_dataset(args.dataset_dir)
+    if split not in dataset:
+        raise ValueError(f"{args.dataset_dir} has no {split!r} split (it has {sorted(dataset)})")
+    if missing := set(columns) - set(dataset[split].column_names):
+        raise ValueError(f"the {split!r} split of {args.dataset_dir} lacks the columns {sorted(missing)}")
+    return dataset[split]
+
+
+@torch.no_grad()
+def generate_captions(model, processor, images, batch_size: int, progress: bool, **generate_kwargs) -> list[str]:
+    from tqdm.auto import tqdm
+
+    from caption import caption_images
+
+    captions = []
+    with tqdm(total=len(images), unit="image", desc="Captioning", disable=not progress) as bar:
+        for first in range(0, len(images), batch_size):
+            batch = [image.convert("RGB") for image in images[first : first + batch_size]]
+            captions.extend(caption_images(model, processor, batch, **generate_kwargs))
+            bar.update(len(batch))
+    return captions
+
+
+def score_system(
+    captions: list[str],
+    references: list[list[str]],
+    image_embeds: torch.Tensor,
+    teacher,
+    training_captions: set[str] | None,
+    scenes: list | None,
+) -> tuple[dict, dict[str, list]]:
+    """Corpus scores and per-image scores of one captioner. `references[i]` may be empty (no reference-based
+    score for image i)."""
+    caption_embeds = teacher.encode_texts(captions).cpu()
+    reference_embeds = [teacher.encode_texts(refs).cpu() if refs else torch.empty(0) for refs in references]
+    clip_s = clip_score(image_embeds, caption_embeds)
+    ref_clip_s = ref_clip_score(clip_s, caption_embeds, reference_embeds)
+    scored = [i for i, refs in enumerate(references) if refs]
+    coco, coco_each = coco_caption_scores([captions[i] for i in scored], [references[i] for i in scored])
+    corpus = {
+        "clip_s": float(clip_s.mean()),
+        "ref_clip_s": float(ref_clip_s[scored].mean()) if scored else float("nan"),
+        **coco,
+        "spice": None,
+        **diversity(captions, training_captions),
+        "images": len(captions),
+        "images_with_references": len(scored),
+    }
+    per_image: dict[str, list] = {"clip_s": clip_s.tolist(), "ref_clip_s": ref_clip_s.tolist()}
+    for name, values in coco_each.items():
+        per_image[name] = [None] * len(captions)
+        for i, value in zip(scored, values, strict=True):
+            per_image[name][i] = value
+    if scenes is not None:
+        from synthetic import caption_errors
+
+        corpus.update(semantic_accuracy(captions, scenes))
+        per_image["errors"] = [caption_errors(caption, scene) for caption, scene in zip(captions, scenes, strict=True)]
+    return corpus, per_image
+
+
+def write_fiftyone(
+    name: str, prefix: str, split_data: datasets.Dataset, captions: list[str], references: list, per_image: dict
+) -> str:
+    """Write each image's caption and scores into the FiftyOne dataset `name` (by `sample_id` when the split has
+    FiftyOne ids that the dataset holds, else by file path); make a persistent dataset of the images if there is none.
+    Returns what was done, in one line."""
+    import fiftyone as fo
+
+    fields = {f"{prefix}_caption": captions}
+    fields.update({f"{prefix}_{key}": values for key, values in per_image.items() if key != "errors"})
+    if "errors" in per_image:
+        fields[f"{prefix}_errors"] = per_image["errors"]
+    columns = split_data.column_names
+    if fo.dataset_exists(name):
+        dataset = fo.load_dataset(name)
+        ids = split_data["sample_id"][:] if "sample_id" in columns else None
+        if ids is not None and set(ids) <= set(dataset.values("id")):
+            key_field, keys = "id", ids
+        elif "filepath" in columns:
+            key_field, keys = "filepath", [os.path.abspath(path) for path in split_data["filepath"][:]]
+            if missing := set(keys) - set(dataset.values("filepath")):
+                raise ValueError(f"{len(missing)} evaluated images are not in the FiftyOne dataset '{name}'")
+        else:
+            raise ValueError(f"the split has neither sample_id nor filepath to find its images in '{name}'")
+        for field_name, values in fields.items():
+            dataset.set_values(field_name, dict(zip(keys, values, strict=True)), key_field=key_field)
+        return f"wrote {len(fields)} fields of {len(keys)} samples into the FiftyOne dataset '{name}'"
+    if "filepath" not in columns:
+        raise ValueError(f"no FiftyOne dataset '{name}', and the split has no filepath column to make one from")
+    paths = [os.path.abspath(path) for path in split_data["filepath"][:]]
+    if missing := [path for path in paths if not os.path.isfile(path)]:
+        raise FileNotFoundError(f"{len(missing)} image files of the split are gone (e.g. {missing[0]})")
+    dataset = fo.Dataset(name, persistent=True)
+    samples = [fo.Sample(filepath=path, references=refs) for path, refs in zip(paths, references, strict=True)]
+    dataset.add_samples(samples, progress=False)
+    for field_name, values in fields.items():
+        dataset.set_values(field_name, values)
+    return f"made the persistent FiftyOne dataset '{name}' ({len(paths)} samples) with {len(fields)} fields"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, generation = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logger.setLevel(logging.INFO)
+    from clip_guidance import CLIPTeacher
+    from eval_report import plot_training_curves, summary_table, write_html_report
+
+    # 1. The model, and the defaults its training run left.
+    args = resolve_defaults(args, training_run_args(args.model_name_or_path))
+    model, processor = load_captioner(args.model_name_or_path, args.device)
+    if generation.seed is not None:
+        torch.manual_seed(generation.seed)
+    generate_kwargs = generation.generate_kwargs()
+    settings = {**model.generation_config.to_diff_dict(), **generate_kwargs}
+
+    # 2. The split to evaluate, and the training captions that define novelty.
+    split_data = load_split(args, args.split, [args.image_column, args.caption_column])
+    if args.max_samples is not None:
+        split_data = split_data.select(range(min(args.max_samples, len(split_data))))
+    references = [[r] if isinstance(r, str) else list(r) for r in split_data[args.caption_column][:]]
+    images = split_data[args.image_column][:]
+    training_captions = None
+    if args.training_split:
+        training = load_split(args, args.training_split, [args.caption_column])
+        training_captions = {
+            normalize_caption(caption)
+            for refs in training[args.caption_column][:]
+            for caption in ([refs] if isinstance(refs, str) else refs)
+        }
+    scenes = None
+    if "scene" in split_data.column_names:
+        from synthetic import Scene
+
+        scenes = [Scene.from_json(text) for text in split_data["scene"][:]]
+    logger.info("%d %s images from %s", len(split_data), args.split, args.dataset_dir)
+
+    # 3. The CLIP scorer.
+    teacher = CLIPTeacher.from_pretrained(args.clip_model, args.clip_pretrained, device=model.device)
+    image_embeds = (
+        torch.cat([teacher.embed_images(images[i : i + 64]).cpu() for i in range(0, len(images), 64)])
+        if images
+        else torch.empty(0)
+    )
+
+    # 4. Caption.
+    start = time.perf_counter()
+    captions = generate_captions(model, processor, images, args.batch_size, args.progress, **generate_kwargs)
+    seconds = time.perf_counter() - start
+    logger.info("Captioned %d images in %.1f s (%.2f images/s)", len(captions), seconds, len(captions) / seconds)
+
+    # 5. Score the model, the generic baseline and the references alike.
+    candidates = {
+        "model": (captions, references),
+        "baseline": ([args.baseline_caption] * len(captions), references),
+        "references": ([refs[0] for refs in references], [refs[1:] for refs in references]),
+    }
+    results, per_image = {}, {}
+    for system, (texts, refs) in candidates.items():
+        results[system], per_image[system] = score_system(
+            texts, refs, image_embeds, teacher, training_captions, scenes
+        )
+
+    # 6. Reports.
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    report = {
+        "model": args.model_name_or_path,
+        "dataset": args.dataset_dir,
+        "split": args.split,
+        "images": len(captions),
+        "teacher": teacher.identity.describe(),
+        "generation": settings,
+        "baseline_caption": args.baseline_caption,
+        "captioning_seconds": round(seconds, 3),
+        "notes": {
+            "spice": SPICE_UNAVAILABLE,
+            "references": "each image's first reference caption, scored against its other references",
+            "clip_s": f"2.5 * max(cos, 0) with the CLIP teacher {teacher.identity.describe()}",
+        },
+        "results": results,
+    }
+    (output_dir / "eval_results.json").write_text(json.dumps(report, indent=2) + "\n")
+    ids = {key: split_data[key][:] for key in ("sample_id", "filepath") if key in split_data.column_names}
+    with open(output_dir / "predictions.jsonl", "w") as f:
+        for i, caption in enumerate(captions):
+            row = {"index": i, **{key: values[i] for key, values in ids.items()}}
+            row.update({"caption": caption, "references": references[i]})
+            row.update({key: values[i] for key, values in per_image["model"].items()})
+            f.write(json.dumps(row) + "\n")
+    table = summary_table(report)
+    (output_dir / "eval_summary.md").write_text(table)
+    curves = plot_training_curves(args.model_name_or_path, output_dir / "training_curves.png")
+    names = ids.get("filepath") or ids.get("sample_id")
+    write_html_report(
+        output_dir / "report.html", report, images, captions, references, per_image["model"], curves, names
+    )
+    print(table)
+    print(f"Reports in {output_dir}: eval_results.json, eval_summary.md, predictions.jsonl, report.html")
+
+    # 7. FiftyOne.
+    if args.fiftyone_dataset:
+        done = write_fiftyone(
+            args.fiftyone_dataset, args.fiftyone_field_prefix, split_data, captions, references, per_image["model"]
+        )
+        print(done)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
