@@ -23,3 +23,5 @@ echo "== 3/3 captioner: accelerate launch run_train.py configs/demo.yaml (traini
     run_train.py configs/demo.yaml
 
 echo "== done in $(( $(date +%s) - start )) s: the model is in outputs/demo (metrics: outputs/demo/eval_results.json)"
+echo "   full report (baseline, references, HTML gallery): $PYTHON run_eval.py outputs/demo"
+echo "   caption your own images: $PYTHON caption.py outputs/demo IMAGE_OR_FOLDER ..."
