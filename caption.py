@@ -130,15 +130,22 @@ def load_image(path: str) -> tuple[Image.Image | None, str]:
         return None, f"unreadable ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
 
 
+def missing_local_path(name_or_path: str) -> bool:
+    """True for a path that is clearly meant to be local but does not exist: absolute, starting with '.', or inside an
+    existing folder ('outputs/nothing'). Such a name is an error here, not a Hub id to look up."""
+    path = Path(name_or_path)
+    if path.exists():
+        return False
+    return path.is_absolute() or name_or_path.startswith(".") or (path.parent != Path(".") and path.parent.is_dir())
+
+
 def load_captioner(model_name_or_path: str, device: str | None = None):
     """The model (eval mode, on `device`) and its processor. A path that is clearly local (absolute, relative with
     `.`, or inside an existing folder) but is not a directory is an error here, not a Hub request."""
     from modeling_clipcap import ClipCapForCaptioning
     from processing_clipcap import ClipCapProcessor
 
-    path = Path(model_name_or_path)
-    local = path.is_absolute() or model_name_or_path.startswith(".") or path.parent not in (Path("."), Path(""))
-    if not path.is_dir() and local and (path.is_absolute() or path.parent.is_dir()):
+    if missing_local_path(model_name_or_path):
         raise OSError(f"no model directory {model_name_or_path}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = ClipCapForCaptioning.from_pretrained(model_name_or_path).to(device).eval()

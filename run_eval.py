@@ -43,7 +43,7 @@ import datasets
 import torch
 from transformers import HfArgumentParser
 
-from caption import GenerationArguments, load_captioner
+from caption import GenerationArguments, load_captioner, missing_local_path
 from metrics import (
     SPICE_UNAVAILABLE,
     clip_score,
@@ -121,6 +121,8 @@ def resolve_defaults(args: EvalArguments, run_args: dict) -> EvalArguments:
 
 def load_split(args: EvalArguments, split: str, columns: list[str]) -> datasets.Dataset:
     path = Path(args.dataset_dir)
+    if missing_local_path(args.dataset_dir):
+        raise FileNotFoundError(f"no dataset directory {args.dataset_dir}")
     if path.exists() and not Path(path, "dataset_dict.json").exists():
         raise FileNotFoundError(f"{path} is not a saved DatasetDict; make one with prepare_dataset.py")
     dataset = datasets.load_from_disk(str(path)) if path.exists() else datasets.load_dataset(args.dataset_dir)
@@ -192,10 +194,7 @@ def write_fiftyone(
     Returns what was done, in one line."""
     import fiftyone as fo
 
-    fields = {f"{prefix}_caption": captions}
-    fields.update({f"{prefix}_{key}": values for key, values in per_image.items() if key != "errors"})
-    if "errors" in per_image:
-        fields[f"{prefix}_errors"] = per_image["errors"]
+    fields = {f"{prefix}_caption": captions, **{f"{prefix}_{key}": values for key, values in per_image.items()}}
     columns = split_data.column_names
     if fo.dataset_exists(name):
         dataset = fo.load_dataset(name)
@@ -225,7 +224,19 @@ def write_fiftyone(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0, or 1 with one line on stderr for a missing model, data or teacher, or unusable input."""
     args, generation = parse_args(argv)
+    try:
+        return evaluate(args, generation)
+    except (OSError, ValueError) as error:
+        print(
+            f"run_eval.py: error: {str(error).splitlines()[0] if str(error) else type(error).__name__}",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def evaluate(args: EvalArguments, generation: GenerationArguments) -> int:
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logger.setLevel(logging.INFO)
     from clip_guidance import CLIPTeacher

@@ -199,6 +199,22 @@ def test_run_eval_writes_every_report_and_fiftyone_fields(tmp_path, trained_mode
     dataset.delete()
 
 
+def test_run_eval_errors_are_one_line(tmp_path, trained_model, capsys):
+    assert run_eval.main([str(trained_model), "--dataset_dir", str(tmp_path / "nowhere"), "--progress", "false"]) == 1
+    assert (
+        capsys.readouterr().err.splitlines()[-1] == f"run_eval.py: error: no dataset directory {tmp_path / 'nowhere'}"
+    )
+    (tmp_path / "not-data").mkdir()
+    assert run_eval.main([str(trained_model), "--dataset_dir", str(tmp_path / "not-data"), "--split", "test"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"run_eval.py: error: {tmp_path / 'not-data'} is not a saved DatasetDict; make one with prepare_dataset.py"
+    )
+    assert run_eval.main([str(tmp_path / "no-model")]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"run_eval.py: error: {tmp_path / 'no-model'} has no run_args.json naming its data: pass --dataset_dir"
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------- caption.py
 
 
