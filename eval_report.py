@@ -211,7 +211,10 @@ def write_html_report(
             f'<td><div class="caption">{escape(captions[i])}</div><ul>{refs}</ul></td>{cells}{errors}</tr>'
         )
     labels = {key: label for key, label, _ in METRIC_ROWS}
-    headings = "".join(f'<th data-sort="{key}">{escape(labels[key])} ⇅</th>' for key in scores)
+    start_order = {"clip_s": ' data-order="ascending"'}  # the gallery starts so: a first click there flips it
+    headings = "".join(
+        f'<th data-sort="{key}"{start_order.get(key, "")}>{escape(labels[key])} ⇅</th>' for key in scores
+    )
     errors_heading = "<th>semantic errors</th>" if "errors" in per_image else ""
     generation = decoding_settings(report["generation"])
     page = f"""<!doctype html>
