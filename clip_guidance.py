@@ -142,9 +142,25 @@ class CLIPTeacher(torch.nn.Module):
         return torch.nn.functional.normalize(self.model.encode_text(input_ids.to(self.device)).float(), dim=-1)
 
     @torch.no_grad()
-    def embed_images(self, images) -> torch.Tensor:
-        """Unit-norm embeddings of PIL images, with the teacher's own preprocessing."""
-        return self.encode_images(torch.stack([self.preprocess(image.convert("RGB")) for image in images]))
+    def embed_images(self, images, batch_size: int = 64) -> torch.Tensor:
+        """Unit-norm embeddings of PIL images (any sequence, a `datasets` column included, decoded a batch at a
+        time), with the teacher's own preprocessing, `batch_size` images per forward pass."""
+        chunks = [
+            self.encode_images(
+                torch.stack([self.preprocess(image.convert("RGB")) for image in images[i : i + batch_size]])
+            )
+            for i in range(0, len(images), batch_size)
+        ]
+        return torch.cat(chunks) if chunks else torch.empty(0, self.identity.embed_dim or 0, device=self.device)
+
+    @torch.no_grad()
+    def encode_text_lists(self, texts: list[list[str]]) -> list[torch.Tensor]:
+        """Embed lists of captions (each image's references) in one pass: one unit-norm `(len(list), D)` tensor per
+        list."""
+        flat = [text for group in texts for text in group]
+        if not flat:
+            return [torch.empty(0, self.identity.embed_dim or 0, device=self.device) for _ in texts]
+        return list(torch.split(self.encode_texts(flat), [len(group) for group in texts]))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -255,12 +271,11 @@ def embed_dataset(dataset, teacher: CLIPTeacher, caption_column: str = "captions
     def embed(batch):
         images = teacher.embed_images(batch["image"])
         references = [[c] if isinstance(c, str) else c for c in batch[caption_column]]
-        texts = teacher.encode_texts([c for captions in references for c in captions]).cpu().numpy()
-        per_image, start = [], 0
-        for captions in references:
-            per_image.append(texts[start : start + len(captions)].tolist())
-            start += len(captions)
-        return {"teacher_image_embeds": images.cpu().numpy().tolist(), "teacher_text_embeds": per_image}
+        texts = teacher.encode_text_lists(references)
+        return {
+            "teacher_image_embeds": images.cpu().numpy().tolist(),
+            "teacher_text_embeds": [embeds.cpu().numpy().tolist() for embeds in texts],
+        }
 
     features = datasets.Features(
         {

@@ -129,14 +129,18 @@ def diversity(captions: list[str], training_captions: set[str] | None = None) ->
     return result
 
 
-def semantic_accuracy(captions: list[str], scenes: list) -> dict[str, float | int]:
+def semantic_accuracy(
+    captions: list[str], scenes: list, found_errors: list[list[str]] | None = None
+) -> dict[str, float | int]:
     """Fraction of captions with no error against their `synthetic.Scene`, overall, by number of objects in the
-    scene (`semantic_accuracy_<n>obj`), and the count of each error type (`errors_<type>`, 0s included)."""
+    scene (`semantic_accuracy_<n>obj`), and the count of each error type (`errors_<type>`, 0s included).
+    `found_errors`: each caption's `synthetic.caption_errors`, when they are already known."""
     from synthetic import CAPTION_ERROR_TYPES, caption_errors
 
+    if found_errors is None:
+        found_errors = [caption_errors(caption, scene) for caption, scene in zip(captions, scenes, strict=True)]
     correct, total, errors = Counter(), Counter(), Counter()
-    for caption, scene in zip(captions, scenes, strict=True):
-        found = caption_errors(caption, scene)
+    for found, scene in zip(found_errors, scenes, strict=True):
         objects = len(scene.objects)
         total[objects] += 1
         correct[objects] += not found

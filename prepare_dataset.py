@@ -579,6 +579,24 @@ def load_dataset_metadata(path: str | os.PathLike) -> dict:
     return dict(DatasetCard.load(readme).data.to_dict().get(CARD_METADATA_KEY) or {})
 
 
+def load_prepared_dataset(dataset_dir: str, required: dict[str, list[str]]) -> tuple[datasets.DatasetDict, dict]:
+    """A DatasetDict saved by this script (a directory) or a Hub dataset id, and its card metadata ({} from the Hub).
+    Each split in `required` must exist with the columns listed for it; otherwise one clear error."""
+    path = Path(dataset_dir)
+    if path.exists():
+        if not (path / "dataset_dict.json").exists():
+            raise FileNotFoundError(f"{dataset_dir} is not a saved DatasetDict; make one with prepare_dataset.py")
+        dataset, metadata = datasets.load_from_disk(str(path)), load_dataset_metadata(path)
+    else:
+        dataset, metadata = datasets.load_dataset(dataset_dir), {}
+    for split, columns in required.items():
+        if split not in dataset:
+            raise ValueError(f"{dataset_dir} has no {split!r} split (it has {sorted(dataset)})")
+        if missing := set(columns) - set(dataset[split].column_names):
+            raise ValueError(f"the {split!r} split of {dataset_dir} lacks the columns {sorted(missing)}")
+    return dataset, metadata
+
+
 def make_card(metadata: dict, dataset_dict: datasets.DatasetDict, table: str):
     from huggingface_hub import DatasetCard, DatasetCardData
 

@@ -53,6 +53,7 @@ from metrics import (
     ref_clip_score,
     semantic_accuracy,
 )
+from prepare_dataset import load_prepared_dataset
 
 logger = logging.getLogger("run_eval")
 
@@ -119,20 +120,6 @@ def resolve_defaults(args: EvalArguments, run_args: dict) -> EvalArguments:
     return args
 
 
-def load_split(args: EvalArguments, split: str, columns: list[str]) -> datasets.Dataset:
-    path = Path(args.dataset_dir)
-    if missing_local_path(args.dataset_dir):
-        raise FileNotFoundError(f"no dataset directory {args.dataset_dir}")
-    if path.exists() and not Path(path, "dataset_dict.json").exists():
-        raise FileNotFoundError(f"{path} is not a saved DatasetDict; make one with prepare_dataset.py")
-    dataset = datasets.load_from_disk(str(path)) if path.exists() else datasets.load_dataset(args.dataset_dir)
-    if split not in dataset:
-        raise ValueError(f"{args.dataset_dir} has no {split!r} split (it has {sorted(dataset)})")
-    if missing := set(columns) - set(dataset[split].column_names):
-        raise ValueError(f"the {split!r} split of {args.dataset_dir} lacks the columns {sorted(missing)}")
-    return dataset[split]
-
-
 @torch.no_grad()
 def generate_captions(model, processor, images, batch_size: int, progress: bool, **generate_kwargs) -> list[str]:
     from tqdm.auto import tqdm
@@ -142,7 +129,7 @@ def generate_captions(model, processor, images, batch_size: int, progress: bool,
     captions = []
     with tqdm(total=len(images), unit="image", desc="Captioning", disable=not progress) as bar:
         for first in range(0, len(images), batch_size):
-            batch = [image.convert("RGB") for image in images[first : first + batch_size]]
+            batch = images[first : first + batch_size]  # the processor converts to RGB
             captions.extend(caption_images(model, processor, batch, **generate_kwargs))
             bar.update(len(batch))
     return captions
@@ -150,16 +137,15 @@ def generate_captions(model, processor, images, batch_size: int, progress: bool,
 
 def score_system(
     captions: list[str],
+    caption_embeds: torch.Tensor,
     references: list[list[str]],
+    reference_embeds: list[torch.Tensor],
     image_embeds: torch.Tensor,
-    teacher,
     training_captions: set[str] | None,
     scenes: list | None,
 ) -> tuple[dict, dict[str, list]]:
-    """Corpus scores and per-image scores of one captioner. `references[i]` may be empty (no reference-based
-    score for image i)."""
-    caption_embeds = teacher.encode_texts(captions).cpu()
-    reference_embeds = [teacher.encode_texts(refs).cpu() if refs else torch.empty(0) for refs in references]
+    """Corpus scores and per-image scores of one captioner, from its captions, the references and the teacher's
+    embeddings of both. `references[i]` may be empty (no reference-based score for image i)."""
     clip_s = clip_score(image_embeds, caption_embeds)
     ref_clip_s = ref_clip_score(clip_s, caption_embeds, reference_embeds)
     scored = [i for i, refs in enumerate(references) if refs]
@@ -181,8 +167,8 @@ def score_system(
     if scenes is not None:
         from synthetic import caption_errors
 
-        corpus.update(semantic_accuracy(captions, scenes))
         per_image["errors"] = [caption_errors(caption, scene) for caption, scene in zip(captions, scenes, strict=True)]
+        corpus.update(semantic_accuracy(captions, scenes, per_image["errors"]))
     return corpus, per_image
 
 
@@ -251,17 +237,22 @@ def evaluate(args: EvalArguments, generation: GenerationArguments) -> int:
     settings = {**model.generation_config.to_diff_dict(), **generate_kwargs}
 
     # 2. The split to evaluate, and the training captions that define novelty.
-    split_data = load_split(args, args.split, [args.image_column, args.caption_column])
+    if missing_local_path(args.dataset_dir):
+        raise FileNotFoundError(f"no dataset directory {args.dataset_dir}")
+    required = {args.split: [args.image_column, args.caption_column]}
+    if args.training_split:
+        required.setdefault(args.training_split, []).append(args.caption_column)
+    dataset, _ = load_prepared_dataset(args.dataset_dir, required)
+    split_data = dataset[args.split]
     if args.max_samples is not None:
         split_data = split_data.select(range(min(args.max_samples, len(split_data))))
     references = [[r] if isinstance(r, str) else list(r) for r in split_data[args.caption_column][:]]
     images = split_data[args.image_column][:]
     training_captions = None
     if args.training_split:
-        training = load_split(args, args.training_split, [args.caption_column])
         training_captions = {
             normalize_caption(caption)
-            for refs in training[args.caption_column][:]
+            for refs in dataset[args.training_split][args.caption_column][:]
             for caption in ([refs] if isinstance(refs, str) else refs)
         }
     scenes = None
@@ -273,11 +264,8 @@ def evaluate(args: EvalArguments, generation: GenerationArguments) -> int:
 
     # 3. The CLIP scorer.
     teacher = CLIPTeacher.from_pretrained(args.clip_model, args.clip_pretrained, device=model.device)
-    image_embeds = (
-        torch.cat([teacher.embed_images(images[i : i + 64]).cpu() for i in range(0, len(images), 64)])
-        if images
-        else torch.empty(0)
-    )
+    image_embeds = teacher.embed_images(images).cpu()
+    reference_embeds = [embeds.cpu() for embeds in teacher.encode_text_lists(references)]
 
     # 4. Caption.
     start = time.perf_counter()
@@ -285,16 +273,27 @@ def evaluate(args: EvalArguments, generation: GenerationArguments) -> int:
     seconds = time.perf_counter() - start
     logger.info("Captioned %d images in %.1f s (%.2f images/s)", len(captions), seconds, len(captions) / seconds)
 
-    # 5. Score the model, the generic baseline and the references alike.
+    # 5. Score the model, the generic baseline and the references alike; each text is embedded once.
+    baseline_embed = teacher.encode_texts([args.baseline_caption]).cpu()
     candidates = {
-        "model": (captions, references),
-        "baseline": ([args.baseline_caption] * len(captions), references),
-        "references": ([refs[0] for refs in references], [refs[1:] for refs in references]),
+        "model": (captions, teacher.encode_texts(captions).cpu(), references, reference_embeds),
+        "baseline": (
+            [args.baseline_caption] * len(captions),
+            baseline_embed.expand(len(captions), -1),
+            references,
+            reference_embeds,
+        ),
+        "references": (
+            [refs[0] for refs in references],
+            torch.stack([embeds[0] for embeds in reference_embeds]) if references else baseline_embed[:0],
+            [refs[1:] for refs in references],
+            [embeds[1:] for embeds in reference_embeds],
+        ),
     }
     results, per_image = {}, {}
-    for system, (texts, refs) in candidates.items():
+    for system, (texts, embeds, refs, ref_embeds) in candidates.items():
         results[system], per_image[system] = score_system(
-            texts, refs, image_embeds, teacher, training_captions, scenes
+            texts, embeds, refs, ref_embeds, image_embeds, training_captions, scenes
         )
 
     # 6. Reports.

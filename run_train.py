@@ -115,23 +115,11 @@ def parse_args(argv: list[str] | None = None):
 
 def load_data(data_args: DataArguments) -> tuple[datasets.DatasetDict, dict]:
     """The prepared DatasetDict and its card metadata (source, teacher of the cached embeddings, ...)."""
-    from prepare_dataset import load_dataset_metadata
+    from prepare_dataset import load_prepared_dataset
 
-    if Path(data_args.dataset_dir).exists():
-        if not Path(data_args.dataset_dir, "dataset_dict.json").exists():
-            raise FileNotFoundError(
-                f"{data_args.dataset_dir} is not a saved DatasetDict; make one with prepare_dataset.py"
-            )
-        dataset = datasets.load_from_disk(data_args.dataset_dir)
-        metadata = load_dataset_metadata(data_args.dataset_dir)
-    else:
-        dataset, metadata = datasets.load_dataset(data_args.dataset_dir), {}
-    for split in (data_args.train_split, data_args.eval_split):
-        if split not in dataset:
-            raise ValueError(f"{data_args.dataset_dir} has no {split!r} split (it has {sorted(dataset)})")
-        missing = {data_args.image_column, data_args.caption_column} - set(dataset[split].column_names)
-        if missing:
-            raise ValueError(f"the {split!r} split of {data_args.dataset_dir} lacks the columns {sorted(missing)}")
+    columns = [data_args.image_column, data_args.caption_column]
+    required = {data_args.train_split: columns, data_args.eval_split: columns}
+    dataset, metadata = load_prepared_dataset(data_args.dataset_dir, required)
     limits = {data_args.train_split: data_args.max_train_samples, data_args.eval_split: data_args.max_eval_samples}
     for split, limit in limits.items():
         if limit is not None:

@@ -302,6 +302,8 @@ class CLIPGuidedTrainer(Trainer):
         """Caption every image of `dataset` with the model's generation settings (each process a shard, gathered)."""
         from accelerate.utils import gather_object
 
+        from caption import caption_images
+
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
@@ -311,10 +313,7 @@ class CLIPGuidedTrainer(Trainer):
         captions = []
         for first in range(0, len(indices), batch_size):
             rows = dataset.select(indices[first : first + batch_size])
-            images = [image.convert("RGB") for image in rows["image"]]
-            pixel_values = self.processing_class(images=images)["pixel_values"].to(self.args.device)
-            generated = model.generate(pixel_values)
-            captions.extend(self.processing_class.batch_decode(generated))
+            captions.extend(caption_images(model, self.processing_class, rows["image"][:]))
         model.train(was_training)
         pairs = gather_object(list(zip(indices, captions))) if world > 1 else list(zip(indices, captions))
         ordered = dict(pairs)
@@ -337,9 +336,7 @@ class CLIPGuidedTrainer(Trainer):
             if "teacher_image_embeds" in dataset.column_names and self.guidance.use_teacher_cache:
                 image_embeds = torch.tensor(dataset["teacher_image_embeds"][:])
             else:
-                image_embeds = torch.cat(
-                    [self.teacher.embed_images(dataset[i : i + 64]["image"]).cpu() for i in range(0, len(dataset), 64)]
-                )
+                image_embeds = self.teacher.embed_images(dataset["image"]).cpu()
             caption_embeds = self.teacher.encode_texts(predictions).cpu()
             scores["clip_s"] = float(clip_score(image_embeds, caption_embeds).mean())
         if "scene" in dataset.column_names:
