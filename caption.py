@@ -130,18 +130,10 @@ def load_image(path: str) -> tuple[Image.Image | None, str]:
         return None, f"unreadable ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
 
 
-def missing_local_path(name_or_path: str) -> bool:
-    """True for a path that is clearly meant to be local but does not exist: absolute, starting with '.', or inside an
-    existing folder ('outputs/nothing'). Such a name is an error here, not a Hub id to look up."""
-    path = Path(name_or_path)
-    if path.exists():
-        return False
-    return path.is_absolute() or name_or_path.startswith(".") or (path.parent != Path(".") and path.parent.is_dir())
-
-
 def load_captioner(model_name_or_path: str, device: str | None = None):
     """The model (eval mode, on `device`) and its processor. A path that is clearly local (absolute, relative with
     `.`, or inside an existing folder) but is not a directory is an error here, not a Hub request."""
+    from cli_utils import missing_local_path
     from modeling_clipcap import ClipCapForCaptioning
     from processing_clipcap import ClipCapProcessor
 

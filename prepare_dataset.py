@@ -582,7 +582,11 @@ def load_dataset_metadata(path: str | os.PathLike) -> dict:
 def load_prepared_dataset(dataset_dir: str, required: dict[str, list[str]]) -> tuple[datasets.DatasetDict, dict]:
     """A DatasetDict saved by this script (a directory) or a Hub dataset id, and its card metadata ({} from the Hub).
     Each split in `required` must exist with the columns listed for it; otherwise one clear error."""
+    from cli_utils import missing_local_path
+
     path = Path(dataset_dir)
+    if missing_local_path(dataset_dir):
+        raise FileNotFoundError(f"no dataset directory {dataset_dir}; make one with prepare_dataset.py")
     if path.exists():
         if not (path / "dataset_dict.json").exists():
             raise FileNotFoundError(f"{dataset_dir} is not a saved DatasetDict; make one with prepare_dataset.py")
@@ -737,19 +741,13 @@ def prepare(args: DataArguments) -> tuple[datasets.DatasetDict, dict]:
 
 
 def parse_args(argv: list[str] | None = None) -> DataArguments:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser(DataArguments, description=__doc__.splitlines()[0])
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
-        path = Path(argv[0])
-        if not path.is_file():
-            raise PrepareError(f"config file {path} does not exist")
-        loader = parser.parse_yaml_file if path.suffix in (".yaml", ".yml") else parser.parse_json_file
-        try:
-            (args,) = loader(str(path))
-        except ValueError as error:  # unknown keys
-            raise PrepareError(f"{path}: {error}") from None
-        return args
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    """Flags, or a .yaml/.json file of the same names, optionally followed by flags that override it."""
+    from cli_utils import ConfigError, parse_config_and_flags
+
+    try:
+        (args,) = parse_config_and_flags(HfArgumentParser(DataArguments, description=__doc__.splitlines()[0]), argv)
+    except ConfigError as error:
+        raise PrepareError(str(error)) from None
     return args
 
 

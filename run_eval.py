@@ -43,7 +43,7 @@ import datasets
 import torch
 from transformers import HfArgumentParser
 
-from caption import GenerationArguments, load_captioner, missing_local_path
+from caption import GenerationArguments, load_captioner
 from metrics import (
     SPICE_UNAVAILABLE,
     clip_score,
@@ -237,8 +237,6 @@ def evaluate(args: EvalArguments, generation: GenerationArguments) -> int:
     settings = {**model.generation_config.to_diff_dict(), **generate_kwargs}
 
     # 2. The split to evaluate, and the training captions that define novelty.
-    if missing_local_path(args.dataset_dir):
-        raise FileNotFoundError(f"no dataset directory {args.dataset_dir}")
     required = {args.split: [args.image_column, args.caption_column]}
     if args.training_split:
         required.setdefault(args.training_split, []).append(args.caption_column)

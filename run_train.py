@@ -12,7 +12,6 @@ all of `transformers.TrainingArguments`), or they come as flags, or flags after 
 `output_dir` that already has checkpoints resumes from the last one.
 """
 
-import dataclasses
 import json
 import logging
 import math
@@ -24,15 +23,22 @@ from pathlib import Path
 import datasets
 import torch
 import transformers
-import yaml
 from transformers import EarlyStoppingCallback, HfArgumentParser, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
+from cli_utils import parse_config_and_flags
 from clip_guidance import CLIPTeacher, check_teacher_cache, embed_dataset
 from configuration_clipcap import ClipCapConfig
 from modeling_clipcap import ClipCapForCaptioning
 from processing_clipcap import ClipCapProcessor
-from trainer_clipcap import CaptionCollator, ClipCapTrainingArguments, CLIPGuidanceArguments, CLIPGuidedTrainer
+from trainer_clipcap import (
+    CaptionCollator,
+    ClipCapTrainingArguments,
+    CLIPGuidanceArguments,
+    CLIPGuidedTrainer,
+    NonFiniteLossError,
+    checkpoint_problem,
+    last_complete_checkpoint,
+)
 
 logger = logging.getLogger("run_train")
 
@@ -95,22 +101,9 @@ ARGUMENT_CLASSES = (ModelArguments, DataArguments, CLIPGuidanceArguments, ClipCa
 
 def parse_args(argv: list[str] | None = None):
     """Flags, or a .yaml/.json config file as the first argument, optionally followed by flags that override it
-    (`run_train.py configs/demo.yaml --lambda_cos 0 --output_dir outputs/demo-ce`). Unknown keys are an error."""
-    argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
-    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
-        path = os.path.abspath(argv[0])
-        reader = parser.parse_yaml_file if path.endswith((".yaml", ".yml")) else parser.parse_json_file
-        if len(argv) == 1:
-            return reader(path, allow_extra_keys=False)
-        with open(path) as f:
-            values = (yaml.safe_load(f) if path.endswith((".yaml", ".yml")) else json.load(f)) or {}
-        known = {f.name for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls)}
-        if unknown := sorted(set(values) - known):
-            raise ValueError(f"Some keys are not used by the HfArgumentParser: {unknown}")
-        parser.set_defaults(**values)
-        return parser.parse_args_into_dataclasses(args=argv[1:])
-    return parser.parse_args_into_dataclasses(args=argv)
+    (`run_train.py configs/demo.yaml --lambda_cos 0 --output_dir outputs/demo-ce`). Unknown keys and values of the
+    wrong type are errors (`cli_utils.parse_config_and_flags`)."""
+    return parse_config_and_flags(HfArgumentParser(ARGUMENT_CLASSES), argv)
 
 
 def load_data(data_args: DataArguments) -> tuple[datasets.DatasetDict, dict]:
@@ -265,10 +258,42 @@ captions = processor.batch_decode(model.generate(**processor(images=[image])))
 
 
 def main(argv: list[str] | None = None) -> int:
-    model_args, data_args, guidance, training_args = parse_args(argv)
+    """Train; a bad argument, file or dataset, or a loss that stops being finite, ends with one line and status 1."""
+    try:
+        return train(*parse_args(argv))
+    except (OSError, ValueError, NonFiniteLossError) as error:
+        print(f"run_train.py: error: {error}", file=sys.stderr)
+        return 1
 
+
+def find_checkpoint(training_args: ClipCapTrainingArguments) -> str | None:
+    """The checkpoint to resume from: `resume_from_checkpoint`, else the last whole checkpoint in `output_dir`."""
+    if training_args.resume_from_checkpoint:
+        checkpoint = training_args.resume_from_checkpoint
+        if not os.path.isdir(checkpoint):
+            raise FileNotFoundError(f"resume_from_checkpoint: no checkpoint directory {checkpoint}")
+        if problem := checkpoint_problem(checkpoint):
+            raise ValueError(f"cannot resume from {checkpoint}: {problem}")
+        return checkpoint
+    if training_args.overwrite_output_dir or not os.path.isdir(training_args.output_dir):
+        return None
+    with training_args.main_process_first(desc="finding the last whole checkpoint"):
+        checkpoint = last_complete_checkpoint(training_args.output_dir, move_aside=training_args.should_save)
+    if checkpoint is None and Path(training_args.output_dir, "model.safetensors").exists():
+        raise FileExistsError(
+            f"{training_args.output_dir} holds a trained model and no checkpoint to resume; "
+            "pass --overwrite_output_dir to train again"
+        )
+    if checkpoint is not None:
+        logger.info("Resuming from %s", checkpoint)
+    return checkpoint
+
+
+def train(model_args, data_args, guidance, training_args) -> int:
     # 1. Logging, seed, and the checkpoint to resume from.
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    if training_args.should_log:  # as transformers' examples: INFO on the main process unless --log_level says
+        transformers.utils.logging.set_verbosity_info()
     log_level = training_args.get_process_log_level()
     logger.setLevel(log_level)
     datasets.utils.logging.set_verbosity(log_level)
@@ -276,16 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.info(
         "Process %d of %d, device %s", training_args.process_index, training_args.world_size, training_args.device
     )
-    last_checkpoint = None
-    if os.path.isdir(training_args.output_dir) and not training_args.overwrite_output_dir:
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
-        if last_checkpoint is None and Path(training_args.output_dir, "model.safetensors").exists():
-            raise FileExistsError(
-                f"{training_args.output_dir} holds a trained model and no checkpoint to resume; "
-                "pass --overwrite_output_dir to train again"
-            )
-        if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
-            logger.info("Resuming from %s", last_checkpoint)
+    checkpoint = find_checkpoint(training_args)
     set_seed(training_args.seed)
 
     # 2. Data, and the teacher with its embeddings.
@@ -375,7 +391,6 @@ def main(argv: list[str] | None = None) -> int:
 
     # 5. Train (resuming when there is a checkpoint) and save the model with its processor.
     if training_args.do_train:
-        checkpoint = training_args.resume_from_checkpoint or last_checkpoint
         result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
         trainer.log_metrics("train", result.metrics)

@@ -32,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
 
+from cli_utils import parse_config_and_flags
 from clip_guidance import MODEL_CONFIG_DIR, TEACHER_CHECKPOINT_NAME, file_sha256, register_model_configs
 
 logger = logging.getLogger("train_clip_teacher")
@@ -62,13 +63,8 @@ class TeacherArguments:
 
 
 def parse_args(argv: list[str] | None = None) -> TeacherArguments:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser(TeacherArguments)
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
-        path = os.path.abspath(argv[0])
-        reader = parser.parse_yaml_file if path.endswith((".yaml", ".yml")) else parser.parse_json_file
-        return reader(path, allow_extra_keys=False)[0]
-    return parser.parse_args_into_dataclasses(args=argv)[0]
+    """Flags, or a .yaml/.json file of the same names, optionally followed by flags that override it."""
+    return parse_config_and_flags(HfArgumentParser(TeacherArguments), argv)[0]
 
 
 def encode_images(preprocess, images) -> torch.Tensor:
@@ -222,9 +218,8 @@ def train_teacher(args: TeacherArguments) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO, datefmt="%H:%M:%S")
-    args = parse_args(argv)
     try:
-        record = train_teacher(args)
+        record = train_teacher(parse_args(argv))
     except (FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
         print(f"train_clip_teacher.py: error: {error}", file=sys.stderr)
         return 1

@@ -18,18 +18,26 @@ when the split carries synthetic scenes, semantic accuracy.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import random
+import re
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
 
+from cli_utils import atomic_write_text
 from clip_guidance import (
     contrastive_loss,
     cosine_alignment_loss,
     cross_image_similarity_loss,
+    file_sha256,
     gather_features,
     repetition_unlikelihood_loss,
 )
@@ -42,6 +50,89 @@ LOSS_TERMS = ("ce", "cos", "con", "div")
 def caption_id(caption: str) -> int:
     """A stable 63-bit id of a caption's text: rows with equal ids are positives of each other in `L_con`."""
     return int.from_bytes(hashlib.blake2b(caption.encode(), digest_size=8).digest(), "little") >> 1
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+# The Trainer writes a checkpoint's files one after another, trainer_state.json last. A run killed in between leaves
+# a directory that `get_last_checkpoint` would pick and `train(resume_from_checkpoint=...)` would fail on, or worse,
+# load half. So every checkpoint this trainer writes gets a manifest (each file's size and SHA-256, written after the
+# files are on disk and renamed into place), and a run resumes only from a checkpoint that passes it.
+
+CHECKPOINT_MANIFEST = "checkpoint_manifest.json"
+_CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+def write_checkpoint_manifest(checkpoint: str | os.PathLike) -> None:
+    """Flush every file of `checkpoint` to disk, then record its size and SHA-256 in the manifest."""
+    checkpoint = Path(checkpoint)
+    files = {}
+    for path in sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.name != CHECKPOINT_MANIFEST):
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+        files[path.relative_to(checkpoint).as_posix()] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    atomic_write_text(checkpoint / CHECKPOINT_MANIFEST, json.dumps({"files": files}, indent=1))
+
+
+def checkpoint_problem(checkpoint: str | os.PathLike) -> str | None:
+    """Why `checkpoint` cannot be resumed from, or None when it is whole.
+
+    With a manifest every listed file must be there with its size and hash. Without one (a checkpoint written by the
+    plain `Trainer`, or a run killed after its last file and before the manifest) trainer_state.json, the file the
+    Trainer writes last, must be there and parse.
+    """
+    checkpoint = Path(checkpoint)
+    manifest = checkpoint / CHECKPOINT_MANIFEST
+    if manifest.is_file():
+        try:
+            files = json.loads(manifest.read_text())["files"]
+        except (ValueError, KeyError):
+            return f"its {CHECKPOINT_MANIFEST} is unreadable"
+        for name, expected in files.items():
+            path = checkpoint / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != expected["bytes"] or file_sha256(path) != expected["sha256"]:
+                return f"{name} differs from its manifest (truncated or changed)"
+        return None
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except FileNotFoundError:
+        return "it has no trainer_state.json (the run stopped while writing it)"
+    except ValueError:
+        return "its trainer_state.json is truncated"
+    return None
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike, move_aside: bool = True) -> str | None:
+    """The latest checkpoint in `output_dir` that is whole (`checkpoint_problem`), or None.
+
+    Later checkpoints that are not whole are logged and, with `move_aside`, renamed `incomplete-checkpoint-N` (kept
+    for inspection; no resume or rotation looks at them), so the resumed run can write checkpoint-N afresh.
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    candidates = sorted(
+        (int(match.group(1)), path)
+        for path in output_dir.iterdir()
+        if path.is_dir() and (match := _CHECKPOINT_NAME.match(path.name))
+    )
+    for _, path in reversed(candidates):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return str(path)
+        message = f"Not resuming from {path}: {problem}"
+        if move_aside:
+            aside = path.with_name(f"incomplete-{path.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            path.rename(aside)
+            message += f"; moved to {aside}"
+        logger.warning(message)
+    return None
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term is NaN or infinite; raised before the backward pass, so the weights are not touched."""
 
 
 @dataclass
@@ -117,6 +208,11 @@ class ClipCapTrainingArguments(TrainingArguments):
         default="auto",
         metadata={"help": "Integrations to log to; 'auto': TensorBoard when it is installed, else none."},
     )
+
+    def __getstate__(self):
+        """Pickled without tokens: the Trainer saves these arguments as training_args.bin in every checkpoint and in
+        the model directory that `push_to_hub` uploads. `to_dict` (logs, TensorBoard) already masks them."""
+        return {key: None if key.endswith("_token") else value for key, value in self.__dict__.items()}
 
     def __post_init__(self):
         if self.report_to == "auto":
@@ -262,6 +358,7 @@ class CLIPGuidedTrainer(Trainer):
             terms["div"] = repetition_unlikelihood_loss(outputs.logits, labels) + cross_image_similarity_loss(
                 outputs.logits, labels, caption_ids.to(labels.device) if caption_ids is not None else None
             )
+        self._check_finite(terms, model.training)
         weights = {"ce": 1.0, "cos": guidance.lambda_cos, "con": guidance.lambda_con, "div": guidance.lambda_div}
         loss = sum(weights[name] * value for name, value in terms.items())
 
@@ -270,6 +367,45 @@ class CLIPGuidedTrainer(Trainer):
             self._term_sums[mode][name] = self._term_sums[mode][name] + value.detach().float()
             self._term_counts[mode][name] += 1
         return (loss, outputs) if return_outputs else loss
+
+    def _check_finite(self, terms: dict[str, torch.Tensor], training: bool) -> None:
+        """Stop with `NonFiniteLossError` naming the term and the step when any term is NaN or infinite anywhere.
+
+        This runs before the backward pass, so no NaN reaches a gradient or a weight: the model stays as the last
+        step left it, and the last checkpoint is untouched. (Skipping the step instead would still let the
+        optimizer's momentum and weight decay move the weights, and a run that diverged would skip forever.) Every
+        process takes part, so all of them stop together instead of one waiting forever in the next all-reduce. The
+        Trainer already reads the loss on every step, so the check adds no device sync of consequence.
+        """
+        finite = torch.stack([value.detach().float() for value in terms.values()]).isfinite()
+        if self.accelerator.num_processes > 1:
+            finite = self.accelerator.gather(finite[None]).all(dim=0)
+        if bool(finite.all()):
+            return
+        name = list(terms)[int((~finite).nonzero()[0])]
+        value = float(terms[name].detach())
+        where = f"step {self.state.global_step + 1}" if training else f"evaluation at step {self.state.global_step}"
+        raise NonFiniteLossError(
+            f"L_{name} is {value} at {where}; training stopped before the update, so the weights are those of step "
+            f"{self.state.global_step} and the checkpoints are intact. Lower the learning rate, or check the data "
+            "(L_cos and L_con read the teacher's embeddings)"
+        )
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint, then its manifest (`write_checkpoint_manifest`). Older checkpoints are rotated
+        out only once the new one is whole, so an interrupted save never costs the last good checkpoint."""
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        if self.args.should_save:
+            run_dir = self._get_output_dir(trial=trial)
+            write_checkpoint_manifest(os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"))
+            rotate_checkpoints(
+                run_dir, save_total_limit=limit, best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True
+            )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the mean of each loss term since the last log (`loss_ce`, ... / `eval_loss_ce`, ...)."""

@@ -1,0 +1,173 @@
+"""The promises of RELIABILITY.md: a killed run resumes exactly, a non-finite loss stops training before it touches
+the weights, checkpoints are used only when whole, weights load only from safetensors, tokens never reach a file."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import run_train
+from tests.conftest import ROOT, train_argv
+from trainer_clipcap import CHECKPOINT_MANIFEST, checkpoint_problem, last_complete_checkpoint
+
+# A run long enough to be killed between checkpoints: 12 images, batch 4, so 3 steps per epoch and a checkpoint
+# every 4 steps, which lands inside an epoch (the resumed run must skip into it).
+KILL_RUN = {"steps": 10, "save_steps": 4, "do_eval": "false", "lambda_div": 0.01}
+
+
+def run_command(argv, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
+        **kwargs,
+    )
+
+
+def losses_after(output_dir, step: int) -> dict[int, dict]:
+    """Each training log entry after `step`, without its wall-clock fields."""
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    return {
+        entry["step"]: {key: value for key, value in entry.items() if "runtime" not in key and "per_second" not in key}
+        for entry in state["log_history"]
+        if "loss" in entry and entry["step"] > step
+    }
+
+
+def max_weight_difference(a, b) -> float:
+    first, second = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert first.keys() == second.keys()
+    return max((first[key].double() - second[key].double()).abs().max().item() for key in first)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_dir):
+    output_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    process = run_command(["run_train.py", *train_argv(data_dir, output_dir, **KILL_RUN)])
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    return output_dir
+
+
+def resume(data_dir, output_dir, **overrides) -> tuple[str, str]:
+    """Run the same command again in `output_dir`; returns its output and the checkpoint it resumed from."""
+    process = run_command(["run_train.py", *train_argv(data_dir, output_dir, **KILL_RUN, **overrides)])
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    resumed = [line.split("Resuming from ")[1].strip() for line in output.splitlines() if "Resuming from " in line]
+    assert resumed, output[-3000:]
+    return output, resumed[0]
+
+
+@pytest.mark.slow
+def test_sigkill_between_checkpoints_then_resume_is_bitwise_identical(tmp_path, data_dir, uninterrupted):
+    output_dir = tmp_path / "killed"
+    process = run_command(["run_train.py", *train_argv(data_dir, output_dir, **KILL_RUN)])
+    logged_steps = 0
+    for line in process.stdout:  # one "{'loss': ...}" line per step (logging_steps 1)
+        logged_steps += "'loss'" in line
+        if logged_steps == 6:  # two steps past the step-4 checkpoint: kill it there, whatever it is doing
+            os.kill(process.pid, signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    assert not (output_dir / "model.safetensors").exists()  # it really died before the end
+
+    _, checkpoint = resume(data_dir, output_dir)
+    step = int(checkpoint.rsplit("-", 1)[1])
+    assert step in (4, 8)  # the last whole checkpoint before the kill
+    assert max_weight_difference(uninterrupted, output_dir) == 0.0
+    expected = losses_after(uninterrupted, step)
+    assert losses_after(output_dir, step) == expected and len(expected) == 10 - step
+
+
+# The child process kills itself with SIGKILL in the middle of writing the step-8 checkpoint: the model and the
+# optimizer are on disk, the RNG states and trainer_state.json are not.
+KILL_WHILE_SAVING = textwrap.dedent(
+    """
+    import os, signal, sys
+    import transformers
+    import run_train
+
+    save_rng_state = transformers.Trainer._save_rng_state
+
+    def save_rng_state_or_die(self, output_dir):
+        if self.state.global_step == 8:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return save_rng_state(self, output_dir)
+
+    transformers.Trainer._save_rng_state = save_rng_state_or_die
+    sys.exit(run_train.main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_while_writing_a_checkpoint_then_resume_skips_it(tmp_path, data_dir, uninterrupted):
+    output_dir = tmp_path / "killed-while-saving"
+    process = run_command(
+        ["-c", KILL_WHILE_SAVING, *train_argv(data_dir, output_dir, **KILL_RUN, save_total_limit=1)]
+    )
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == -signal.SIGKILL, output[-3000:]
+    half_written = output_dir / "checkpoint-8"
+    assert (half_written / "model.safetensors").exists() and not (half_written / "trainer_state.json").exists()
+    assert (output_dir / "checkpoint-4" / CHECKPOINT_MANIFEST).exists()  # not rotated out before 8 was whole
+
+    output, checkpoint = resume(data_dir, output_dir, save_total_limit=1)
+    assert checkpoint == str(output_dir / "checkpoint-4")
+    assert "Not resuming from" in output and "it has no trainer_state.json" in output
+    assert (output_dir / "incomplete-checkpoint-8" / "model.safetensors").exists()  # moved aside, not deleted
+    assert max_weight_difference(uninterrupted, output_dir) == 0.0
+    assert losses_after(output_dir, 4) == losses_after(uninterrupted, 4)
+    assert sorted(p.name for p in output_dir.glob("checkpoint-*")) == ["checkpoint-10"]  # limit 1, and whole
+    assert checkpoint_problem(output_dir / "checkpoint-10") is None
+
+
+def test_checkpoint_problems_are_named_and_the_last_whole_one_is_chosen(tmp_path):
+    from trainer_clipcap import write_checkpoint_manifest
+
+    def make(step, files):
+        path = tmp_path / f"checkpoint-{step}"
+        path.mkdir()
+        for name, content in files.items():
+            (path / name).write_bytes(content)
+        return path
+
+    whole = make(3, {"model.safetensors": b"weights", "trainer_state.json": b"{}"})
+    write_checkpoint_manifest(whole)
+    assert json.loads((whole / CHECKPOINT_MANIFEST).read_text())["files"]["model.safetensors"]["bytes"] == 7
+    assert checkpoint_problem(whole) is None
+    truncated = make(6, {"model.safetensors": b"weights", "trainer_state.json": b"{}"})
+    write_checkpoint_manifest(truncated)
+    (truncated / "model.safetensors").write_bytes(b"weig")
+    assert checkpoint_problem(truncated) == "model.safetensors differs from its manifest (truncated or changed)"
+    changed = make(7, {"model.safetensors": b"weights", "trainer_state.json": b"{}"})
+    write_checkpoint_manifest(changed)
+    (changed / "model.safetensors").write_bytes(b"WEIGHTS")
+    assert "differs from its manifest" in checkpoint_problem(changed)
+    missing = make(8, {"trainer_state.json": b"{}"})
+    (missing / CHECKPOINT_MANIFEST).write_text(json.dumps({"files": {"optimizer.pt": {"bytes": 1, "sha256": "0"}}}))
+    assert checkpoint_problem(missing) == "optimizer.pt is missing"
+    no_state = make(9, {"model.safetensors": b"weights"})
+    assert checkpoint_problem(no_state) == "it has no trainer_state.json (the run stopped while writing it)"
+    cut_state = make(10, {"trainer_state.json": b'{"global_st'})
+    assert checkpoint_problem(cut_state) == "its trainer_state.json is truncated"
+    legacy = make(2, {"trainer_state.json": b"{}"})  # a plain Trainer checkpoint: no manifest, state whole
+    assert checkpoint_problem(legacy) is None
+
+    assert last_complete_checkpoint(tmp_path, move_aside=False) == str(whole)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"checkpoint-{n}" for n in (10, 2, 3, 6, 7, 8, 9)]
+    assert last_complete_checkpoint(tmp_path) == str(whole)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-3"] + [
+        f"incomplete-checkpoint-{n}" for n in (10, 6, 7, 8, 9)
+    ]
