@@ -75,6 +75,10 @@ class CaptionArguments:
     )
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1, ... (default: cuda if any)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar on stderr."})
+    allow_pickle: bool = field(
+        default=False,
+        metadata={"help": "Also load pickled weight files (.bin/.pt), which can run code; only for files you trust."},
+    )
 
     def __post_init__(self):
         if self.format not in ("text", "jsonl", "csv"):
@@ -130,9 +134,10 @@ def load_image(path: str) -> tuple[Image.Image | None, str]:
         return None, f"unreadable ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
 
 
-def load_captioner(model_name_or_path: str, device: str | None = None):
+def load_captioner(model_name_or_path: str, device: str | None = None, allow_pickle: bool = False):
     """The model (eval mode, on `device`) and its processor. A path that is clearly local (absolute, relative with
-    `.`, or inside an existing folder) but is not a directory is an error here, not a Hub request."""
+    `.`, or inside an existing folder) but is not a directory is an error here, not a Hub request. Weights load from
+    safetensors only unless `allow_pickle`."""
     from cli_utils import missing_local_path
     from modeling_clipcap import ClipCapForCaptioning
     from processing_clipcap import ClipCapProcessor
@@ -140,7 +145,7 @@ def load_captioner(model_name_or_path: str, device: str | None = None):
     if missing_local_path(model_name_or_path):
         raise OSError(f"no model directory {model_name_or_path}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = ClipCapForCaptioning.from_pretrained(model_name_or_path).to(device).eval()
+    model = ClipCapForCaptioning.from_pretrained(model_name_or_path, allow_pickle=allow_pickle).to(device).eval()
     processor = ClipCapProcessor.from_pretrained(model_name_or_path)
     return model, processor
 
@@ -226,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         print("caption.py: no image to caption", file=sys.stderr)
         return EXIT_FAILED
     try:
-        model, processor = load_captioner(model_name_or_path, args.device)
+        model, processor = load_captioner(model_name_or_path, args.device, args.allow_pickle)
     except (OSError, ValueError) as error:
         print(f"caption.py: cannot load the model {model_name_or_path}: {str(error).splitlines()[0]}", file=sys.stderr)
         return EXIT_FAILED

@@ -91,10 +91,14 @@ class CLIPTeacher(torch.nn.Module):
         self.identity = identity
 
     @classmethod
-    def from_pretrained(cls, arch: str, pretrained: str | None, device: str | torch.device = "cpu") -> CLIPTeacher:
+    def from_pretrained(
+        cls, arch: str, pretrained: str | None, device: str | torch.device = "cpu", allow_pickle: bool = False
+    ) -> CLIPTeacher:
         """`open_clip.create_model_and_transforms(arch, pretrained)`; offline, a failed download is one OSError.
 
-        `pretrained` is an open_clip tag, a checkpoint file, or a `train_clip_teacher.py` output directory."""
+        `pretrained` is an open_clip tag, a checkpoint file, or a `train_clip_teacher.py` output directory. A
+        checkpoint file must be safetensors unless `allow_pickle` (a pickle can run code when it is loaded; open_clip
+        then loads it `weights_only`)."""
         import open_clip
 
         register_model_configs()
@@ -104,6 +108,11 @@ class CLIPTeacher(torch.nn.Module):
         if not pretrained:
             raise ValueError(
                 "a CLIP teacher needs weights: give clip_pretrained (an open_clip tag or a checkpoint path)"
+            )
+        if os.path.isfile(pretrained) and not pretrained.endswith(".safetensors") and not allow_pickle:
+            raise OSError(
+                f"the teacher checkpoint {pretrained} is not safetensors; a pickle can run code when loaded. Convert "
+                "it, or if you trust the file pass allow_pickle=True (--allow_pickle)"
             )
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)

@@ -13,6 +13,7 @@ through an MLP or a small transformer with learned queries. Departures from the 
     KV cache), instead of ClipCap's hand-written, cache-less `generate_beam`.
 """
 
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -209,6 +210,16 @@ class ClipCapOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
+PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def pickle_only_weights(path) -> list[str]:
+    """The pickled weight files of a local model directory that has no safetensors file ([] otherwise)."""
+    if not os.path.isdir(path) or any(name.endswith(".safetensors") for name in os.listdir(path)):
+        return []
+    return sorted(name for name in os.listdir(path) if name.endswith(PICKLE_WEIGHT_SUFFIXES))
+
+
 class ClipCapPreTrainedModel(PreTrainedModel):
     config_class = ClipCapConfig
     config: ClipCapConfig
@@ -221,8 +232,22 @@ class ClipCapPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        loaded = super().from_pretrained(*args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, allow_pickle: bool = False, **kwargs):
+        """`PreTrainedModel.from_pretrained`, from safetensors only unless `allow_pickle=True`.
+
+        A pickled weight file (`pytorch_model.bin`) can run code when it is loaded, and torch's `weights_only` guard
+        has had escapes, so a model saved only that way is refused with one clear error. With `allow_pickle=True`
+        transformers' own choice applies (safetensors when there are any, else the pickle, loaded `weights_only`).
+        """
+        if not allow_pickle:
+            kwargs.setdefault("use_safetensors", True)
+            if kwargs["use_safetensors"] and (pickles := pickle_only_weights(pretrained_model_name_or_path)):
+                raise OSError(
+                    f"{pretrained_model_name_or_path} has its weights only as a pickle ({', '.join(pickles)}), which "
+                    "can run code when loaded; convert it to safetensors, or if you trust the file pass "
+                    "allow_pickle=True (--allow_pickle)"
+                )
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         model.encoder.apply_freezing()  # loading materialises fresh parameters, all trainable
         return loaded
@@ -241,7 +266,7 @@ class ClipCapPreTrainedModel(PreTrainedModel):
                 elif isinstance(sub, nn.LayerNorm):
                     nn.init.ones_(sub.weight)
                     nn.init.zeros_(sub.bias)
-            for name, param in module.named_parameters(recurse=False):
+            for param in module.parameters(recurse=False):
                 nn.init.normal_(param, std=std)
 
 
@@ -296,7 +321,7 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         decoder = None
         if config.decoder_name_or_path:
             try:
-                decoder = GPT2LMHeadModel.from_pretrained(config.decoder_name_or_path)
+                decoder = GPT2LMHeadModel.from_pretrained(config.decoder_name_or_path, use_safetensors=True)
             except OSError as error:
                 raise OSError(
                     f"Could not load decoder weights from {config.decoder_name_or_path!r} "

@@ -112,6 +112,9 @@ class DataArguments:
     max_image_pixels: int = field(default=89_478_485, metadata={"help": "Refuse larger images (decompression bombs)."})
     clip_model: str | None = field(default=None, metadata={"help": "open_clip architecture of the teacher cache."})
     clip_pretrained: str | None = field(default=None, metadata={"help": "Its open_clip tag or checkpoint path."})
+    allow_pickle: bool = field(
+        default=False, metadata={"help": "Also load a pickled teacher checkpoint (.pt/.bin), which can run code."}
+    )
     teacher_batch_size: int = field(default=64)
     num_proc: int = field(default=1, metadata={"help": "Processes for synthetic rendering and image validation."})
     seed: int = field(default=0)
@@ -555,7 +558,9 @@ def add_teacher_cache(dataset_dict: datasets.DatasetDict, args: DataArguments):
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        teacher = CLIPTeacher.from_pretrained(args.clip_model, args.clip_pretrained, device=device)
+        teacher = CLIPTeacher.from_pretrained(
+            args.clip_model, args.clip_pretrained, device=device, allow_pickle=args.allow_pickle
+        )
     except (OSError, ValueError) as error:
         raise PrepareError(str(error)) from None
 

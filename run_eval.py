@@ -90,6 +90,10 @@ class EvalArguments:
     fiftyone_field_prefix: str = field(default="clipcap", metadata={"help": "FiftyOne fields: <prefix>_caption, ..."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda if any)."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+    allow_pickle: bool = field(
+        default=False,
+        metadata={"help": "Also load pickled weight files (.bin/.pt), which can run code; only for files you trust."},
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[EvalArguments, GenerationArguments]:
@@ -230,7 +234,7 @@ def evaluate(args: EvalArguments, generation: GenerationArguments) -> int:
 
     # 1. The model, and the defaults its training run left.
     args = resolve_defaults(args, training_run_args(args.model_name_or_path))
-    model, processor = load_captioner(args.model_name_or_path, args.device)
+    model, processor = load_captioner(args.model_name_or_path, args.device, args.allow_pickle)
     if generation.seed is not None:
         torch.manual_seed(generation.seed)
     generate_kwargs = generation.generate_kwargs()
@@ -261,7 +265,9 @@ def evaluate(args: EvalArguments, generation: GenerationArguments) -> int:
     logger.info("%d %s images from %s", len(split_data), args.split, args.dataset_dir)
 
     # 3. The CLIP scorer.
-    teacher = CLIPTeacher.from_pretrained(args.clip_model, args.clip_pretrained, device=model.device)
+    teacher = CLIPTeacher.from_pretrained(
+        args.clip_model, args.clip_pretrained, device=model.device, allow_pickle=args.allow_pickle
+    )
     image_embeds = teacher.embed_images(images).cpu()
     reference_embeds = [embeds.cpu() for embeds in teacher.encode_text_lists(references)]
 

@@ -28,7 +28,7 @@ from transformers import EarlyStoppingCallback, HfArgumentParser, set_seed
 from cli_utils import parse_config_and_flags
 from clip_guidance import CLIPTeacher, check_teacher_cache, embed_dataset
 from configuration_clipcap import ClipCapConfig
-from modeling_clipcap import ClipCapForCaptioning
+from modeling_clipcap import ClipCapForCaptioning, pickle_only_weights
 from processing_clipcap import ClipCapProcessor
 from trainer_clipcap import (
     CaptionCollator,
@@ -74,6 +74,10 @@ class ModelArguments:
         default=None, metadata={"help": "Size of z; default: the teacher's embedding size (0: no head)."}
     )
     max_caption_length: int = field(default=40, metadata={"help": "Longest training caption in tokens, EOS included."})
+    allow_pickle: bool = field(
+        default=False,
+        metadata={"help": "Also load pickled weight files (.bin/.pt), which can run code; only for files you trust."},
+    )
 
 
 @dataclass
@@ -151,7 +155,9 @@ def build_config(model_args: ModelArguments, teacher: CLIPTeacher | None) -> Cli
     )
 
 
-def prepare_teacher(dataset, metadata, guidance: CLIPGuidanceArguments, data_args: DataArguments):
+def prepare_teacher(
+    dataset, metadata, guidance: CLIPGuidanceArguments, data_args: DataArguments, allow_pickle: bool = False
+):
     """Load the teacher and make sure every split has its embeddings when a term needs them.
 
     A cache made by another teacher is refused; a missing cache is computed once here (`cache_teacher_embeddings`)
@@ -165,7 +171,9 @@ def prepare_teacher(dataset, metadata, guidance: CLIPGuidanceArguments, data_arg
             )
         return dataset, None
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    teacher = CLIPTeacher.from_pretrained(guidance.clip_model, guidance.clip_pretrained, device=device)
+    teacher = CLIPTeacher.from_pretrained(
+        guidance.clip_model, guidance.clip_pretrained, device=device, allow_pickle=allow_pickle
+    )
     cached = "teacher_image_embeds" in dataset[data_args.train_split].column_names
     if cached and guidance.use_teacher_cache:
         check_teacher_cache(metadata.get("teacher"), teacher.identity)
@@ -266,25 +274,30 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def find_checkpoint(training_args: ClipCapTrainingArguments) -> str | None:
-    """The checkpoint to resume from: `resume_from_checkpoint`, else the last whole checkpoint in `output_dir`."""
+def find_checkpoint(training_args: ClipCapTrainingArguments, allow_pickle: bool = False) -> str | None:
+    """The checkpoint to resume from: `resume_from_checkpoint`, else the last whole checkpoint in `output_dir`.
+    Its model weights must be safetensors unless `allow_pickle`."""
+    checkpoint = None
     if training_args.resume_from_checkpoint:
         checkpoint = training_args.resume_from_checkpoint
         if not os.path.isdir(checkpoint):
             raise FileNotFoundError(f"resume_from_checkpoint: no checkpoint directory {checkpoint}")
         if problem := checkpoint_problem(checkpoint):
             raise ValueError(f"cannot resume from {checkpoint}: {problem}")
-        return checkpoint
-    if training_args.overwrite_output_dir or not os.path.isdir(training_args.output_dir):
-        return None
-    with training_args.main_process_first(desc="finding the last whole checkpoint"):
-        checkpoint = last_complete_checkpoint(training_args.output_dir, move_aside=training_args.should_save)
-    if checkpoint is None and Path(training_args.output_dir, "model.safetensors").exists():
-        raise FileExistsError(
-            f"{training_args.output_dir} holds a trained model and no checkpoint to resume; "
-            "pass --overwrite_output_dir to train again"
-        )
+    elif not training_args.overwrite_output_dir and os.path.isdir(training_args.output_dir):
+        with training_args.main_process_first(desc="finding the last whole checkpoint"):
+            checkpoint = last_complete_checkpoint(training_args.output_dir, move_aside=training_args.should_save)
+        if checkpoint is None and Path(training_args.output_dir, "model.safetensors").exists():
+            raise FileExistsError(
+                f"{training_args.output_dir} holds a trained model and no checkpoint to resume; "
+                "pass --overwrite_output_dir to train again"
+            )
     if checkpoint is not None:
+        if not allow_pickle and (pickles := pickle_only_weights(checkpoint)):
+            raise OSError(
+                f"the checkpoint {checkpoint} has its model weights only as a pickle ({', '.join(pickles)}), which "
+                "can run code when loaded; pass --allow_pickle if you trust it"
+            )
         logger.info("Resuming from %s", checkpoint)
     return checkpoint
 
@@ -301,12 +314,12 @@ def train(model_args, data_args, guidance, training_args) -> int:
     logger.info(
         "Process %d of %d, device %s", training_args.process_index, training_args.world_size, training_args.device
     )
-    checkpoint = find_checkpoint(training_args)
+    checkpoint = find_checkpoint(training_args, model_args.allow_pickle)
     set_seed(training_args.seed)
 
     # 2. Data, and the teacher with its embeddings.
     dataset, metadata = load_data(data_args)
-    dataset, teacher = prepare_teacher(dataset, metadata, guidance, data_args)
+    dataset, teacher = prepare_teacher(dataset, metadata, guidance, data_args, model_args.allow_pickle)
     train_dataset, eval_dataset = dataset[data_args.train_split], dataset[data_args.eval_split]
     if "row_index" not in train_dataset.column_names:  # the collator's caption draws are keyed by row
         train_dataset = train_dataset.add_column("row_index", list(range(len(train_dataset))))
@@ -316,7 +329,9 @@ def train(model_args, data_args, guidance, training_args) -> int:
 
     # 3. Model and processor.
     if model_args.model_name_or_path:
-        model = ClipCapForCaptioning.from_pretrained(model_args.model_name_or_path)
+        model = ClipCapForCaptioning.from_pretrained(
+            model_args.model_name_or_path, allow_pickle=model_args.allow_pickle
+        )
         processor = ClipCapProcessor.from_pretrained(model_args.model_name_or_path)
     else:
         config = build_config(model_args, teacher)

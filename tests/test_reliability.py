@@ -114,9 +114,7 @@ KILL_WHILE_SAVING = textwrap.dedent(
 @pytest.mark.slow
 def test_sigkill_while_writing_a_checkpoint_then_resume_skips_it(tmp_path, data_dir, uninterrupted):
     output_dir = tmp_path / "killed-while-saving"
-    process = run_command(
-        ["-c", KILL_WHILE_SAVING, *train_argv(data_dir, output_dir, **KILL_RUN, save_total_limit=1)]
-    )
+    process = run_command(["-c", KILL_WHILE_SAVING, *train_argv(data_dir, output_dir, **KILL_RUN, save_total_limit=1)])
     output, _ = process.communicate(timeout=600)
     assert process.returncode == -signal.SIGKILL, output[-3000:]
     half_written = output_dir / "checkpoint-8"
@@ -171,3 +169,112 @@ def test_checkpoint_problems_are_named_and_the_last_whole_one_is_chosen(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-3"] + [
         f"incomplete-checkpoint-{n}" for n in (10, 6, 7, 8, 9)
     ]
+
+
+@pytest.mark.parametrize(("term", "bad"), [("ce", float("inf")), ("div", float("nan"))])
+def test_a_non_finite_loss_term_stops_training_before_the_update(tmp_path, data_dir, monkeypatch, capsys, term, bad):
+    import trainer_clipcap
+    from modeling_clipcap import ClipCapForCaptioning
+
+    calls = {"n": 0}
+
+    def poison_at_step_3(value):
+        calls["n"] += 1
+        return value * bad if calls["n"] == 3 else value
+
+    if term == "ce":
+        forward = ClipCapForCaptioning.forward
+
+        def poisoned_forward(self, *args, **kwargs):
+            outputs = forward(self, *args, **kwargs)
+            outputs.loss = poison_at_step_3(outputs.loss)
+            return outputs
+
+        monkeypatch.setattr(ClipCapForCaptioning, "forward", poisoned_forward)
+    else:
+        unlikelihood = trainer_clipcap.repetition_unlikelihood_loss
+        monkeypatch.setattr(
+            trainer_clipcap, "repetition_unlikelihood_loss", lambda *a: poison_at_step_3(unlikelihood(*a))
+        )
+    trainers = []
+    check_finite = trainer_clipcap.CLIPGuidedTrainer._check_finite
+
+    def keep_trainer(self, terms, training):
+        trainers.append(self)
+        return check_finite(self, terms, training)
+
+    monkeypatch.setattr(trainer_clipcap.CLIPGuidedTrainer, "_check_finite", keep_trainer)
+
+    output_dir = tmp_path / "run"
+    argv = train_argv(data_dir, output_dir, steps=5, save_steps=2, do_eval="false", lambda_div=0.01)
+    assert run_train.main(argv) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"run_train.py: error: L_{term} is {bad} at step 3; training stopped before the update")
+    # The weights in memory are exactly the step-2 checkpoint's: nothing of step 3 reached them. (BatchNorm running
+    # statistics, buffers, did see step 3's forward pass; nothing is saved after the error.)
+    saved = load_file(str(output_dir / "checkpoint-2" / "model.safetensors"))
+    parameters = dict(trainers[-1].model.named_parameters())
+    assert parameters.keys() <= saved.keys() and len(parameters) > 100
+    for name, parameter in parameters.items():
+        assert torch.equal(parameter.detach(), saved[name]), name
+    assert checkpoint_problem(output_dir / "checkpoint-2") is None
+    assert not (output_dir / "model.safetensors").exists()
+
+
+def test_model_weights_load_from_safetensors_only_unless_pickle_is_allowed(tmp_path):
+    from modeling_clipcap import ClipCapForCaptioning
+    from processing_clipcap import ClipCapProcessor
+    from tests.conftest import tiny_model
+
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    ClipCapProcessor.from_config(model.config).save_pretrained(tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(state, tmp_path / "pytorch_model.bin")
+
+    with pytest.raises(OSError, match=r"has its weights only as a pickle \(pytorch_model.bin\).*allow_pickle=True"):
+        ClipCapForCaptioning.from_pretrained(tmp_path)
+    loaded = ClipCapForCaptioning.from_pretrained(tmp_path, allow_pickle=True)
+    assert all(torch.equal(loaded.state_dict()[key], value) for key, value in state.items())
+
+    # The command-line tools say the same in one line and exit non-zero; --allow_pickle opts in.
+    import caption
+
+    image = tmp_path / "image.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "red").save(image)
+    process = subprocess.run(
+        [sys.executable, "caption.py", str(tmp_path), str(image)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert process.returncode == caption.EXIT_FAILED
+    assert process.stderr.strip().splitlines()[-1].startswith("caption.py: cannot load the model ")
+    assert "pickle" in process.stderr and "--allow_pickle" in process.stderr
+    assert caption.main([str(tmp_path), str(image), "--allow_pickle", "--progress", "false"]) == caption.EXIT_OK
+
+
+def test_teacher_checkpoint_must_be_safetensors_unless_pickle_is_allowed(tmp_path, teacher_checkpoint):
+    from clip_guidance import CLIPTeacher
+
+    state = load_file(str(teacher_checkpoint / "open_clip_model.safetensors"))
+    torch.save(state, tmp_path / "teacher.pt")
+    with pytest.raises(OSError, match=r"teacher checkpoint .*teacher.pt is not safetensors.*--allow_pickle"):
+        CLIPTeacher.from_pretrained("ClipCap-Test-Teacher", str(tmp_path / "teacher.pt"))
+    teacher = CLIPTeacher.from_pretrained("ClipCap-Test-Teacher", str(tmp_path / "teacher.pt"), allow_pickle=True)
+    assert teacher.identity.embed_dim == 16
+
+
+def test_the_hub_token_reaches_no_file_and_no_log(tmp_path, data_dir, capfd):
+    secret = "hf_NotARealTokenButSecret0123456789"
+    output_dir = tmp_path / "run"
+    argv = train_argv(data_dir, output_dir, steps=2, save_steps=1, hub_token=secret, report_to="none")
+    assert run_train.main(argv) == 0
+    captured = capfd.readouterr()
+    assert secret not in captured.out and secret not in captured.err
+    files = [path for path in output_dir.rglob("*") if path.is_file()]
+    assert any(path.name == "training_args.bin" for path in files) and any(p.name == "README.md" for p in files)
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path
+    arguments = torch.load(output_dir / "training_args.bin", weights_only=False)
+    assert arguments.hub_token is None and arguments.learning_rate == 1e-3  # the rest is kept
