@@ -239,11 +239,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(generation.seed)
     kwargs = generation.generate_kwargs()
 
+    # An --output file is written beside itself (OUTPUT.partial, batch by batch) and renamed over OUTPUT at the end,
+    # so an interrupted run leaves the earlier OUTPUT intact and what it captioned in OUTPUT.partial.
+    partial = f"{args.output}.partial" if args.output else None
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        stream = stack.enter_context(open(args.output, "w", newline="")) if args.output else sys.stdout
+        stream = stack.enter_context(open(partial, "w", newline="")) if partial else sys.stdout
         writer = CaptionWriter(stream, args.format)
         captioned, skipped = caption_files(model, processor, paths, writer, args.batch_size, args.progress, **kwargs)
+    if partial:
+        os.replace(partial, args.output)
     seconds = time.perf_counter() - start
     print(
         f"caption.py: captioned {captioned} images in {seconds:.1f} s ({captioned / seconds:.2f} images/s), "

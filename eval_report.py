@@ -241,4 +241,6 @@ References: {escape(report["notes"]["references"])}. SPICE: {escape(report["note
 <script>{_SCRIPT}</script>
 </body></html>
 """
-    Path(output).write_text(page, encoding="utf-8")
+    from cli_utils import atomic_write_text
+
+    atomic_write_text(output, page)

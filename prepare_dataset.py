@@ -246,6 +246,13 @@ def validate_image(
             data = f.read()
     except OSError:
         return None, "unreadable", []
+    return validate_image_bytes(data, min_side, max_pixels, max_side)
+
+
+def validate_image_bytes(
+    data: bytes, min_side: int = 32, max_pixels: int = 89_478_485, max_side: int | None = None
+) -> tuple[bytes | None, str, list[str]]:
+    """`validate_image` for an image already in memory."""
     saved_bomb_limit, saved_truncated = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
     Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False  # our own limit below; never pad truncation
     try:
@@ -604,6 +611,43 @@ def load_prepared_dataset(dataset_dir: str, required: dict[str, list[str]]) -> t
         if missing := set(columns) - set(dataset[split].column_names):
             raise ValueError(f"the {split!r} split of {dataset_dir} lacks the columns {sorted(missing)}")
     return dataset, metadata
+
+
+def drop_unusable_rows(
+    dataset: datasets.Dataset, image_column: str, caption_column: str, check_images: bool = True
+) -> tuple[datasets.Dataset, Counter]:
+    """The rows one can train on or score, and the others counted by reason: `no_caption` (none, or only empty
+    strings), `no_image`, and with `check_images` every image decoded in full (`validate_image_bytes`: `truncated`,
+    `not_an_image`, `too_large`, ...). Only these two columns are read; the result is a selection (nothing copied).
+
+    A dataset from this script was checked when it was made, so callers pass `check_images=False` for it."""
+    if check_images and not isinstance(dataset.features[image_column], datasets.Image):
+        raise ValueError(f"the column {image_column!r} holds {dataset.features[image_column]}, not images")
+    columns = dataset.select_columns([caption_column, image_column] if check_images else [caption_column])
+    if check_images:
+        columns = columns.cast_column(image_column, datasets.Image(decode=False))
+    drops, keep, index = Counter(), [], 0
+    for batch in columns.iter(batch_size=256):
+        for i, references in enumerate(batch[caption_column]):
+            references = [references] if isinstance(references, str) else references or []
+            reason = "" if any(isinstance(r, str) and r.strip() for r in references) else "no_caption"
+            if not reason and check_images:
+                image = batch[image_column][i]
+                data = image and (image.get("bytes") or _read_bytes(image.get("path")))
+                reason = validate_image_bytes(data, min_side=1)[1] if data else "no_image"
+            if reason:
+                drops[reason] += 1
+            else:
+                keep.append(index + i)
+        index += len(batch[caption_column])
+    return (dataset if len(keep) == len(dataset) else dataset.select(keep)), drops
+
+
+def _read_bytes(path: str | None) -> bytes | None:
+    try:
+        return Path(path).read_bytes() if path else None
+    except OSError:
+        return None
 
 
 def make_card(metadata: dict, dataset_dict: datasets.DatasetDict, table: str):

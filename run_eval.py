@@ -44,6 +44,7 @@ import torch
 from transformers import HfArgumentParser
 
 from caption import GenerationArguments, load_captioner
+from cli_utils import atomic_write_text
 from metrics import (
     SPICE_UNAVAILABLE,
     clip_score,
@@ -53,7 +54,7 @@ from metrics import (
     ref_clip_score,
     semantic_accuracy,
 )
-from prepare_dataset import load_prepared_dataset
+from prepare_dataset import drop_unusable_rows, load_prepared_dataset
 
 logger = logging.getLogger("run_eval")
 
@@ -244,11 +245,23 @@ def evaluate(args: EvalArguments, generation: GenerationArguments) -> int:
     required = {args.split: [args.image_column, args.caption_column]}
     if args.training_split:
         required.setdefault(args.training_split, []).append(args.caption_column)
-    dataset, _ = load_prepared_dataset(args.dataset_dir, required)
+    dataset, metadata = load_prepared_dataset(args.dataset_dir, required)
     split_data = dataset[args.split]
     if args.max_samples is not None:
         split_data = split_data.select(range(min(args.max_samples, len(split_data))))
-    references = [[r] if isinstance(r, str) else list(r) for r in split_data[args.caption_column][:]]
+    total = len(split_data)  # rows with no reference or (unless prepare_dataset.py made it) a broken image: skipped
+    split_data, drops = drop_unusable_rows(
+        split_data, args.image_column, args.caption_column, check_images="dropped" not in metadata
+    )
+    reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(drops.items()))
+    if not len(split_data):
+        raise ValueError(f"the {args.split!r} split of {args.dataset_dir} has no usable row ({reasons or 'empty'})")
+    if drops:
+        logger.warning("Skipped %d of %d %s rows (%s)", total - len(split_data), total, args.split, reasons)
+    references = [
+        [r for r in ([refs] if isinstance(refs, str) else refs) if r and r.strip()]
+        for refs in split_data[args.caption_column][:]
+    ]
     images = split_data[args.image_column][:]
     training_captions = None
     if args.training_split:
@@ -312,6 +325,7 @@ def evaluate(args: EvalArguments, generation: GenerationArguments) -> int:
         "generation": settings,
         "baseline_caption": args.baseline_caption,
         "captioning_seconds": round(seconds, 3),
+        "skipped_rows": dict(sorted(drops.items())),
         "notes": {
             "spice": SPICE_UNAVAILABLE,
             "references": "each image's first reference caption, scored against its other references",
@@ -319,16 +333,18 @@ def evaluate(args: EvalArguments, generation: GenerationArguments) -> int:
         },
         "results": results,
     }
-    (output_dir / "eval_results.json").write_text(json.dumps(report, indent=2) + "\n")
+    # Each report is written whole or not at all: a run stopped here leaves the previous one intact.
+    atomic_write_text(output_dir / "eval_results.json", json.dumps(report, indent=2) + "\n")
     ids = {key: split_data[key][:] for key in ("sample_id", "filepath") if key in split_data.column_names}
-    with open(output_dir / "predictions.jsonl", "w") as f:
-        for i, caption in enumerate(captions):
-            row = {"index": i, **{key: values[i] for key, values in ids.items()}}
-            row.update({"caption": caption, "references": references[i]})
-            row.update({key: values[i] for key, values in per_image["model"].items()})
-            f.write(json.dumps(row) + "\n")
+    lines = []
+    for i, caption in enumerate(captions):
+        row = {"index": i, **{key: values[i] for key, values in ids.items()}}
+        row.update({"caption": caption, "references": references[i]})
+        row.update({key: values[i] for key, values in per_image["model"].items()})
+        lines.append(json.dumps(row) + "\n")
+    atomic_write_text(output_dir / "predictions.jsonl", "".join(lines))
     table = summary_table(report)
-    (output_dir / "eval_summary.md").write_text(table)
+    atomic_write_text(output_dir / "eval_summary.md", table)
     curves = plot_training_curves(args.model_name_or_path, output_dir / "training_curves.png")
     names = ids.get("filepath") or ids.get("sample_id")
     write_html_report(

@@ -111,8 +111,11 @@ def parse_args(argv: list[str] | None = None):
 
 
 def load_data(data_args: DataArguments) -> tuple[datasets.DatasetDict, dict]:
-    """The prepared DatasetDict and its card metadata (source, teacher of the cached embeddings, ...)."""
-    from prepare_dataset import load_prepared_dataset
+    """The prepared DatasetDict and its card metadata (source, teacher of the cached embeddings, ...).
+
+    Rows without a caption are dropped and counted, and so are rows whose image does not decode, unless
+    prepare_dataset.py made the dataset (it decoded every image then): a bad row never stops training halfway."""
+    from prepare_dataset import drop_unusable_rows, load_prepared_dataset
 
     columns = [data_args.image_column, data_args.caption_column]
     required = {data_args.train_split: columns, data_args.eval_split: columns}
@@ -121,7 +124,26 @@ def load_data(data_args: DataArguments) -> tuple[datasets.DatasetDict, dict]:
     for split, limit in limits.items():
         if limit is not None:
             dataset[split] = dataset[split].select(range(min(limit, len(dataset[split]))))
+        total = len(dataset[split])
+        dataset[split], drops = drop_unusable_rows(
+            dataset[split], data_args.image_column, data_args.caption_column, check_images="dropped" not in metadata
+        )
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(drops.items()))
+        if not len(dataset[split]):
+            raise ValueError(
+                f"the {split!r} split of {data_args.dataset_dir} has no usable row ({reasons or 'empty'})"
+            )
+        if drops:
+            logger.warning("Dropped %d of %d %s rows (%s)", total - len(dataset[split]), total, split, reasons)
     return datasets.DatasetDict({split: dataset[split] for split in limits}), metadata
+
+
+def count_long_captions(dataset: datasets.Dataset, caption_column: str, processor: ClipCapProcessor) -> int:
+    """How many reference captions are longer than the processor's `max_caption_length` (EOS included); they are
+    truncated when tokenised, so the model learns their beginning only."""
+    captions = [c for refs in dataset[caption_column][:] for c in ([refs] if isinstance(refs, str) else refs) if c]
+    lengths = map(len, processor.tokenizer(captions, add_special_tokens=False)["input_ids"]) if captions else []
+    return sum(length + 1 > processor.max_caption_length for length in lengths)
 
 
 def build_config(model_args: ModelArguments, teacher: CLIPTeacher | None) -> ClipCapConfig:
@@ -340,6 +362,12 @@ def train(model_args, data_args, guidance, training_args) -> int:
             model.config,
             max_caption_length=model_args.max_caption_length,
             crop_fraction=model_args.image_crop_fraction,
+        )
+    if long_captions := count_long_captions(train_dataset, data_args.caption_column, processor):
+        logger.warning(
+            "%d training captions are longer than max_caption_length=%d tokens and are truncated to it",
+            long_captions,
+            processor.max_caption_length,
         )
     if guidance.uses_student_embedding and model.teacher_head is None:
         raise ValueError("lambda_cos / lambda_con need the model's teacher head (teacher_embed_dim > 0)")

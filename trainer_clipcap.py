@@ -225,12 +225,12 @@ class ClipCapTrainingArguments(TrainingArguments):
 class CaptionCollator:
     """Dataset rows -> a training batch.
 
-    One reference caption is drawn per image per epoch. With `seed` and a `row_index` column the draw is a pure
-    function of (seed, epoch, row), so a resumed run draws exactly what the uninterrupted run drew (the data loader
-    collates a batch ahead, so a draw from a global generator would not survive a checkpoint); `CLIPGuidedTrainer`
-    sets `epoch`. Otherwise torch's global generator draws. Captions are tokenised with EOS and padding labels -100
-    (`ClipCapProcessor.encode_captions`). Teacher inputs are added only for the terms that need them: cached
-    embeddings when the rows have them, else the teacher's own image transform and tokenizer output.
+    One reference caption (never an empty one) is drawn per image per epoch. With `seed` and a `row_index` column
+    the draw is a pure function of (seed, epoch, row), so a resumed run draws exactly what the uninterrupted run drew
+    (the data loader collates a batch ahead, so a draw from a global generator would not survive a checkpoint);
+    `CLIPGuidedTrainer` sets `epoch`. Otherwise torch's global generator draws. Captions are tokenised with EOS
+    and padding labels -100 (`ClipCapProcessor.encode_captions`). Teacher inputs are added only for the terms that
+    need them: cached embeddings when the rows have them, else the teacher's own image transform and tokenizer output.
     """
 
     def __init__(
@@ -258,9 +258,10 @@ class CaptionCollator:
             references = row[self.caption_column]
             if isinstance(references, str):
                 references = [references]
-            if not references:
-                raise ValueError("a row has no caption; prepare_dataset.py drops such rows")
-            choices.append(self.draw(row, len(references)))
+            usable = [i for i, caption in enumerate(references) if caption and caption.strip()]
+            if not usable:
+                raise ValueError("a row has no caption; run_train.py and prepare_dataset.py drop such rows")
+            choices.append(usable[self.draw(row, len(usable))])  # the index into all references (teacher cache)
             captions.append(references[choices[-1]])
         images = [row[self.image_column].convert("RGB") for row in rows]
         batch = dict(self.processor(images=images, text=captions))

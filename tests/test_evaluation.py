@@ -202,7 +202,8 @@ def test_run_eval_writes_every_report_and_fiftyone_fields(tmp_path, trained_mode
 def test_run_eval_errors_are_one_line(tmp_path, trained_model, capsys):
     assert run_eval.main([str(trained_model), "--dataset_dir", str(tmp_path / "nowhere"), "--progress", "false"]) == 1
     assert (
-        capsys.readouterr().err.splitlines()[-1] == f"run_eval.py: error: no dataset directory {tmp_path / 'nowhere'}"
+        capsys.readouterr().err.splitlines()[-1]
+        == f"run_eval.py: error: no dataset directory {tmp_path / 'nowhere'}; make one with prepare_dataset.py"
     )
     (tmp_path / "not-data").mkdir()
     assert run_eval.main([str(trained_model), "--dataset_dir", str(tmp_path / "not-data"), "--split", "test"]) == 1

@@ -415,6 +415,7 @@ def tiny_clip_checkpoints(tmp_path_factory):
     """Two different random checkpoints of a registered tiny open_clip architecture."""
     import open_clip
     import torch
+    from safetensors.torch import save_file
 
     root = tmp_path_factory.mktemp("clip")
     (root / "ClipCap-Test-Tiny.json").write_text(json.dumps(TINY_CLIP))
@@ -423,8 +424,8 @@ def tiny_clip_checkpoints(tmp_path_factory):
     for seed in (0, 1):
         torch.manual_seed(seed)
         model = open_clip.create_model("ClipCap-Test-Tiny", pretrained=None)
-        paths.append(str(root / f"tiny-{seed}.pt"))
-        torch.save(model.state_dict(), paths[-1])
+        paths.append(str(root / f"tiny-{seed}.safetensors"))
+        save_file(model.state_dict(), paths[-1])
     return paths
 
 

@@ -278,3 +278,177 @@ def test_the_hub_token_reaches_no_file_and_no_log(tmp_path, data_dir, capfd):
         assert secret.encode() not in path.read_bytes(), path
     arguments = torch.load(output_dir / "training_args.bin", weights_only=False)
     assert arguments.hub_token is None and arguments.learning_rate == 1e-3  # the rest is kept
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bad input: one clear line and a non-zero exit status, or a counted skip; nothing already written is touched
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def write_config(path, values: dict):
+    import yaml
+
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def config_of(data_dir, output_dir, **overrides) -> dict:
+    """train_argv's tiny run as a config file's mapping."""
+    import yaml
+
+    argv = train_argv(data_dir, output_dir, **overrides)
+    return {key[2:]: yaml.safe_load(value) for key, value in zip(argv[::2], argv[1::2], strict=True)}
+
+
+RUN_TRAIN_ERRORS = {
+    "missing dataset": (lambda d, tmp: {"dataset_dir": str(tmp / "nowhere")}, "no dataset directory"),
+    "empty folder": (lambda d, tmp: {"dataset_dir": str(tmp / "empty")}, "is not a saved DatasetDict"),
+    "no captions column": (lambda d, tmp: {"caption_column": "text"}, "lacks the columns ['text']"),
+    "unknown key": (lambda d, tmp: {"learnin_rate": 0.1}, "unknown keys ['learnin_rate']"),
+    "wrong type": (
+        lambda d, tmp: {"per_device_train_batch_size": "four"},
+        "per_device_train_batch_size must be an integer, not 'four' (str)",
+    ),
+    "wrong choice": (lambda d, tmp: {"lr_scheduler_type": "zigzag"}, "zigzag is not a valid SchedulerType"),
+    "missing checkpoint": (
+        lambda d, tmp: {"resume_from_checkpoint": str(tmp / "checkpoint-9")},
+        "no checkpoint directory",
+    ),
+    "pickled teacher": (
+        lambda d, tmp: {"lambda_cos": 1.0, "clip_model": "ClipCap-Test-Teacher", "clip_pretrained": str(tmp / "t.pt")},
+        "is not safetensors",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RUN_TRAIN_ERRORS))
+def test_run_train_bad_input_is_one_line_and_touches_nothing(tmp_path, data_dir, teacher_checkpoint, capsys, case):
+    make_overrides, message = RUN_TRAIN_ERRORS[case]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "t.pt").write_bytes(b"pickle")
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    (output_dir / "notes.txt").write_text("mine")
+    config = config_of(data_dir, output_dir) | make_overrides(data_dir, tmp_path)
+    assert run_train.main([write_config(tmp_path / "run.yaml", config)]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("run_train.py: error: ")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err[-2000:]
+    assert sorted(p.name for p in output_dir.iterdir()) == ["notes.txt"]
+
+
+def test_yaml_that_is_not_a_mapping_or_not_yaml_is_one_line(tmp_path, capsys):
+    for text, message in (("- a\n- b\n", "must hold a mapping"), ("a: [1,\n", "is not readable YAML")):
+        (tmp_path / "bad.yaml").write_text(text)
+        assert run_train.main([str(tmp_path / "bad.yaml")]) == 1
+        assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def bad_rows_dataset(path):
+    """A tiny dataset (no prepare_dataset.py card) with rows no one can train on, and one very long caption."""
+    import io
+
+    import datasets
+
+    from tests.conftest import tiny_dataset
+
+    data = tiny_dataset()
+    png = io.BytesIO()
+    data["train"][0]["image"].save(png, format="PNG")
+    broken = {
+        0: {"captions": []},
+        1: {"captions": ["", "   "]},
+        2: {"image": {"bytes": b"this is not an image", "path": None}},
+        3: {"image": {"bytes": png.getvalue()[:200], "path": None}},  # a truncated PNG
+        4: {"captions": ["a photo of " + "a very long caption " * 60]},  # far beyond 40 tokens and the 64 positions
+        5: {"captions": ["", "a photo of a kettle"]},  # the empty one is never drawn
+    }
+    splits = {}
+    for split in ("train", "validation"):
+        rows = data[split].cast_column("image", datasets.Image(decode=False)).to_list()
+        for i, change in broken.items():
+            if i < len(rows) and (split == "train" or i < 3):
+                rows[i].update(change)
+        splits[split] = datasets.Dataset.from_list(rows, features=data[split].features)
+    datasets.DatasetDict(splits).save_to_disk(str(path))
+    return path
+
+
+def test_rows_without_caption_or_with_a_broken_image_are_counted_and_skipped(tmp_path, teacher_checkpoint, caplog):
+    import run_eval
+
+    data = bad_rows_dataset(tmp_path / "data")
+    output_dir = tmp_path / "model"
+    assert run_train.main(train_argv(data, output_dir, steps=3, do_eval="true")) == 0
+    err = caplog.text
+    assert "Dropped 4 of 12 train rows (no_caption: 2, not_an_image: 1, truncated: 1)" in err
+    assert "Dropped 3 of 4 validation rows (no_caption: 2, not_an_image: 1)" in err
+    assert "1 training captions are longer than max_caption_length=40 tokens and are truncated to it" in err
+    assert (output_dir / "model.safetensors").exists()
+
+    evaluation = tmp_path / "eval"
+    teacher = ["--clip_model", "ClipCap-Test-Teacher", "--clip_pretrained", str(teacher_checkpoint)]
+    argv = [str(output_dir), "--output_dir", str(evaluation), "--progress", "false", *teacher]
+    assert run_eval.main(argv) == 0
+    report = json.loads((evaluation / "eval_results.json").read_text())
+    assert report["images"] == 1 and report["skipped_rows"] == {"no_caption": 2, "not_an_image": 1}
+    assert "Skipped 3 of 4 validation rows" in caplog.text
+
+
+def test_caption_output_file_is_replaced_only_when_the_run_finishes(tmp_path):
+    import caption
+    from processing_clipcap import ClipCapProcessor
+    from tests.conftest import tiny_model
+
+    model_dir = tmp_path / "model"
+    model = tiny_model()
+    model.save_pretrained(model_dir)
+    ClipCapProcessor.from_config(model.config).save_pretrained(model_dir)
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "blue").save(tmp_path / "a.png")
+    output = tmp_path / "captions.txt"
+    output.write_text("earlier captions\n")
+    # The model does not load: the earlier output is untouched.
+    assert caption.main([str(tmp_path / "no-model"), str(tmp_path / "a.png"), "--output", str(output)]) == 2
+    assert output.read_text() == "earlier captions\n"
+    # Captioning stops halfway (the model fails): the earlier output is untouched, the new lines are in .partial.
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "b.png")
+    calls = {"n": 0}
+    real = caption.caption_images
+
+    def fail_on_second_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    argv = [str(model_dir), str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--batch_size", "1"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(caption, "caption_images", fail_on_second_batch)
+        with pytest.raises(KeyboardInterrupt):
+            caption.main([*argv, "--output", str(output), "--progress", "false", "--max_new_tokens", "3"])
+    assert output.read_text() == "earlier captions\n"
+    assert (tmp_path / "captions.txt.partial").read_text().startswith(f"{tmp_path / 'a.png'}\t")
+    assert caption.main([*argv, "--output", str(output), "--progress", "false", "--max_new_tokens", "3"]) == 0
+    assert [line.split("\t")[0] for line in output.read_text().splitlines()] == [
+        str(tmp_path / "a.png"),
+        str(tmp_path / "b.png"),
+    ]
+    assert not (tmp_path / "captions.txt.partial").exists()
+
+
+def test_prepare_dataset_config_errors_are_one_line(tmp_path, capsys):
+    import prepare_dataset
+
+    cases = [
+        ({"num_train": "many"}, "num_train must be an integer or null, not 'many' (str)"),
+        ({"num_trian": 10}, "unknown keys ['num_trian']"),
+        ({"classes": {"a": 1}}, "classes must be a list"),
+    ]
+    for values, message in cases:
+        argv = [write_config(tmp_path / "data.yaml", values | {"output_dir": str(tmp_path / "out")})]
+        assert prepare_dataset.main(argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("prepare_dataset.py: error: ") and message in err[0], err
+    assert not (tmp_path / "out").exists()

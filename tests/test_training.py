@@ -381,7 +381,7 @@ def test_checkpoint_every_epoch_and_early_stopping(tmp_path, data_dir):
     assert [e["step"] for e in state["log_history"] if "eval_loss" in e][:2] == [3, 6]
     assert state["best_model_checkpoint"].endswith(("checkpoint-3", "checkpoint-6"))
     with pytest.raises(ValueError, match="early_stopping_patience needs metric_for_best_model"):
-        run_train.main(train_argv(data_dir, tmp_path / "bad", early_stopping_patience=2))
+        run_train.train(*run_train.parse_args(train_argv(data_dir, tmp_path / "bad", early_stopping_patience=2)))
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "open_images_home_appliance.yaml"])
