@@ -408,6 +408,12 @@ class CLIPGuidedTrainer(Trainer):
                 run_dir, save_total_limit=limit, best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True
             )
 
+    def create_model_card(self, *args, **kwargs) -> None:
+        """Keep the model card `run_train.py` wrote (data, teacher, loss weights, metrics): `Trainer.push_to_hub`
+        would replace it with a generic one. Without a card, the Trainer's."""
+        if not Path(self.args.output_dir, "README.md").exists():
+            super().create_model_card(*args, **kwargs)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the mean of each loss term since the last log (`loss_ce`, ... / `eval_loss_ce`, ...)."""
         mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"

@@ -395,3 +395,13 @@ def test_presets_parse(name):
         assert (guidance.clip_model, guidance.clip_pretrained) == ("ViT-B-32", "openai")
         assert data_args.save_every_epochs == 10 and data_args.early_stopping_patience == 3
         assert training_args.load_best_model_at_end and training_args.metric_for_best_model == "clip_s"
+
+
+def test_push_to_hub_keeps_the_model_card_run_train_wrote(tmp_path, data_dir):
+    trainer, _ = make_trainer(tmp_path, data_dir, None)
+    card = tmp_path / "out" / "README.md"
+    trainer.create_model_card(model_name="x")  # no card yet: the Trainer's own
+    assert "generated automatically according to the information the Trainer had access to" in card.read_text()
+    card.write_text("# ClipCap captioner (CLIP-guided)\n")
+    trainer.create_model_card(model_name="x")  # what push_to_hub calls before uploading
+    assert card.read_text() == "# ClipCap captioner (CLIP-guided)\n"
