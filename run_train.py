@@ -400,6 +400,14 @@ def train(model_args, data_args, guidance, training_args) -> int:
         every = max(1, round(data_args.save_every_epochs * steps_per_epoch))
         training_args.save_strategy = training_args.eval_strategy = "steps"
         training_args.save_steps = training_args.eval_steps = every
+    save, log = training_args.save_steps, training_args.logging_steps
+    if training_args.save_strategy == "steps" and training_args.logging_strategy == "steps" and save % log:
+        logger.warning(
+            "logging_steps=%s does not divide save_steps=%s: after a resume the first logged loss averages fewer "
+            "steps than the uninterrupted run's (the training itself is the same)",
+            log,
+            save,
+        )
     callbacks = []
     if data_args.early_stopping_patience and not (
         training_args.metric_for_best_model and training_args.load_best_model_at_end
