@@ -211,13 +211,19 @@ class ClipCapOutput(ModelOutput):
 
 
 PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# The Trainer's own state in a checkpoint (loaded by it with `weights_only=True`), not model weights.
+TRAINER_STATE_FILES = ("training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state")
 
 
 def pickle_only_weights(path) -> list[str]:
     """The pickled weight files of a local model directory that has no safetensors file ([] otherwise)."""
     if not os.path.isdir(path) or any(name.endswith(".safetensors") for name in os.listdir(path)):
         return []
-    return sorted(name for name in os.listdir(path) if name.endswith(PICKLE_WEIGHT_SUFFIXES))
+    return sorted(
+        name
+        for name in os.listdir(path)
+        if name.endswith(PICKLE_WEIGHT_SUFFIXES) and not name.startswith(TRAINER_STATE_FILES)
+    )
 
 
 class ClipCapPreTrainedModel(PreTrainedModel):

@@ -235,6 +235,10 @@ def test_model_weights_load_from_safetensors_only_unless_pickle_is_allowed(tmp_p
 
     with pytest.raises(OSError, match=r"has its weights only as a pickle \(pytorch_model.bin\).*allow_pickle=True"):
         ClipCapForCaptioning.from_pretrained(tmp_path)
+    from modeling_clipcap import pickle_only_weights
+
+    (tmp_path / "optimizer.pt").write_bytes(b"")  # the Trainer's state in a checkpoint is not named as weights
+    assert pickle_only_weights(tmp_path) == ["pytorch_model.bin"]
     loaded = ClipCapForCaptioning.from_pretrained(tmp_path, allow_pickle=True)
     assert all(torch.equal(loaded.state_dict()[key], value) for key, value in state.items())
 
