@@ -336,7 +336,13 @@ def test_one_line_errors(fiftyone_db, tmp_path, capsys):
         (["--dataset_name", "no-such-dataset", *out], "no FiftyOne dataset named 'no-such-dataset'"),
         (["--clip_model", "ViT-B-32", *out], "needs both --clip_model and --clip_pretrained"),
         ([str(tmp_path / "missing.yaml")], "does not exist"),
+        (["--dataset_dir", str(tmp_path / "empty"), "--dataset_type", "ImageDirectory", *out], "has 0 samples"),
+        (
+            ["--dataset_dir", str(tmp_path / "empty"), "--dataset_type", "FiftyOneImageDetectionDataset", *out],
+            "empty/data/' does not exist",
+        ),
     ]
+    (tmp_path / "empty").mkdir()
     for argv, message in cases:
         assert prepare_dataset.main(argv) == 1
         err = capsys.readouterr().err.strip().splitlines()
