@@ -214,6 +214,12 @@ def test_run_eval_errors_are_one_line(tmp_path, trained_model, capsys):
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"run_eval.py: error: {tmp_path / 'no-model'} has no run_args.json naming its data: pass --dataset_dir"
     )
+    tiny_dataset().remove_columns("captions").save_to_disk(str(tmp_path / "no-captions"))
+    argv = [str(trained_model), "--dataset_dir", str(tmp_path / "no-captions"), "--training_split", ""]
+    assert run_eval.main(argv) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"run_eval.py: error: the 'validation' split of {tmp_path / 'no-captions'} lacks the columns ['captions']"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------- caption.py
