@@ -53,14 +53,19 @@ def load_backbone(config: ClipCapConfig, pretrained: bool = False) -> tuple[nn.M
     """Build the image backbone named by `config.encoder_name`; returns `(module, library)`.
 
     With `pretrained=True` the ImageNet weights come from torchvision or timm, which download them; offline this raises
-    one clear `OSError`.
+    one clear `OSError`. torchvision's weights are pickles: they are checked against the hash in their file name and
+    unpickled `weights_only` (torchvision's own loader does neither by default). timm takes safetensors from the Hub.
     """
     library, name = resolve_encoder_library(config.encoder_name)
     try:
         if library == "torchvision":
             import torchvision
 
-            return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None), library
+            model = torchvision.models.get_model(name, weights=None)
+            if pretrained:
+                weights = torchvision.models.get_model_weights(name).DEFAULT
+                model.load_state_dict(weights.get_state_dict(progress=True, check_hash=True, weights_only=True))
+            return model, library
         import timm
 
         return timm.create_model(name, pretrained=pretrained, num_classes=0), library

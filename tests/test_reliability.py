@@ -456,3 +456,24 @@ def test_prepare_dataset_config_errors_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("prepare_dataset.py: error: ") and message in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_imagenet_weights_are_hash_checked_and_unpickled_weights_only(monkeypatch):
+    import torchvision
+
+    from configuration_clipcap import ClipCapConfig
+    from modeling_clipcap import load_backbone
+
+    reference = torchvision.models.mobilenet_v2()
+    calls = []
+
+    def fake_download(url, *args, **kwargs):  # what torch.hub would fetch, without the network
+        calls.append((url, kwargs))
+        return reference.state_dict()
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", fake_download)
+    backbone, library = load_backbone(ClipCapConfig(encoder_pretrained=True), pretrained=True)
+    assert library == "torchvision" and len(calls) == 1
+    url, kwargs = calls[0]
+    assert url.endswith(".pth") and kwargs["check_hash"] is True and kwargs["weights_only"] is True
+    assert all(torch.equal(value, backbone.state_dict()[key]) for key, value in reference.state_dict().items())
