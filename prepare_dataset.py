@@ -614,13 +614,14 @@ def load_prepared_dataset(dataset_dir: str, required: dict[str, list[str]]) -> t
 
 
 def drop_unusable_rows(
-    dataset: datasets.Dataset, image_column: str, caption_column: str, check_images: bool = True
+    dataset: datasets.Dataset, image_column: str, caption_column: str, metadata: dict, name: str
 ) -> tuple[datasets.Dataset, Counter]:
     """The rows one can train on or score, and the others counted by reason: `no_caption` (none, or only empty
-    strings), `no_image`, and with `check_images` every image decoded in full (`validate_image_bytes`: `truncated`,
-    `not_an_image`, `too_large`, ...). Only these two columns are read; the result is a selection (nothing copied).
-
-    A dataset from this script was checked when it was made, so callers pass `check_images=False` for it."""
+    strings), `no_image`, and every image decoded in full (`validate_image_bytes`: `truncated`, `not_an_image`,
+    `too_large`, ...) unless this script made the dataset (its card's `metadata` records the drops made then). Only
+    these two columns are read; the result is a selection (nothing copied). `name` ("the 'train' split of DIR")
+    names the data in the error raised when no row is left."""
+    check_images = "dropped" not in metadata
     if check_images and not isinstance(dataset.features[image_column], datasets.Image):
         raise ValueError(f"the column {image_column!r} holds {dataset.features[image_column]}, not images")
     columns = dataset.select_columns([caption_column, image_column] if check_images else [caption_column])
@@ -640,7 +641,14 @@ def drop_unusable_rows(
             else:
                 keep.append(index + i)
         index += len(batch[caption_column])
+    if not keep:
+        raise ValueError(f"{name} has no usable row ({describe_counts(drops) or 'empty'})")
     return (dataset if len(keep) == len(dataset) else dataset.select(keep)), drops
+
+
+def describe_counts(counts: Counter) -> str:
+    """`{"truncated": 1, "no_caption": 2}` -> "no_caption: 2, truncated: 1"."""
+    return ", ".join(f"{reason}: {count}" for reason, count in sorted(counts.items()))
 
 
 def _read_bytes(path: str | None) -> bytes | None:

@@ -54,7 +54,7 @@ from metrics import (
     ref_clip_score,
     semantic_accuracy,
 )
-from prepare_dataset import drop_unusable_rows, load_prepared_dataset
+from prepare_dataset import describe_counts, drop_unusable_rows, load_prepared_dataset
 
 logger = logging.getLogger("run_eval")
 
@@ -250,14 +250,11 @@ def evaluate(args: EvalArguments, generation: GenerationArguments) -> int:
     if args.max_samples is not None:
         split_data = split_data.select(range(min(args.max_samples, len(split_data))))
     total = len(split_data)  # rows with no reference or (unless prepare_dataset.py made it) a broken image: skipped
-    split_data, drops = drop_unusable_rows(
-        split_data, args.image_column, args.caption_column, check_images="dropped" not in metadata
-    )
-    reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(drops.items()))
-    if not len(split_data):
-        raise ValueError(f"the {args.split!r} split of {args.dataset_dir} has no usable row ({reasons or 'empty'})")
+    name = f"the {args.split!r} split of {args.dataset_dir}"
+    split_data, drops = drop_unusable_rows(split_data, args.image_column, args.caption_column, metadata, name)
     if drops:
-        logger.warning("Skipped %d of %d %s rows (%s)", total - len(split_data), total, args.split, reasons)
+        kept = len(split_data)
+        logger.warning("Skipped %d of %d %s rows (%s)", total - kept, total, args.split, describe_counts(drops))
     references = [
         [r for r in ([refs] if isinstance(refs, str) else refs) if r and r.strip()]
         for refs in split_data[args.caption_column][:]

@@ -115,7 +115,7 @@ def load_data(data_args: DataArguments) -> tuple[datasets.DatasetDict, dict]:
 
     Rows without a caption are dropped and counted, and so are rows whose image does not decode, unless
     prepare_dataset.py made the dataset (it decoded every image then): a bad row never stops training halfway."""
-    from prepare_dataset import drop_unusable_rows, load_prepared_dataset
+    from prepare_dataset import describe_counts, drop_unusable_rows, load_prepared_dataset
 
     columns = [data_args.image_column, data_args.caption_column]
     required = {data_args.train_split: columns, data_args.eval_split: columns}
@@ -125,16 +125,12 @@ def load_data(data_args: DataArguments) -> tuple[datasets.DatasetDict, dict]:
         if limit is not None:
             dataset[split] = dataset[split].select(range(min(limit, len(dataset[split]))))
         total = len(dataset[split])
-        dataset[split], drops = drop_unusable_rows(
-            dataset[split], data_args.image_column, data_args.caption_column, check_images="dropped" not in metadata
-        )
-        reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(drops.items()))
-        if not len(dataset[split]):
-            raise ValueError(
-                f"the {split!r} split of {data_args.dataset_dir} has no usable row ({reasons or 'empty'})"
-            )
+        name = f"the {split!r} split of {data_args.dataset_dir}"
+        columns = (data_args.image_column, data_args.caption_column)
+        dataset[split], drops = drop_unusable_rows(dataset[split], *columns, metadata, name)
         if drops:
-            logger.warning("Dropped %d of %d %s rows (%s)", total - len(dataset[split]), total, split, reasons)
+            kept = len(dataset[split])
+            logger.warning("Dropped %d of %d %s rows (%s)", total - kept, total, split, describe_counts(drops))
     return datasets.DatasetDict({split: dataset[split] for split in limits}), metadata
 
 
