@@ -106,14 +106,12 @@ def _coerce(value, annotation):
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
         raise TypeError
-    if annotation is int:
-        if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+    if annotation in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise TypeError
-        return int(value) if isinstance(value, (int, float, str)) else _fail()
-    if annotation is float:
-        if isinstance(value, bool):
+        if annotation is int and isinstance(value, float) and not value.is_integer():
             raise TypeError
-        return float(value) if isinstance(value, (int, float, str)) else _fail()
+        return annotation(value)  # a string that does not spell a number raises ValueError
     if annotation is str:
         if isinstance(value, (dict, list, bool)):
             raise TypeError
@@ -131,10 +129,6 @@ def _coerce(value, annotation):
             return value
         raise TypeError
     return value  # an annotation this checker does not model: the dataclass takes it as is
-
-
-def _fail():
-    raise TypeError
 
 
 def _describe(annotation) -> str:
