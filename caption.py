@@ -35,6 +35,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from transformers import HfArgumentParser
 
+from cli_utils import keep_freed_memory
+
 EXIT_OK, EXIT_SKIPPED, EXIT_FAILED = 0, 1, 2
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -259,4 +261,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     sys.exit(main())

@@ -10,7 +10,11 @@ through an MLP or a small transformer with learned queries. Departures from the 
   * `logits` are returned for the caption positions only, aligned with `labels` (no shift needed), and the LM head
     never runs on prefix positions;
   * generation is transformers' `GenerationMixin.generate` fed with the prefix as `inputs_embeds` (beam search with a
-    KV cache), instead of ClipCap's hand-written, cache-less `generate_beam`.
+    KV cache), instead of ClipCap's hand-written, cache-less `generate_beam`; the LM head runs on the last position
+    only (`logits_to_keep`), and n-gram blocking is one batched tensor operation per step (`NoRepeatNGramBlocker`);
+  * a frozen encoder's features can be computed once and passed as `image_features` (see
+    `trainer_clipcap.add_encoder_features`), so training skips the encoder and the image decoding altogether.
+Speed figures and what each change bought: BENCHMARKS.md.
 """
 
 import os
@@ -20,13 +24,22 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationConfig, GenerationMixin, GPT2LMHeadModel, PreTrainedModel
+from transformers import (
+    DynamicCache,
+    GenerationConfig,
+    GenerationMixin,
+    GPT2LMHeadModel,
+    LogitsProcessor,
+    LogitsProcessorList,
+    NoRepeatNGramLogitsProcessor,
+    PreTrainedModel,
+)
 from transformers.utils import ModelOutput, logging
 
 try:  # imported as a module of a Hub repo (trust_remote_code) ...
-    from .configuration_clipcap import ClipCapConfig, resolve_encoder_library
+    from .configuration_clipcap import FAST_GELU, ClipCapConfig, resolve_encoder_library
 except ImportError:  # ... or as a top-level module of this project
-    from configuration_clipcap import ClipCapConfig, resolve_encoder_library
+    from configuration_clipcap import FAST_GELU, ClipCapConfig, resolve_encoder_library
 
 logger = logging.get_logger(__name__)
 
@@ -129,6 +142,8 @@ class ImageEncoder(nn.Module):
         return self
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        # oneDNN (CPU) and cuDNN run convolutions fastest on NHWC tensors; the result is the same up to rounding.
+        pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         if self.library == "timm":
             if self.features == "pooled":
                 return self.backbone(pixel_values)
@@ -137,7 +152,7 @@ class ImageEncoder(nn.Module):
             features = self.backbone(pixel_values)
         if features.ndim == 4:  # (batch, channels, height, width) -> (batch, height * width, channels)
             features = features.flatten(2).transpose(1, 2)
-        return features
+        return features.contiguous()
 
 
 class ImagePrefixMapper(nn.Module):
@@ -213,6 +228,32 @@ class ClipCapOutput(ModelOutput):
     prefix_embeds: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class NoRepeatNGramBlocker(LogitsProcessor):
+    """Forbid every token that would repeat an n-gram of size `ngram_size` already in the hypothesis.
+
+    The rule of transformers' `NoRepeatNGramLogitsProcessor` (and fairseq's), computed for all hypotheses at once: the
+    last `ngram_size - 1` tokens are compared with every earlier window, and the tokens that followed a matching window
+    get -inf, in place. transformers' version walks the hypotheses in Python and rebuilds each one's n-gram table at
+    every step, which at beam 5 x 32 images costs more than the decoder's attention (bench/bench_generation.py).
+    """
+
+    def __init__(self, ngram_size: int):
+        if not isinstance(ngram_size, int) or ngram_size <= 0:
+            raise ValueError(f"ngram_size={ngram_size!r} must be a positive integer")
+        self.ngram_size = ngram_size
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        n = self.ngram_size
+        if input_ids.shape[1] < n:
+            return scores
+        windows = input_ids.unfold(1, n, 1)  # (hypotheses, windows, n): every n-gram so far
+        tail = input_ids[:, input_ids.shape[1] - n + 1 :]  # the n - 1 tokens a new n-gram would start with
+        matches = (windows[:, :, :-1] == tail[:, None, :]).all(dim=-1)
+        rows, starts = matches.nonzero(as_tuple=True)
+        scores[rows, windows[rows, starts, -1]] = -float("inf")
+        return scores
 
 
 PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -340,6 +381,8 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
                     "GPT-2 (config.json + model.safetensors)."
                 ) from None
             config.text_config = decoder.config
+            if config.text_config.activation_function == "gelu_new":  # the same function, one fused kernel
+                config.text_config.activation_function = FAST_GELU
             config._check_values()  # the mapper must still fit the pretrained decoder's width
         if config.freeze_encoder and not config.encoder_pretrained:
             logger.warning(
@@ -366,10 +409,19 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Module):
         self.decoder.set_output_embeddings(value)
 
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Image batch `(batch, 3, H, W)` -> decoder prefix `(batch, prefix_length, n_embd)`."""
-        features = self.encoder(pixel_values.to(self.dtype))
-        return self.mapper(features)
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Image batch `(batch, 3, H, W)` -> encoder features `(batch, hidden)` (or `(batch, tokens, hidden)` for the
+        grid): what `forward` accepts as `image_features` in place of the images when the encoder is frozen."""
+        return self.encoder(pixel_values.to(self.dtype))
+
+    def encode_images(
+        self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images `(batch, 3, H, W)`, or their precomputed `image_features`, -> decoder prefix
+        `(batch, prefix_length, n_embd)`."""
+        if image_features is None:
+            image_features = self.get_image_features(pixel_values)
+        return self.mapper(image_features.to(self.dtype))
 
     def forward(
         self,
@@ -378,8 +430,10 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
+        image_features: torch.FloatTensor | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
         return_logits: bool = True,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> ClipCapOutput:
         r"""
@@ -392,27 +446,38 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
                 1 for caption tokens, 0 for padding. The prefix is always attended to.
             labels (`torch.LongTensor` of shape `(batch, caption_length)`):
                 Targets aligned with `input_ids`: usually `input_ids` with padding set to -100.
+            image_features (`torch.FloatTensor` of shape `(batch, hidden)` or `(batch, tokens, hidden)`, *optional*):
+                The encoder's output for the images (`get_image_features`), instead of `pixel_values`: a frozen
+                encoder's features are computed once for the whole dataset and the encoder is skipped.
             num_items_in_batch (`int`, *optional*):
                 Number of target tokens in the whole (accumulated) batch; the loss is then summed over this batch and
                 divided by it, as the `Trainer` does for exact gradient accumulation.
             return_logits (`bool`, *optional*, defaults to `True`):
                 With `labels` and `return_logits=False` the LM head runs only on the positions that have a target
                 (not on padding), which is cheaper with GPT-2's 50k-token vocabulary, and `logits` is `None`.
+            logits_to_keep (`int`, *optional*, defaults to 0):
+                Generation steps only: the LM head scores the last `logits_to_keep` positions (0: all). `generate`
+                sets 1, so the prefix's positions are never scored.
         """
-        if pixel_values is None:  # a generation step: the prefix arrives as `inputs_embeds`, then tokens with a cache
+        if pixel_values is None and image_features is None:
+            # A generation step: the prefix arrives as `inputs_embeds`, then tokens with a cache.
             if input_ids is not None and attention_mask is None:
                 # generate() drops an all-ones mask; GPT-2 would then warn about padding when a finished caption's
                 # EOS (its pad token) comes in. Embedding the tokens here is the same computation without the warning.
                 input_ids, inputs_embeds = None, self.decoder.get_input_embeddings()(input_ids)
             return self.decoder(
-                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                inputs_embeds=inputs_embeds,
+                logits_to_keep=logits_to_keep,
+                **kwargs,
             )
         if input_ids is None:
             raise ValueError(
                 "forward needs `input_ids` (the caption tokens) with `pixel_values`; use generate() to caption."
             )
 
-        prefix_embeds = self.encode_images(pixel_values)
+        prefix_embeds = self.encode_images(pixel_values, image_features)
         caption_embeds = self.decoder.get_input_embeddings()(input_ids)
         batch, prefix_length = input_ids.shape[0], prefix_embeds.shape[1]
         if attention_mask is None:
@@ -454,23 +519,67 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         )
 
     @torch.no_grad()
-    def generate(self, pixel_values: torch.FloatTensor | None = None, **kwargs):
-        """Caption images: the prefix goes to `GenerationMixin.generate` as `inputs_embeds`.
+    def generate(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        image_features: torch.FloatTensor | None = None,
+        **kwargs,
+    ):
+        """Caption images (or their precomputed `image_features`): the prefix goes to `GenerationMixin.generate` as
+        `inputs_embeds`.
 
         Every generation option works (greedy, `num_beams`, `do_sample`, `num_return_sequences`,
         `no_repeat_ngram_size`, a `GenerationConfig`, ...); defaults come from `model.generation_config`. Returns only
         the generated tokens (or a `GenerateOutput` with `return_dict_in_generate=True`).
         """
-        if pixel_values is None:
+        if pixel_values is None and image_features is None:
             return super().generate(**kwargs)
-        prefix_embeds = self.encode_images(pixel_values)
+        prefix_embeds = self.encode_images(pixel_values, image_features)
         attention_mask = torch.ones(prefix_embeds.shape[:2], dtype=torch.long, device=prefix_embeds.device)
+        config = kwargs.get("generation_config") or self.generation_config
+        own_cache = not any(key in kwargs for key in ("cache", "past_key_values", "cache_implementation"))
+        if own_cache and kwargs.get("use_cache", config.use_cache) is not False and not config.cache_implementation:
+            kwargs["cache"] = self._prefix_cache(prefix_embeds)
         with warnings.catch_warnings():
             # The prefix is not text, so n-gram blocking applying to generated tokens only is what we want.
             warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size` with `inputs_embeds`")
             return super().generate(inputs_embeds=prefix_embeds, attention_mask=attention_mask, **kwargs)
 
+    def _prefix_cache(self, prefix_embeds: torch.Tensor) -> DynamicCache:
+        """The decoder's KV cache of every prefix position but the last, computed once per image.
+
+        Every beam (and every returned sequence) of an image starts from the same prefix, but `generate` widens its
+        inputs to one row per beam before its first forward pass. With this cache it runs only the last prefix
+        position per beam, and `_expand_inputs_for_generation` widens the cache instead.
+        """
+        cache = DynamicCache(config=self.decoder.config)
+        if prefix_embeds.shape[1] > 1:
+            self.decoder.transformer(inputs_embeds=prefix_embeds[:, :-1], cache=cache, use_cache=True)
+        cache.per_image_prefix = True
+        return cache
+
+    def _expand_inputs_for_generation(self, expand_size: int = 1, *args, **model_kwargs):
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, *args, **model_kwargs)
+        cache = model_kwargs.get("cache")
+        if expand_size > 1 and getattr(cache, "per_image_prefix", False):
+            cache.batch_repeat_interleave(expand_size)
+        return input_ids, model_kwargs
+
+    def _get_logits_processor(self, *args, **kwargs) -> LogitsProcessorList:
+        """transformers' logits processors, with its n-gram blocking replaced by `NoRepeatNGramBlocker` (the same
+        rule, batched) at the same place in the list, so the order of the processors is unchanged."""
+        processors = super()._get_logits_processor(*args, **kwargs)
+        return LogitsProcessorList(
+            NoRepeatNGramBlocker(p.ngram_size) if type(p) is NoRepeatNGramLogitsProcessor else p for p in processors
+        )
+
 
 ClipCapForCaptioning.register_for_auto_class("AutoModel")
 
-__all__ = ["ClipCapForCaptioning", "ClipCapPreTrainedModel", "ImageEncoder", "ImagePrefixMapper"]
+__all__ = [
+    "ClipCapForCaptioning",
+    "ClipCapPreTrainedModel",
+    "ImageEncoder",
+    "ImagePrefixMapper",
+    "NoRepeatNGramBlocker",
+]

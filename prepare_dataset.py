@@ -819,4 +819,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from cli_utils import keep_freed_memory
+
+    keep_freed_memory()
     sys.exit(main())

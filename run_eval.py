@@ -44,7 +44,7 @@ import torch
 from transformers import HfArgumentParser
 
 from caption import GenerationArguments, load_captioner
-from cli_utils import atomic_write_text
+from cli_utils import atomic_write_text, keep_freed_memory
 from metrics import (
     SPICE_UNAVAILABLE,
     clip_score,
@@ -360,4 +360,5 @@ def evaluate(args: EvalArguments, generation: GenerationArguments) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     sys.exit(main())

@@ -25,7 +25,7 @@ import torch
 import transformers
 from transformers import EarlyStoppingCallback, HfArgumentParser, set_seed
 
-from cli_utils import parse_config_and_flags
+from cli_utils import keep_freed_memory, parse_config_and_flags
 from clip_guidance import CLIPTeacher, check_teacher_cache, embed_dataset
 from configuration_clipcap import ClipCapConfig
 from modeling_clipcap import ClipCapForCaptioning, pickle_only_weights
@@ -36,6 +36,7 @@ from trainer_clipcap import (
     CLIPGuidanceArguments,
     CLIPGuidedTrainer,
     NonFiniteLossError,
+    add_encoder_features,
     checkpoint_problem,
     last_complete_checkpoint,
 )
@@ -53,6 +54,10 @@ class ModelArguments:
     encoder_name: str = field(default="mobilenet_v2", metadata={"help": "torchvision or timm backbone name."})
     encoder_pretrained: bool = field(default=True, metadata={"help": "Start the encoder from ImageNet weights."})
     freeze_encoder: bool = field(default=False, metadata={"help": "Keep the encoder fixed."})
+    cache_encoder_features: bool = field(
+        default=True,
+        metadata={"help": "With freeze_encoder: compute each training image's features once, not at every step."},
+    )
     encoder_features: str = field(default="pooled", metadata={"help": "'pooled' or 'grid' (transformer mapper)."})
     image_size: int = field(default=224, metadata={"help": "Side of the square image the encoder sees."})
     image_crop_fraction: float | None = field(
@@ -382,6 +387,14 @@ def train(model_args, data_args, guidance, training_args) -> int:
     logger.info("Model: %.1fM parameters", model.num_parameters() / 1e6)
     if training_args.ddp_find_unused_parameters is None and not guidance.uses_student_embedding:
         training_args.ddp_find_unused_parameters = True  # the teacher head gets no gradient
+    if model.config.freeze_encoder and model_args.cache_encoder_features and training_args.do_train:
+        logger.info("Computing the frozen encoder's features of the %d training images once", len(train_dataset))
+        with training_args.main_process_first(desc="encoder features"):
+            train_dataset = add_encoder_features(
+                train_dataset, model.to(training_args.device), processor, data_args.image_column
+            )
+        if not (guidance.needs_teacher_images and "teacher_image_embeds" not in train_dataset.column_names):
+            train_dataset = train_dataset.remove_columns(data_args.image_column)  # nothing reads the images now
 
     # 4. Trainer: checkpoints every N epochs, early stopping on an evaluation metric.
     if data_args.save_every_epochs:
@@ -482,4 +495,5 @@ def train(model_args, data_args, guidance, training_args) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     sys.exit(main())

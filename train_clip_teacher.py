@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
 
-from cli_utils import parse_config_and_flags
+from cli_utils import keep_freed_memory, parse_config_and_flags
 from clip_guidance import MODEL_CONFIG_DIR, TEACHER_CHECKPOINT_NAME, file_sha256, register_model_configs
 
 logger = logging.getLogger("train_clip_teacher")
@@ -233,4 +233,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     sys.exit(main())

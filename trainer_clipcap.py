@@ -27,6 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
@@ -222,6 +223,12 @@ class ClipCapTrainingArguments(TrainingArguments):
         super().__post_init__()
 
 
+def _float_tensor(rows: list) -> torch.Tensor:
+    """Nested lists of floats (how `datasets` returns a row's vectors) -> one float32 tensor, through numpy (several
+    times faster than `torch.tensor` on lists)."""
+    return torch.from_numpy(np.asarray(rows, dtype=np.float32))
+
+
 class CaptionCollator:
     """Dataset rows -> a training batch.
 
@@ -231,6 +238,8 @@ class CaptionCollator:
     `CLIPGuidedTrainer` sets `epoch`. Otherwise torch's global generator draws. Captions are tokenised with EOS
     and padding labels -100 (`ClipCapProcessor.encode_captions`). Teacher inputs are added only for the terms that
     need them: cached embeddings when the rows have them, else the teacher's own image transform and tokenizer output.
+    Rows with `encoder_features` (a frozen encoder's output, `add_encoder_features`) become `image_features`, and their
+    images are not even decoded unless the teacher has to see them.
     """
 
     def __init__(
@@ -263,22 +272,66 @@ class CaptionCollator:
                 raise ValueError("a row has no caption; run_train.py and prepare_dataset.py drop such rows")
             choices.append(usable[self.draw(row, len(usable))])  # the index into all references (teacher cache)
             captions.append(references[choices[-1]])
-        images = [row[self.image_column].convert("RGB") for row in rows]
-        batch = dict(self.processor(images=images, text=captions))
+        features = "encoder_features" in rows[0]
+        teacher_sees_images = self.teacher_images and "teacher_image_embeds" not in rows[0]
+        images = [row[self.image_column].convert("RGB") for row in rows] if teacher_sees_images or not features else []
+        batch = dict(self.processor(images=None if features else images, text=captions))
+        if features:
+            batch["image_features"] = _float_tensor([row["encoder_features"] for row in rows])
         batch["caption_ids"] = torch.tensor([caption_id(caption) for caption in captions])
         if self.teacher_images:
             if "teacher_image_embeds" in rows[0]:
-                batch["teacher_image_embeds"] = torch.tensor([row["teacher_image_embeds"] for row in rows])
+                batch["teacher_image_embeds"] = _float_tensor([row["teacher_image_embeds"] for row in rows])
             else:
                 batch["teacher_pixel_values"] = torch.stack([self.teacher.preprocess(image) for image in images])
         if self.teacher_texts:
             if "teacher_text_embeds" in rows[0]:
-                batch["teacher_text_embeds"] = torch.tensor(
-                    [row["teacher_text_embeds"][choice] for row, choice in zip(rows, choices, strict=True)]
-                )
+                chosen = [row["teacher_text_embeds"][choice] for row, choice in zip(rows, choices, strict=True)]
+                batch["teacher_text_embeds"] = _float_tensor(chosen)
             else:
                 batch["teacher_input_ids"] = self.teacher.tokenizer(captions)
         return batch
+
+
+def add_encoder_features(dataset, model, processor, image_column: str = "image", batch_size: int = 64):
+    """Add a frozen encoder's output for every image as the column `encoder_features`, computed once.
+
+    A frozen encoder (eval mode, no gradient) maps an image to the same features at every epoch, and the image
+    transform is deterministic, so running it at every step is waste: with the column, `CaptionCollator` passes
+    `image_features` and training neither decodes an image nor runs the encoder (bench/bench_teacher_cache.py
+    measures the step both ways). The work is a `Dataset.map` named by the encoder's weights and the image
+    transform, so a rerun with the same encoder finds it in the datasets cache, and another encoder never does.
+    """
+    import datasets
+
+    if not model.encoder.frozen:
+        raise ValueError("only a frozen encoder's features can be computed once (set freeze_encoder)")
+    weights = hashlib.sha256()
+    for name, tensor in model.encoder.state_dict().items():
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    image_transform = processor.image_processor.to_dict()
+
+    @torch.no_grad()
+    def compute(batch):
+        pixel_values = processor(images=[image.convert("RGB") for image in batch[image_column]])["pixel_values"]
+        features = model.get_image_features(pixel_values.to(model.device)).float().cpu().numpy()
+        return {"encoder_features": features}
+
+    was_training = model.training
+    model.eval()
+    try:
+        return dataset.map(
+            compute,
+            batched=True,
+            batch_size=batch_size,
+            desc="Encoder features",
+            new_fingerprint=datasets.fingerprint.Hasher.hash(
+                [dataset._fingerprint, weights.hexdigest(), image_transform, image_column, "encoder-features-v1"]
+            ),
+        )
+    finally:
+        model.train(was_training)
 
 
 class _CollatorEpoch(TrainerCallback):

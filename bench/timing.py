@@ -1,7 +1,25 @@
-"""Timing helper shared by the benchmarks: medians after a warm-up, raw times kept."""
+"""What the benchmarks share: medians of runs made side by side, the CPU's matmul peak, malloc settings, reports.
 
+These machines are noisy (shared cores whose speed drifts by 20% within minutes), so a figure is never a time
+measured alone: variants run in alternation, round after round, in a shuffled order each round (so that neither
+drift nor the position after a particular variant favours one), and each reports its median; ratios are taken
+between medians of the same invocation.
+"""
+
+import ctypes
+import json
+import os
+import platform
+import random
 import statistics
+import sys
 import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
 
 
 def median_seconds(function, repeats: int) -> tuple[float, list[float]]:
@@ -13,3 +31,84 @@ def median_seconds(function, repeats: int) -> tuple[float, list[float]]:
         function()
         times.append(time.perf_counter() - start)
     return statistics.median(times), times
+
+
+def side_by_side(functions: dict, repeats: int, warmup=True, seed: int = 0) -> dict[str, dict]:
+    """Run the functions once to warm up (all, or the names in `warmup`), then `repeats` rounds in which each runs
+    once, in an order shuffled anew each round: drift on a noisy machine hits all of them alike. Returns
+    `{name: {"median_s": ..., "times_s": [...]}}` in the order given."""
+    for name, function in functions.items():
+        if warmup is True or (warmup and name in warmup):
+            function()
+    times = {name: [] for name in functions}
+    order, shuffle = list(functions), random.Random(seed).shuffle
+    for _ in range(repeats):
+        shuffle(order)
+        for name in order:
+            function = functions[name]
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: {"median_s": statistics.median(t), "times_s": [round(x, 4) for x in t]} for name, t in times.items()}
+
+
+def matmul_flops(size: int = 4096, dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of one `size` x `size` matmul: the CPU's practical peak (time it side by side with the workload)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    start = time.perf_counter()
+    torch.matmul(a, b)
+    return 2 * size**3 / (time.perf_counter() - start)
+
+
+class PeakMeter:
+    """A matmul peak measured between the workload's rounds: call it as one more side-by-side function, then read
+    `median` (FLOP/s)."""
+
+    def __init__(self, size: int = 4096, runs: int = 3):
+        self.size, self.runs, self.samples = size, runs, []
+
+    def __call__(self):
+        self.samples.extend(matmul_flops(self.size) for _ in range(self.runs))
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+
+
+def set_malloc(keep_freed: bool) -> None:
+    """Switch glibc's malloc between `cli_utils.keep_freed_memory`'s settings and its default behaviour for large
+    blocks (mmap above 32 MiB, the ceiling glibc's dynamic threshold reaches), so one process can time both."""
+    mallopt = ctypes.CDLL("libc.so.6").mallopt
+    if keep_freed:
+        mallopt(_M_MMAP_MAX, 0)
+        mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    else:
+        mallopt(_M_MMAP_MAX, 65536)
+        mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
+        mallopt(_M_TRIM_THRESHOLD, 64 * 2**20)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def write_results(name: str, results: dict, output: str | None = None) -> Path:
+    """Write `results` (with the command and the machine) as bench/results/<name>.json, or to `output`."""
+    path = Path(output) if output else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results = {"command": "python " + " ".join(sys.argv), "machine": machine(), **results}
+    path.write_text(json.dumps(results, indent=2))
+    return path
