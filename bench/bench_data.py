@@ -8,7 +8,8 @@ Measures, on a private MongoDB (nothing touches your FiftyOne database):
     (full decode, checks, bytes); the whole default `python prepare_dataset.py` run (FiftyOne dataset included);
   * validating 1024 x 768 JPEG photos (scikit-image's sample photos, resized), with `num_proc` 1 and 2;
   * the size on disk of the default dataset.
-Rates are medians over `--repeats` runs; the 1- and 2-process runs alternate, after a warm-up run of each. Prints a table and writes bench/results/data.json.
+Rates are medians over `--repeats` runs; the 1- and 2-process runs alternate, after a warm-up run of each. Prints a
+table and writes bench/results/data.json.
 """
 
 import argparse
@@ -150,7 +151,8 @@ def main():
     for name, one, two in rows:
         print(f"{name:50s} {one:10.0f} " + (f"{two:10.0f} {two / one:6.2f}" if two else ""))
     print(
-        f"prepare_dataset.py wall, s: {statistics.median(walls[1]):.1f} (1 proc), {statistics.median(walls[2]):.1f} (2)"
+        f"prepare_dataset.py wall, s: {statistics.median(walls[1]):.1f} (1 proc), "
+        f"{statistics.median(walls[2]):.1f} (2)"
     )
     print(f"default dataset on disk: {size / 2**20:.1f} MiB (the rendered PNGs: {source_size / 2**20:.1f} MiB)")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -6,23 +6,22 @@ The default captioner (MobileNetV2 at 224 px -> MLP prefix of 10 -> DistilGPT2-s
 shapes are what matter for time) captions `--batch_size` images with `generate` (beam 5, KV cache, the model's
 generation config: n-gram blocking of 3) for exactly `--new_tokens` tokens each (EOS is switched off, so a random
 model's EOS cannot end beams early; `min_new_tokens` would instead add two logits processors real captioning does not
-run). Side by side, in alternation:
+run). Each setting runs in fresh child processes, alternated, `--rounds` of them, each timing `--runs` captionings
+after a warm-up (a long-lived process that has run other variants is slower by up to 20%: its heap is laid out for
+them), and right after each captioning the limit is measured anew:
 
-  * `generate` as shipped;
-  * the same with one of this project's changes to the decoding undone at a time (transformers' per-hypothesis n-gram
-    processor; the prefix run through the decoder once per beam instead of once per image), and with all of them
-    undone, the LM head over every prefix position too (plain transformers defaults);
-  * a per-image beam search that re-runs the decoder over the whole sequence at every step without a cache, the
-    approach of ClipCap's `generate_beam` (Mokady et al. 2021), written here from its description;
-  * the limit: this CPU's fp32 matmul peak (a 4096 x 4096 matmul, timed between the rounds) divided by the FLOPs a
-    caption needs: the encoder and mapper (counted by `torch.utils.flop_counter`), then per beam the prefix through
-    the decoder, the LM head once, and for every further token the decoder layers, attention over the context and the
-    LM head (analytic, `caption_flops`).
-Also the encoder alone on NCHW and on channels-last input, and glibc's default malloc against
-`cli_utils.keep_freed_memory` (which the scripts switch on): that needs fresh processes (a heap that already holds
-freed blocks hides the difference), so the same captioning runs in alternating child processes (one warm-up and
-`--malloc_runs` timed runs each).
-Prints a table and writes bench/results/generation.json.
+  * the limit: this CPU's fp32 matmul peak (a 4096 x 4096 matmul) divided by the FLOPs a caption needs: the encoder
+    and mapper (counted by `torch.utils.flop_counter`), then per beam the prefix through the decoder, the LM head
+    once, and for every further token the decoder layers, attention over the context and the LM head (analytic,
+    `caption_flops`). A run's fraction of the limit uses the peak measured next to it (these cores drift by 20%);
+  * `generate` as shipped, in a process that calls `cli_utils.keep_freed_memory` as the scripts do;
+  * the same with glibc's default malloc;
+  * plain transformers defaults: glibc's malloc, transformers' per-hypothesis n-gram processor, the prefix run
+    through the decoder once per beam, the LM head over every prefix position;
+  * with `--ablations`, each of the other changes undone alone (the n-gram processor; the prefix once per beam).
+In this process: a per-image beam search that re-runs the decoder over the whole sequence at every step without a
+cache, the approach of ClipCap's `generate_beam` (Mokady et al. 2021), written here from its description; and the
+encoder alone on NCHW and on channels-last input. Prints a table and writes bench/results/generation.json.
 """
 
 import argparse
@@ -37,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
-from timing import PeakMeter, set_malloc, side_by_side, write_results  # noqa: E402 - bench/ is the script directory
+from timing import matmul_flops, side_by_side, write_results  # noqa: E402 - bench/ is the script directory
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import GenerationMixin  # noqa: E402
 
@@ -86,148 +85,154 @@ def naive_beam_search(model: ClipCapForCaptioning, pixel_values: torch.Tensor, n
     return torch.stack(captions)
 
 
-def malloc_child(args) -> None:
-    """Captions/s of `--malloc_runs` runs after a warm-up, in this fresh process, with or without keep_freed_memory."""
-    if args.malloc_child == "keep":
+# setting -> (malloc, the changes kept: batched n-gram blocking, prefix once per image, LM head on the last position)
+SETTINGS = {
+    "shipped": ("keep", True, True, True),
+    "shipped, glibc default malloc": ("default", True, True, True),
+    "plain transformers defaults": ("default", False, False, False),
+    "transformers' n-gram processor": ("keep", False, True, True),
+    "prefix run once per beam": ("keep", True, False, True),
+}
+ABLATIONS = ("transformers' n-gram processor", "prefix run once per beam")
+
+
+def build_model(batch_size: int):
+    torch.manual_seed(0)
+    model = ClipCapForCaptioning(ClipCapConfig(encoder_pretrained=False, decoder_name_or_path=None)).eval()
+    size = model.config.image_size
+    return model, torch.randn(batch_size, 3, size, size)
+
+
+def generate(model, pixel_values, args, batched_ngrams=True, prefix_once=True, lm_head_on_last=True):
+    # eos_token_id None: exactly new_tokens tokens per caption
+    options = {"num_beams": args.num_beams, "max_new_tokens": args.new_tokens, "eos_token_id": None}
+    if not prefix_once:
+        options["cache_implementation"] = "dynamic"  # transformers makes the cache, and fills it once per beam
+    if not lm_head_on_last:
+        options["logits_to_keep"] = 0
+    if not batched_ngrams:  # transformers' own list of logits processors
+        model._get_logits_processor = types.MethodType(GenerationMixin._get_logits_processor, model)
+    try:
+        return model.generate(pixel_values, **options)
+    finally:
+        model.__dict__.pop("_get_logits_processor", None)
+
+
+def child(args) -> None:
+    """In this fresh process: a warm-up, then `--runs` captionings of the batch, each followed by the peak."""
+    malloc, *changes = SETTINGS[args.child]
+    if malloc == "keep":
         from cli_utils import keep_freed_memory
 
         keep_freed_memory()
-    torch.manual_seed(0)
-    model = ClipCapForCaptioning(ClipCapConfig(encoder_pretrained=False, decoder_name_or_path=None)).eval()
-    pixel_values = torch.randn(args.batch_size, 3, model.config.image_size, model.config.image_size)
-    options = {"num_beams": args.num_beams, "max_new_tokens": args.new_tokens, "eos_token_id": None}
-    model.generate(pixel_values, **options)
-    times = []
-    for _ in range(args.malloc_runs):
+    model, pixel_values = build_model(args.batch_size)
+    generate(model, pixel_values, args, *changes)
+    seconds, peaks = [], []
+    for _ in range(args.runs):
         start = time.perf_counter()
-        model.generate(pixel_values, **options)
-        times.append(time.perf_counter() - start)
-    print(json.dumps({"captions_per_s": [args.batch_size / t for t in times]}))
-
-
-def malloc_comparison(args) -> dict:
-    rates = {"keep": [], "default": []}
-    for _ in range(args.malloc_rounds):
-        for setting in rates:
-            command = [sys.executable, __file__, "--malloc_child", setting]
-            command += ["--batch_size", str(args.batch_size), "--num_beams", str(args.num_beams)]
-            command += ["--new_tokens", str(args.new_tokens), "--malloc_runs", str(args.malloc_runs)]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            rates[setting] += json.loads(output.strip().splitlines()[-1])["captions_per_s"]
-    return {
-        "images": args.batch_size,
-        "keep_freed_memory_captions_per_s": statistics.median(rates["keep"]),
-        "glibc_default_captions_per_s": statistics.median(rates["default"]),
-        "speedup": statistics.median(rates["keep"]) / statistics.median(rates["default"]),
-        "rates": rates,
-    }
+        generate(model, pixel_values, args, *changes)
+        seconds.append(time.perf_counter() - start)
+        peaks.append(statistics.median(matmul_flops() for _ in range(3)))
+    print(json.dumps({"seconds": seconds, "peak_flops": peaks}))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2, help="Child processes per setting, alternated.")
+    parser.add_argument("--runs", type=int, default=2, help="Timed captionings per child process.")
+    parser.add_argument("--repeats", type=int, default=3, help="Rounds of the in-process comparisons.")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--num_beams", type=int, default=5)
     parser.add_argument("--new_tokens", type=int, default=20)
     parser.add_argument("--naive_images", type=int, default=2, help="Images the cache-less loop captions per run.")
-    parser.add_argument("--malloc_rounds", type=int, default=1, help="Child processes per malloc setting.")
-    parser.add_argument("--malloc_runs", type=int, default=2, help="Timed runs per child process.")
-    parser.add_argument("--malloc_child", choices=["keep", "default"], help=argparse.SUPPRESS)
+    parser.add_argument("--ablations", action="store_true", help="Also undo each other change alone.")
+    parser.add_argument("--child", choices=list(SETTINGS), help=argparse.SUPPRESS)
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
-    if args.malloc_child:
-        return malloc_child(args)
+    if args.child:
+        return child(args)
 
-    torch.manual_seed(0)
-    model = ClipCapForCaptioning(ClipCapConfig(encoder_pretrained=False, decoder_name_or_path=None)).eval()
-    size = model.config.image_size
-    pixel_values = torch.randn(args.batch_size, 3, size, size)
-    # eos_token_id None: exactly new_tokens tokens per caption
-    options = {"num_beams": args.num_beams, "max_new_tokens": args.new_tokens, "eos_token_id": None}
-
-    def generate(ngram_processor=True, prefix_once=True, lm_head_on_last_position=True):
-        extra = {} if prefix_once else {"cache_implementation": "dynamic"}  # transformers makes the cache: per beam
-        if not lm_head_on_last_position:
-            extra["logits_to_keep"] = 0
-
-        def run():
-            set_malloc(True)
-            if not ngram_processor:  # transformers' own list of logits processors
-                model._get_logits_processor = types.MethodType(GenerationMixin._get_logits_processor, model)
-            try:
-                model.generate(pixel_values, **options, **extra)
-            finally:
-                model.__dict__.pop("_get_logits_processor", None)
-
-        return run
-
-    naive_pixels = pixel_values[: args.naive_images]
-    peak = PeakMeter()
-    variants = {
-        "shipped": generate(),
-        "transformers' n-gram processor": generate(ngram_processor=False),
-        "prefix run once per beam": generate(prefix_once=False),
-        "plain transformers defaults": generate(False, False, False),
-        "naive loop": lambda: (
-            set_malloc(True),
-            naive_beam_search(model, naive_pixels, args.num_beams, args.new_tokens),
-        ),
-        "peak": peak,
-    }
-    print(f"Timing {len(variants) - 1} variants side by side, {args.repeats} rounds after a warm-up ...", flush=True)
-    # The ablations run the model the shipped variant has warmed up.
-    timings = side_by_side(
-        variants, args.repeats, warmup={"shipped", "plain transformers defaults", "naive loop", "peak"}
-    )
-    set_malloc(True)
-    channels = {
-        "NCHW": lambda: model.encoder.backbone(pixel_values),
-        "channels-last": lambda: model.encoder.backbone(pixel_values.contiguous(memory_format=torch.channels_last)),
-    }
-    with torch.no_grad():
-        encoder_timings = side_by_side(channels, args.repeats * 2)
-
-    print(f"malloc: {args.malloc_rounds} rounds of fresh processes ...", flush=True)
-    malloc = malloc_comparison(args)
+    model, pixel_values = build_model(args.batch_size)
     flops = caption_flops(model, args.num_beams, args.new_tokens)
-    limit = peak.median / flops["total"]
+    settings = [name for name in SETTINGS if args.ablations or name not in ABLATIONS]
+    print(f"{len(settings)} settings x {args.rounds} fresh processes x {args.runs} runs ...", flush=True)
+    runs = {name: {"seconds": [], "peak_flops": []} for name in settings}
+    for _ in range(args.rounds):
+        for name in settings:
+            command = [sys.executable, __file__, "--child", name, "--runs", str(args.runs)]
+            for option in ("batch_size", "num_beams", "new_tokens"):
+                command += [f"--{option}", str(getattr(args, option))]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            for key, values in json.loads(output.strip().splitlines()[-1]).items():
+                runs[name][key] += values
     rows = {}
-    for name, timing in timings.items():
-        if name == "peak":
-            continue
-        images = args.naive_images if name == "naive loop" else args.batch_size
-        rate = images / timing["median_s"]
-        rows[name] = {**timing, "images": images, "captions_per_s": rate, "fraction_of_limit": rate / limit}
+    for name, run in runs.items():
+        rates = [args.batch_size / seconds for seconds in run["seconds"]]
+        fractions = [rate * flops["total"] / peak for rate, peak in zip(rates, run["peak_flops"], strict=True)]
+        rows[name] = {
+            "captions_per_s": statistics.median(rates),
+            "fraction_of_limit": statistics.median(fractions),
+            "median_s": statistics.median(run["seconds"]),
+            **run,
+        }
+
+    print("in this process: the cache-less loop and the encoder's memory format ...", flush=True)
+    naive_pixels = pixel_values[: args.naive_images]
+    with torch.no_grad():
+        naive = side_by_side(
+            {
+                "naive loop": lambda: naive_beam_search(model, naive_pixels, args.num_beams, args.new_tokens),
+                "shipped": lambda: generate(model, naive_pixels, args),
+            },
+            args.repeats,
+        )
+        encoder = side_by_side(
+            {
+                "NCHW": lambda: model.encoder.backbone(pixel_values),
+                "channels-last": lambda: model.encoder.backbone(
+                    pixel_values.contiguous(memory_format=torch.channels_last)
+                ),
+            },
+            args.repeats * 2,
+        )
     shipped = rows["shipped"]["captions_per_s"]
+    naive_rate = args.naive_images / naive["naive loop"]["median_s"]
+    same_images = naive["naive loop"]["median_s"] / naive["shipped"]["median_s"]
     for row in rows.values():
         row["shipped_speedup"] = shipped / row["captions_per_s"]
+    peaks = [peak for run in runs.values() for peak in run["peak_flops"]]
     results = {
         "setup": vars(args) | {"model": "MobileNetV2 224 px -> MLP prefix 10 -> DistilGPT2-shaped, fp32"},
-        "matmul_peak_flops": peak.median,
         "caption_flops": flops,
-        "limit_captions_per_s": limit,
+        "matmul_peak_flops_median": statistics.median(peaks),
         "generation": rows,
-        "encoder_forward": {"images": args.batch_size, **encoder_timings},
-        "malloc": malloc,
+        "naive_loop": {
+            "images": args.naive_images,
+            **naive,
+            "captions_per_s": naive_rate,
+            "batched_speedup": shipped / naive_rate,  # generate on --batch_size images against the loop's rate
+            "same_images_speedup": same_images,  # generate on the loop's few images, side by side
+        },
+        "encoder_forward": {"images": args.batch_size, **encoder},
     }
+    limit = statistics.median(peaks) / flops["total"]
     print(
-        f"\nbeam {args.num_beams}, {args.batch_size} images x {args.new_tokens} new tokens; fp32 matmul peak "
-        f"{peak.median / 1e9:.0f} GFLOP/s; {flops['total'] / 1e9:.2f} GFLOP per caption -> limit "
-        f"{limit:.2f} captions/s"
+        f"\nbeam {args.num_beams}, {args.batch_size} images x {args.new_tokens} new tokens; "
+        f"{flops['total'] / 1e9:.2f} GFLOP per caption; fp32 matmul peak {statistics.median(peaks) / 1e9:.0f} "
+        f"GFLOP/s (median) -> limit {limit:.2f} captions/s"
     )
-    print(f"{'variant':<34}{'median s':>10}{'captions/s':>12}{'of limit':>10}{'shipped is':>12}")
+    print(f"{'setting (fresh processes)':<34}{'median s':>10}{'captions/s':>12}{'of limit':>10}{'shipped is':>12}")
     for name, row in rows.items():
         print(
             f"{name:<34}{row['median_s']:>10.2f}{row['captions_per_s']:>12.2f}{row['fraction_of_limit']:>10.0%}"
             f"{row['shipped_speedup']:>11.2f}x"
         )
-    nchw, nhwc = encoder_timings["NCHW"]["median_s"], encoder_timings["channels-last"]["median_s"]
-    print(f"encoder, {args.batch_size} images: NCHW {nchw:.3f} s, channels-last {nhwc:.3f} s ({nchw / nhwc:.2f}x)")
     print(
-        f"fresh processes: {malloc['keep_freed_memory_captions_per_s']:.2f} "
-        f"captions/s with keep_freed_memory, {malloc['glibc_default_captions_per_s']:.2f} with glibc's default malloc "
-        f"({malloc['speedup']:.2f}x)"
+        f"cache-less per-image loop: {naive_rate:.2f} captions/s; batched generate is {shipped / naive_rate:.1f}x as "
+        f"fast (on the loop's {args.naive_images} images, side by side: {same_images:.1f}x)"
     )
+    nchw, nhwc = encoder["NCHW"]["median_s"], encoder["channels-last"]["median_s"]
+    print(f"encoder, {args.batch_size} images: NCHW {nchw:.3f} s, channels-last {nhwc:.3f} s ({nchw / nhwc:.2f}x)")
     print(f"wrote {write_results('generation', results, args.output)}")
 
 

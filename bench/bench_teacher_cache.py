@@ -16,7 +16,7 @@ every variant, so the variants differ only in the teacher's part. Side by side, 
     and text towers in the loss), the naive way.
 The teacher's share of a cached step is given two ways: the step-time difference with the student-only step, and the
 teacher's work in that step timed alone (fetching the two columns, turning them into tensors, normalising, L_cos and
-L_con forward and backward), over the cached step's time.
+L_con forward and backward), over the cached step's time. The process keeps freed memory, as the scripts do.
 
 Frozen encoder (ViT-B-32-sized cache): the step with the encoder's features computed from the images every step,
 against read from the `encoder_features` column that `trainer_clipcap.add_encoder_features` computed once (its
@@ -35,8 +35,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from timing import set_malloc, side_by_side, write_results  # noqa: E402 - bench/ is the script directory
+from timing import side_by_side, write_results  # noqa: E402 - bench/ is the script directory
 
+from cli_utils import keep_freed_memory  # noqa: E402
 from clip_guidance import CLIPTeacher, TeacherIdentity, contrastive_loss, cosine_alignment_loss  # noqa: E402
 from configuration_clipcap import ClipCapConfig  # noqa: E402
 from modeling_clipcap import ClipCapForCaptioning  # noqa: E402
@@ -133,7 +134,6 @@ class TrainStep:
         return [(start + i) % len(self.dataset) for i in range(self.batch_size)]
 
     def __call__(self):
-        set_malloc(True)
         self.model.train()
         batch = self.collator(self.dataset.__getitems__(self.next_indices()))
         loss = self.trainer.compute_loss(self.model, batch)
@@ -177,6 +177,7 @@ def main():
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
 
+    keep_freed_memory()  # as the scripts do
     torch.manual_seed(0)
     photos = photo_dataset(args.rows)
     results = {"setup": vars(args), "teachers": {}}

@@ -9,15 +9,18 @@ the counter's own count of a backward pass is wrong for grouped convolutions, 11
 A step is forward, loss, backward, gradient clipping to 1.0 and an AdamW update. Side by side, in alternation:
 
   * a plain DistilGPT2-sized `GPT2LMHeadModel`, `--batch_size` x `--caption_tokens` tokens, fp32, as transformers and
-    torch ship it (GPT-2's `gelu_new`, torch's default AdamW, glibc's default malloc);
-  * the same decoder with this project's settings (one fused GELU kernel, the fused AdamW the Trainer picks, malloc
-    keeping freed memory: `cli_utils.keep_freed_memory`), and the same under bf16 autocast;
+    torch ship it (GPT-2's `gelu_new`, torch's default AdamW);
+  * the same decoder with this project's settings (one fused GELU kernel, the fused AdamW the Trainer picks), and the
+    same under bf16 autocast;
   * the captioner's decoder step: a frozen, cached encoder (`image_features`), so the MLP mapper, the prefix of 10
     and the caption through DistilGPT2, the LM head on caption positions only;
   * the whole captioner step (MobileNetV2 at 224 px trained too).
+The process keeps freed memory (`cli_utils.keep_freed_memory`) as the scripts do.
+
 Memory: the peak RSS of a fresh process that builds the default captioner (MobileNetV2 + DistilGPT2) and runs three
 training steps at `--batch_size` with the CLIP losses (cached teacher embeddings): with `keep_freed_memory` (as the
-scripts run), with glibc's default malloc, and under bf16 autocast; with the RSS of the libraries alone (after the
+scripts run), with glibc's default malloc, under bf16 autocast, and with a frozen encoder whose features are cached;
+with the RSS of the libraries alone (after the
 imports) and of the model before its first step. Prints a table and writes bench/results/train_step.json.
 """
 
@@ -32,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from timing import PeakMeter, set_malloc, side_by_side, write_results  # noqa: E402 - bench/ is the script directory
+from timing import PeakMeter, side_by_side, write_results  # noqa: E402 - bench/ is the script directory
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
@@ -44,8 +47,8 @@ from modeling_clipcap import ClipCapForCaptioning  # noqa: E402
 class Step:
     """One training step of `model` on fixed `inputs`, with its optimizer; `flops` counts one step's FLOPs."""
 
-    def __init__(self, model, inputs, fused=True, keep_freed=True, autocast=False, extra_loss=None):
-        self.model, self.inputs, self.keep_freed = model.train(), inputs, keep_freed
+    def __init__(self, model, inputs, fused=True, autocast=False, extra_loss=None):
+        self.model, self.inputs = model.train(), inputs
         self.autocast, self.extra_loss = autocast, extra_loss
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=fused or None, foreach=not fused)
 
@@ -55,8 +58,6 @@ class Step:
         return outputs.loss + (self.extra_loss(outputs) if self.extra_loss else 0)
 
     def __call__(self):
-        if self.keep_freed is not None:  # None: leave malloc as the process has it
-            set_malloc(self.keep_freed)
         self.loss().backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
@@ -105,13 +106,14 @@ def rss_bytes() -> int:
 def memory_child(args) -> None:
     """RSS of a process that runs three captioner training steps (the parent starts it fresh): after the imports,
     with the model and optimizer built, and at its peak."""
-    if args.memory_child in ("keep", "bf16"):
+    if args.memory_child != "default":
         from cli_utils import keep_freed_memory
 
         keep_freed_memory()
     libraries = rss_bytes()
-    model, inputs = captioner(args.batch_size, args.caption_tokens, freeze_encoder=False)
-    step = Step(model, inputs, extra_loss=clip_losses(512, args.batch_size), keep_freed=None)
+    frozen = args.memory_child == "frozen"
+    model, inputs = captioner(args.batch_size, args.caption_tokens, freeze_encoder=frozen)
+    step = Step(model, inputs, extra_loss=clip_losses(512, args.batch_size))
     step.autocast = args.memory_child == "bf16"
     built = rss_bytes()
     for _ in range(3):
@@ -132,17 +134,21 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--caption_tokens", type=int, default=30)
-    parser.add_argument("--memory_child", choices=["keep", "default", "bf16"], help=argparse.SUPPRESS)
+    parser.add_argument("--memory_child", choices=["keep", "default", "bf16", "frozen"], help=argparse.SUPPRESS)
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
     if args.memory_child:
         return memory_child(args)
 
     batch, tokens = args.batch_size, args.caption_tokens
+    from cli_utils import keep_freed_memory
+
+    keep_freed_memory()  # as the scripts do (the memory children are fresh processes and choose for themselves)
     memory = {
         "keep_freed_memory": peak_rss("keep", args),
         "glibc default malloc": peak_rss("default", args),
         "keep_freed_memory, bf16 autocast": peak_rss("bf16", args),
+        "keep_freed_memory, frozen encoder, cached features": peak_rss("frozen", args),
     }
 
     torch.manual_seed(0)
@@ -154,9 +160,7 @@ def main():
     decoder_model, decoder_inputs = captioner(batch, tokens, freeze_encoder=True)
     full_model, full_inputs = captioner(batch, tokens, freeze_encoder=False)
     steps = {
-        "GPT-2 (DistilGPT2 size), transformers/torch defaults": Step(
-            plain, plain_inputs, fused=False, keep_freed=False
-        ),
+        "GPT-2 (DistilGPT2 size), transformers/torch defaults": Step(plain, plain_inputs, fused=False),
         "GPT-2 (DistilGPT2 size), this project's settings": Step(tuned, plain_inputs),
         "GPT-2 (DistilGPT2 size), this project's settings, bf16 autocast": Step(tuned, plain_inputs, autocast=True),
         "captioner decoder step (frozen encoder, cached features)": Step(decoder_model, decoder_inputs),

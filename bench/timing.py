@@ -1,4 +1,4 @@
-"""What the benchmarks share: medians of runs made side by side, the CPU's matmul peak, malloc settings, reports.
+"""What the benchmarks share: medians of runs made side by side, the CPU's matmul peak, the machine, reports.
 
 These machines are noisy (shared cores whose speed drifts by 20% within minutes), so a figure is never a time
 measured alone: variants run in alternation, round after round, in a shuffled order each round (so that neither
@@ -6,7 +6,6 @@ drift nor the position after a particular variant favours one), and each reports
 between medians of the same invocation.
 """
 
-import ctypes
 import json
 import os
 import platform
@@ -73,23 +72,6 @@ class PeakMeter:
     @property
     def median(self) -> float:
         return statistics.median(self.samples)
-
-
-# glibc's mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
-
-
-def set_malloc(keep_freed: bool) -> None:
-    """Switch glibc's malloc between `cli_utils.keep_freed_memory`'s settings and its default behaviour for large
-    blocks (mmap above 32 MiB, the ceiling glibc's dynamic threshold reaches), so one process can time both."""
-    mallopt = ctypes.CDLL("libc.so.6").mallopt
-    if keep_freed:
-        mallopt(_M_MMAP_MAX, 0)
-        mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-    else:
-        mallopt(_M_MMAP_MAX, 65536)
-        mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
-        mallopt(_M_TRIM_THRESHOLD, 64 * 2**20)
 
 
 def machine() -> str:
