@@ -1,6 +1,6 @@
 """Smoke example: a small ClipCap learns to caption four drawn images, offline, in well under a minute on a CPU.
 
-    python examples/overfit_smoke.py [--steps 150] [--output_dir outputs/smoke]
+    python examples/overfit_smoke.py [--steps 300] [--learning_rate 1e-3] [--seed 0] [--output_dir outputs/smoke]
 
 It builds a small model from a config (MobileNetV2 at 64 px, a 2-layer GPT-2 with the real GPT-2 vocabulary), trains
 it with the plain cross-entropy of `ClipCapForCaptioning.forward` on four images of coloured shapes, saves model and
@@ -35,7 +35,12 @@ def draw(colour: str, shape: str) -> Image.Image:
     return image
 
 
-def main(steps: int = 150, output_dir: str = "outputs/smoke", seed: int = 0) -> list[tuple[str, str]]:
+def main(
+    steps: int = 300, output_dir: str = "outputs/smoke", seed: int = 0, learning_rate: float = 1e-3
+) -> list[tuple[str, str]]:
+    """Train, save, reload, caption. 300 steps at 1e-3 caption all four images right for each of the seeds 0-7; the
+    earlier 150 steps at 3e-3 did for some seeds only (two or three of four images for the others), so a change of
+    float rounding anywhere could flip the result."""
     torch.manual_seed(seed)
     config = ClipCapConfig(
         text_config={"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 64},
@@ -51,7 +56,7 @@ def main(steps: int = 150, output_dir: str = "outputs/smoke", seed: int = 0) -> 
     references = [caption for _, _, caption in SCENES]
     batch = processor(images=images, text=references)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     model.train()
     for step in range(1, steps + 1):
         loss = model(**batch).loss
@@ -67,16 +72,17 @@ def main(steps: int = 150, output_dir: str = "outputs/smoke", seed: int = 0) -> 
     processor = ClipCapProcessor.from_pretrained(output_dir)
     generated = model.generate(processor(images=images)["pixel_values"], num_beams=3, max_new_tokens=12)
     captions = processor.batch_decode(generated)
-    for caption, reference in zip(captions, references):
+    for caption, reference in zip(captions, references, strict=True):
         print(f"{'ok ' if caption == reference else 'BAD'} generated: {caption!r:40}  reference: {reference!r}")
-    return list(zip(captions, references))
+    return list(zip(captions, references, strict=True))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--output_dir", default="outputs/smoke")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    pairs = main(args.steps, args.output_dir, args.seed)
+    pairs = main(args.steps, args.output_dir, args.seed, args.learning_rate)
     sys.exit(0 if all(caption == reference for caption, reference in pairs) else 1)

@@ -16,6 +16,6 @@ def test_small_model_learns_to_caption_four_images(tmp_path):
     a beam ending at once with EOS once finished the search before 'a red round microwave oven' (6 tokens) was
     complete, and a shorter caption of another image won.
     """
-    pairs = overfit_smoke.main(steps=150, output_dir=str(tmp_path / "smoke"))
+    pairs = overfit_smoke.main(output_dir=str(tmp_path / "smoke"))
     assert [caption for caption, _ in pairs] == [reference for _, reference in pairs]
     assert (tmp_path / "smoke" / "model.safetensors").is_file()
