@@ -387,14 +387,6 @@ def train(model_args, data_args, guidance, training_args) -> int:
     logger.info("Model: %.1fM parameters", model.num_parameters() / 1e6)
     if training_args.ddp_find_unused_parameters is None and not guidance.uses_student_embedding:
         training_args.ddp_find_unused_parameters = True  # the teacher head gets no gradient
-    if model.config.freeze_encoder and model_args.cache_encoder_features and training_args.do_train:
-        logger.info("Computing the frozen encoder's features of the %d training images once", len(train_dataset))
-        with training_args.main_process_first(desc="encoder features"):
-            train_dataset = add_encoder_features(
-                train_dataset, model.to(training_args.device), processor, data_args.image_column
-            )
-        if not (guidance.needs_teacher_images and "teacher_image_embeds" not in train_dataset.column_names):
-            train_dataset = train_dataset.remove_columns(data_args.image_column)  # nothing reads the images now
 
     # 4. Trainer: checkpoints every N epochs, early stopping on an evaluation metric.
     if data_args.save_every_epochs:
@@ -436,6 +428,14 @@ def train(model_args, data_args, guidance, training_args) -> int:
         teacher_texts=guidance.needs_teacher_texts,
         seed=training_args.seed,
     )
+    if model.config.freeze_encoder and model_args.cache_encoder_features and training_args.do_train:
+        logger.info("Computing the frozen encoder's features of the %d training images once", len(train_dataset))
+        with training_args.main_process_first(desc="encoder features"):
+            train_dataset = add_encoder_features(
+                train_dataset, model.to(training_args.device), processor, data_args.image_column
+            )
+        if not collator.reads_images(train_dataset.column_names):
+            train_dataset = train_dataset.remove_columns(data_args.image_column)
     trainer = CLIPGuidedTrainer(
         model=model,
         args=training_args,

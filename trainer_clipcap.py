@@ -256,6 +256,11 @@ class CaptionCollator:
         self.teacher, self.teacher_images, self.teacher_texts = teacher, teacher_images, teacher_texts
         self.seed, self.epoch = seed, 0
 
+    def reads_images(self, columns) -> bool:
+        """Whether rows with these columns have their images decoded: for the model, unless the rows carry a frozen
+        encoder's `encoder_features`, and for the teacher, unless they carry its image embeddings."""
+        return "encoder_features" not in columns or (self.teacher_images and "teacher_image_embeds" not in columns)
+
     def draw(self, row: dict, count: int) -> int:
         if self.seed is not None and "row_index" in row:
             return random.Random(f"{self.seed}/{self.epoch}/{row['row_index']}").randrange(count)
@@ -273,8 +278,7 @@ class CaptionCollator:
             choices.append(usable[self.draw(row, len(usable))])  # the index into all references (teacher cache)
             captions.append(references[choices[-1]])
         features = "encoder_features" in rows[0]
-        teacher_sees_images = self.teacher_images and "teacher_image_embeds" not in rows[0]
-        images = [row[self.image_column].convert("RGB") for row in rows] if teacher_sees_images or not features else []
+        images = [row[self.image_column].convert("RGB") for row in rows] if self.reads_images(rows[0]) else []
         batch = dict(self.processor(images=None if features else images, text=captions))
         if features:
             batch["image_features"] = _float_tensor([row["encoder_features"] for row in rows])

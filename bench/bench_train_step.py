@@ -113,8 +113,8 @@ def memory_child(args) -> None:
     libraries = rss_bytes()
     frozen = args.memory_child == "frozen"
     model, inputs = captioner(args.batch_size, args.caption_tokens, freeze_encoder=frozen)
-    step = Step(model, inputs, extra_loss=clip_losses(512, args.batch_size))
-    step.autocast = args.memory_child == "bf16"
+    autocast = args.memory_child == "bf16"
+    step = Step(model, inputs, autocast=autocast, extra_loss=clip_losses(512, args.batch_size))
     built = rss_bytes()
     for _ in range(3):
         step()

@@ -154,7 +154,11 @@ def test_collator_passes_features_and_never_reads_the_images():
     processor = ClipCapProcessor.from_config(model.config)
     train = tiny_dataset(num_train=3, num_validation=1)["train"]
     cached = add_encoder_features(train, model, processor).remove_columns("image")
-    batch = CaptionCollator(processor, seed=0)([cached[i] for i in range(3)])
+    collator = CaptionCollator(processor, seed=0)
+    assert not collator.reads_images(cached.column_names) and collator.reads_images(train.column_names)
+    # A teacher that must see the pixels (no cached image embeddings) still needs them decoded.
+    assert CaptionCollator(processor, teacher_images=True).reads_images(cached.column_names)
+    batch = collator([cached[i] for i in range(3)])
     assert "pixel_values" not in batch and batch["image_features"].dtype == torch.float32
     assert torch.equal(batch["image_features"], torch.tensor(cached["encoder_features"][:]))
 
