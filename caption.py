@@ -22,49 +22,20 @@ written); 2 when nothing could be done (bad arguments, no image found, the model
 from __future__ import annotations
 
 import contextlib
-import csv
-import glob
-import json
 import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
-from cli_utils import keep_freed_memory
+from clipcap.images import IMAGE_EXTENSIONS, find_images, load_image
+from clipcap.inference import CaptionWriter, GenerationArguments, caption_batches, load_captioner
+from clipcap.memory import keep_freed_memory
 
 EXIT_OK, EXIT_SKIPPED, EXIT_FAILED = 0, 1, 2
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-
-
-@dataclass
-class GenerationArguments:
-    """Decoding options; each one left unset keeps the model's `generation_config` value."""
-
-    num_beams: int | None = field(default=None, metadata={"help": "Beam size (1: greedy, unless --do_sample)."})
-    do_sample: bool = field(default=False, metadata={"help": "Sample instead of searching."})
-    top_p: float | None = field(default=None, metadata={"help": "Nucleus sampling: keep this much probability."})
-    top_k: int | None = field(default=None, metadata={"help": "Sampling: keep the k likeliest tokens."})
-    temperature: float | None = field(default=None, metadata={"help": "Sampling temperature."})
-    max_new_tokens: int | None = field(default=None, metadata={"help": "Longest caption in tokens."})
-    no_repeat_ngram_size: int | None = field(default=None, metadata={"help": "Never repeat an n-gram of this size."})
-    seed: int | None = field(default=None, metadata={"help": "Seed for sampling (reproducible captions)."})
-
-    def generate_kwargs(self) -> dict:
-        """The options to pass to `model.generate` (only those that were set)."""
-        kwargs = {
-            name: getattr(self, name)
-            for name in ("num_beams", "top_p", "top_k", "temperature", "max_new_tokens", "no_repeat_ngram_size")
-            if getattr(self, name) is not None
-        }
-        if self.do_sample:
-            kwargs["do_sample"] = True
-            kwargs.setdefault("num_beams", 1)
-        return kwargs
 
 
 @dataclass
@@ -87,124 +58,6 @@ class CaptionArguments:
             raise ValueError(f"--format must be text, jsonl or csv, not {self.format!r}")
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be >= 1, not {self.batch_size}")
-
-
-def find_images(inputs: list[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> tuple[list[str], list[str]]:
-    """Expand files, folders (recursively, by extension) and glob patterns into image paths, in order, each once.
-    Returns (paths, problems): an input that matches nothing is a problem, not an error."""
-    extensions = tuple(extension.lower() for extension in extensions)
-    paths, problems, seen = [], [], set()
-
-    def add(path: str):
-        if path not in seen:
-            seen.add(path)
-            paths.append(path)
-
-    for item in inputs:
-        if os.path.isdir(item):
-            found = sorted(
-                str(path) for path in Path(item).rglob("*") if path.is_file() and path.suffix.lower() in extensions
-            )
-            if not found:
-                problems.append(f"{item}: no {'/'.join(extensions)} files in this folder")
-            for path in found:
-                add(path)
-        elif os.path.exists(item):
-            add(item)  # a file named explicitly is tried whatever its ending
-        elif glob.has_magic(item):
-            found = sorted(path for path in glob.glob(item, recursive=True) if os.path.isfile(path))
-            if not found:
-                problems.append(f"{item}: the pattern matches no file")
-            for path in found:
-                add(path)
-        else:
-            problems.append(f"{item}: no such file or folder")
-    return paths, problems
-
-
-def load_image(path: str) -> tuple[Image.Image | None, str]:
-    """Decode an image in full as RGB; returns (image, "") or (None, the reason it cannot be used)."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB"), ""
-    except UnidentifiedImageError:
-        return None, "not an image"
-    except Image.DecompressionBombError as error:
-        return None, f"too large ({error})"
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        return None, f"unreadable ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
-
-
-def load_captioner(model_name_or_path: str, device: str | None = None, allow_pickle: bool = False):
-    """The model (eval mode, on `device`) and its processor. A path that is clearly local (absolute, relative with
-    `.`, or inside an existing folder) but is not a directory is an error here, not a Hub request. Weights load from
-    safetensors only unless `allow_pickle`."""
-    from cli_utils import missing_local_path
-    from modeling_clipcap import ClipCapForCaptioning
-    from processing_clipcap import ClipCapProcessor
-
-    if missing_local_path(model_name_or_path):
-        raise OSError(f"no model directory {model_name_or_path}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = ClipCapForCaptioning.from_pretrained(model_name_or_path, allow_pickle=allow_pickle).to(device).eval()
-    processor = ClipCapProcessor.from_pretrained(model_name_or_path)
-    return model, processor
-
-
-@torch.no_grad()
-def caption_images(model, processor, images: list[Image.Image], **generate_kwargs) -> list[str]:
-    """Captions of PIL images (one generate() call; pass at most a batch)."""
-    pixel_values = processor(images=list(images))["pixel_values"].to(model.device)
-    return processor.batch_decode(model.generate(pixel_values, **generate_kwargs))
-
-
-class CaptionWriter:
-    """Writes each (path, caption) as it comes, in the chosen format, flushing after every batch."""
-
-    def __init__(self, stream, format: str):
-        self.stream, self.format = stream, format
-        self.csv = csv.writer(stream) if format == "csv" else None
-        if self.csv:
-            self.csv.writerow(["path", "caption"])
-
-    def write(self, path: str, caption: str):
-        if self.format == "jsonl":
-            self.stream.write(json.dumps({"path": path, "caption": caption}, ensure_ascii=False) + "\n")
-        elif self.csv:
-            self.csv.writerow([path, caption])
-        else:
-            self.stream.write(f"{path}\t{caption}\n")
-
-    def flush(self):
-        self.stream.flush()
-
-
-def caption_files(
-    model, processor, paths: list[str], writer: CaptionWriter, batch_size: int, progress: bool, **generate_kwargs
-) -> tuple[int, list[str]]:
-    """Caption `paths` in batches, writing each batch as it is done. Returns (images captioned, paths skipped)."""
-    from tqdm.auto import tqdm
-
-    captioned, skipped = 0, []
-    with tqdm(total=len(paths), unit="image", disable=not progress, file=sys.stderr) as bar:
-        for first in range(0, len(paths), batch_size):
-            batch = []
-            for path in paths[first : first + batch_size]:
-                image, reason = load_image(path)
-                if image is None:
-                    skipped.append(path)
-                    bar.write(f"caption.py: skipped {path}: {reason}", file=sys.stderr)
-                else:
-                    batch.append((path, image))
-            if batch:
-                captions = caption_images(model, processor, [image for _, image in batch], **generate_kwargs)
-                for (path, _), caption in zip(batch, captions, strict=True):
-                    writer.write(path, caption)
-                writer.flush()
-                captioned += len(batch)
-            bar.update(len(paths[first : first + batch_size]))
-    return captioned, skipped
 
 
 def parse_args(argv: list[str] | None = None):
@@ -248,7 +101,24 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         stream = stack.enter_context(open(partial, "w", newline="")) if partial else sys.stdout
         writer = CaptionWriter(stream, args.format)
-        captioned, skipped = caption_files(model, processor, paths, writer, args.batch_size, args.progress, **kwargs)
+        captioned, skipped, loaded = 0, [], []
+
+        def images():  # the readable images, in order; the others reported and skipped
+            for path in paths:
+                image, reason = load_image(path)
+                if image is None:
+                    skipped.append(path)
+                    tqdm.write(f"caption.py: skipped {path}: {reason}", file=sys.stderr)
+                else:
+                    loaded.append(path)
+                    yield image
+
+        batches = caption_batches(model, processor, images(), args.batch_size, args.progress, len(paths), **kwargs)
+        for captions in batches:  # each batch written as soon as it is captioned
+            for path, caption in zip(loaded[captioned:], captions, strict=True):
+                writer.write(path, caption)
+            writer.flush()
+            captioned += len(captions)
     if partial:
         os.replace(partial, args.output)
     seconds = time.perf_counter() - start

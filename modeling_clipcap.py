@@ -14,7 +14,7 @@ through an MLP or a small transformer with learned queries. Departures from the 
     per image rather than once per beam (`_prefix_cache`), the LM head runs on the last position only
     (`logits_to_keep`), and n-gram blocking is one batched tensor operation per step (`NoRepeatNGramBlocker`);
   * a frozen encoder's features can be computed once and passed as `image_features` (see
-    `trainer_clipcap.add_encoder_features`), so training skips the encoder and the image decoding altogether.
+    `clipcap.encoder_cache.add_encoder_features`), so training skips the encoder and the image decoding altogether.
 Speed figures and what each change bought: BENCHMARKS.md.
 """
 

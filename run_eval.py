@@ -15,7 +15,7 @@ Three captioners are scored alike on every image of the split:
   like the references is the ceiling the model can reach; images with a single reference are left out of its
   reference-based scores.
 
-Scores (`metrics.py`): CLIP-S and RefCLIP-S with the CLIP teacher (named in every report), BLEU-1..4, METEOR,
+Scores (`clipcap.metrics`): CLIP-S and RefCLIP-S with the CLIP teacher (named in every report), BLEU-1..4, METEOR,
 ROUGE-L and CIDEr (pycocoevalcap; SPICE is reported unavailable offline), diversity (distinct-1/2, vocabulary, %
 unique, % novel against the training split's captions, mean length), and, on the synthetic data, semantic accuracy.
 
@@ -33,28 +33,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import datasets
 import torch
 from transformers import HfArgumentParser
 
-from caption import GenerationArguments, load_captioner
-from cli_utils import atomic_write_text, keep_freed_memory
-from metrics import (
-    SPICE_UNAVAILABLE,
-    clip_score,
-    coco_caption_scores,
-    diversity,
-    normalize_caption,
-    ref_clip_score,
-    semantic_accuracy,
-)
-from prepare_dataset import describe_counts, drop_unusable_rows, load_prepared_dataset
+from clipcap.data import describe_counts, drop_unusable_rows, load_prepared_dataset
+from clipcap.fiftyone_data import write_captions
+from clipcap.files import atomic_write_text
+from clipcap.inference import GenerationArguments, caption_images, load_captioner
+from clipcap.memory import keep_freed_memory
+from clipcap.metrics import SPICE_UNAVAILABLE, normalize_caption, score_captions
+from clipcap.report import plot_training_curves, summary_table, write_html_report
+from clipcap.synthetic import Scene
+from clipcap.teacher import CLIPTeacher, TeacherArguments
 
 logger = logging.getLogger("run_eval")
 
@@ -74,12 +69,6 @@ class EvalArguments:
     image_column: str | None = field(default=None, metadata={"help": "Column of images (default: the training's)."})
     caption_column: str | None = field(default=None, metadata={"help": "Column of reference captions (a list)."})
     max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N images."})
-    clip_model: str | None = field(
-        default=None, metadata={"help": "open_clip architecture of the CLIP scorer (default: the training teacher)."}
-    )
-    clip_pretrained: str | None = field(
-        default=None, metadata={"help": "Its weights: an open_clip tag, a checkpoint, or a train_clip_teacher.py dir."}
-    )
     baseline_caption: str = field(
         default="a photo of a home appliance", metadata={"help": "The generic caption every image is compared with."}
     )
@@ -97,12 +86,14 @@ class EvalArguments:
     )
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[EvalArguments, GenerationArguments]:
-    """`run_eval.py MODEL [--flags]`: the model may come first without its flag."""
+def parse_args(argv: list[str] | None = None) -> tuple[EvalArguments, TeacherArguments, GenerationArguments]:
+    """`run_eval.py MODEL [--flags]`: the model may come first without its flag. The CLIP scorer is
+    `--clip_model` / `--clip_pretrained` (default: the model's training teacher, else ViT-B-32 `openai`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and not argv[0].startswith("-"):
         argv = ["--model_name_or_path", *argv]
-    return HfArgumentParser((EvalArguments, GenerationArguments)).parse_args_into_dataclasses(args=argv)
+    parser = HfArgumentParser((EvalArguments, TeacherArguments, GenerationArguments))
+    return parser.parse_args_into_dataclasses(args=argv)
 
 
 def training_run_args(model_name_or_path: str) -> dict:
@@ -111,114 +102,26 @@ def training_run_args(model_name_or_path: str) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def resolve_defaults(args: EvalArguments, run_args: dict) -> EvalArguments:
+def resolve_defaults(args: EvalArguments, teacher: TeacherArguments, run_args: dict) -> None:
     """Fill what was not given from the training run: dataset, columns, teacher; the real run's teacher otherwise."""
-    data, guidance = run_args.get("data", {}), run_args.get("guidance", {})
+    data = run_args.get("data", {})
+    # Models trained before the teacher had its own argument group kept it among the guidance arguments.
+    trained_with = run_args.get("teacher_args") or run_args.get("guidance", {})
     args.dataset_dir = args.dataset_dir or data.get("dataset_dir")
     if not args.dataset_dir:
         raise ValueError(f"{args.model_name_or_path} has no run_args.json naming its data: pass --dataset_dir")
     args.image_column = args.image_column or data.get("image_column", "image")
     args.caption_column = args.caption_column or data.get("caption_column", "captions")
-    args.clip_model = args.clip_model or guidance.get("clip_model") or "ViT-B-32"
-    args.clip_pretrained = args.clip_pretrained or guidance.get("clip_pretrained") or "openai"
+    teacher.clip_model = teacher.clip_model or trained_with.get("clip_model") or "ViT-B-32"
+    teacher.clip_pretrained = teacher.clip_pretrained or trained_with.get("clip_pretrained") or "openai"
     args.output_dir = args.output_dir or str(Path(args.model_name_or_path, "eval"))
-    return args
-
-
-@torch.no_grad()
-def generate_captions(model, processor, images, batch_size: int, progress: bool, **generate_kwargs) -> list[str]:
-    from tqdm.auto import tqdm
-
-    from caption import caption_images
-
-    captions = []
-    with tqdm(total=len(images), unit="image", desc="Captioning", disable=not progress) as bar:
-        for first in range(0, len(images), batch_size):
-            batch = images[first : first + batch_size]  # the processor converts to RGB
-            captions.extend(caption_images(model, processor, batch, **generate_kwargs))
-            bar.update(len(batch))
-    return captions
-
-
-def score_system(
-    captions: list[str],
-    caption_embeds: torch.Tensor,
-    references: list[list[str]],
-    reference_embeds: list[torch.Tensor],
-    image_embeds: torch.Tensor,
-    training_captions: set[str] | None,
-    scenes: list | None,
-) -> tuple[dict, dict[str, list]]:
-    """Corpus scores and per-image scores of one captioner, from its captions, the references and the teacher's
-    embeddings of both. `references[i]` may be empty (no reference-based score for image i)."""
-    clip_s = clip_score(image_embeds, caption_embeds)
-    ref_clip_s = ref_clip_score(clip_s, caption_embeds, reference_embeds)
-    scored = [i for i, refs in enumerate(references) if refs]
-    coco, coco_each = coco_caption_scores([captions[i] for i in scored], [references[i] for i in scored])
-    corpus = {
-        "clip_s": float(clip_s.mean()),
-        "ref_clip_s": float(ref_clip_s[scored].mean()) if scored else float("nan"),
-        **coco,
-        "spice": None,
-        **diversity(captions, training_captions),
-        "images": len(captions),
-        "images_with_references": len(scored),
-    }
-    per_image: dict[str, list] = {"clip_s": clip_s.tolist(), "ref_clip_s": ref_clip_s.tolist()}
-    for name, values in coco_each.items():
-        per_image[name] = [None] * len(captions)
-        for i, value in zip(scored, values, strict=True):
-            per_image[name][i] = value
-    if scenes is not None:
-        from synthetic import caption_errors
-
-        per_image["errors"] = [caption_errors(caption, scene) for caption, scene in zip(captions, scenes, strict=True)]
-        corpus.update(semantic_accuracy(captions, scenes, per_image["errors"]))
-    return corpus, per_image
-
-
-def write_fiftyone(
-    name: str, prefix: str, split_data: datasets.Dataset, captions: list[str], references: list, per_image: dict
-) -> str:
-    """Write each image's caption and scores into the FiftyOne dataset `name` (by `sample_id` when the split has
-    FiftyOne ids that the dataset holds, else by file path); make a persistent dataset of the images if there is none.
-    Returns what was done, in one line."""
-    import fiftyone as fo
-
-    fields = {f"{prefix}_caption": captions, **{f"{prefix}_{key}": values for key, values in per_image.items()}}
-    columns = split_data.column_names
-    if fo.dataset_exists(name):
-        dataset = fo.load_dataset(name)
-        ids = split_data["sample_id"][:] if "sample_id" in columns else None
-        if ids is not None and set(ids) <= set(dataset.values("id")):
-            key_field, keys = "id", ids
-        elif "filepath" in columns:
-            key_field, keys = "filepath", [os.path.abspath(path) for path in split_data["filepath"][:]]
-            if missing := set(keys) - set(dataset.values("filepath")):
-                raise ValueError(f"{len(missing)} evaluated images are not in the FiftyOne dataset '{name}'")
-        else:
-            raise ValueError(f"the split has neither sample_id nor filepath to find its images in '{name}'")
-        for field_name, values in fields.items():
-            dataset.set_values(field_name, dict(zip(keys, values, strict=True)), key_field=key_field)
-        return f"wrote {len(fields)} fields of {len(keys)} samples into the FiftyOne dataset '{name}'"
-    if "filepath" not in columns:
-        raise ValueError(f"no FiftyOne dataset '{name}', and the split has no filepath column to make one from")
-    paths = [os.path.abspath(path) for path in split_data["filepath"][:]]
-    if missing := [path for path in paths if not os.path.isfile(path)]:
-        raise FileNotFoundError(f"{len(missing)} image files of the split are gone (e.g. {missing[0]})")
-    dataset = fo.Dataset(name, persistent=True)
-    samples = [fo.Sample(filepath=path, references=refs) for path, refs in zip(paths, references, strict=True)]
-    dataset.add_samples(samples, progress=False)
-    for field_name, values in fields.items():
-        dataset.set_values(field_name, values)
-    return f"made the persistent FiftyOne dataset '{name}' ({len(paths)} samples) with {len(fields)} fields"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0, or 1 with one line on stderr for a missing model, data or teacher, or unusable input."""
-    args, generation = parse_args(argv)
+    args, teacher_args, generation = parse_args(argv)
     try:
-        return evaluate(args, generation)
+        return evaluate(args, teacher_args, generation)
     except (OSError, ValueError) as error:
         print(
             f"run_eval.py: error: {str(error).splitlines()[0] if str(error) else type(error).__name__}",
@@ -227,14 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def evaluate(args: EvalArguments, generation: GenerationArguments) -> int:
+def evaluate(args: EvalArguments, teacher_args: TeacherArguments, generation: GenerationArguments) -> int:
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logger.setLevel(logging.INFO)
-    from clip_guidance import CLIPTeacher
-    from eval_report import plot_training_curves, summary_table, write_html_report
 
     # 1. The model, and the defaults its training run left.
-    args = resolve_defaults(args, training_run_args(args.model_name_or_path))
+    resolve_defaults(args, teacher_args, training_run_args(args.model_name_or_path))
     model, processor = load_captioner(args.model_name_or_path, args.device, args.allow_pickle)
     if generation.seed is not None:
         torch.manual_seed(generation.seed)
@@ -245,7 +146,7 @@ def evaluate(args: EvalArguments, generation: GenerationArguments) -> int:
     required = {args.split: [args.image_column, args.caption_column]}
     if args.training_split:
         required.setdefault(args.training_split, []).append(args.caption_column)
-    dataset, metadata = load_prepared_dataset(args.dataset_dir, required)
+    dataset, metadata = load_prepared_dataset(args.dataset_dir, required, args.caption_column)
     split_data = dataset[args.split]
     if args.max_samples is not None:
         split_data = split_data.select(range(min(args.max_samples, len(split_data))))
@@ -255,35 +156,31 @@ def evaluate(args: EvalArguments, generation: GenerationArguments) -> int:
     if drops:
         kept = len(split_data)
         logger.warning("Skipped %d of %d %s rows (%s)", total - kept, total, args.split, describe_counts(drops))
-    references = [
-        [r for r in ([refs] if isinstance(refs, str) else refs) if r and r.strip()]
-        for refs in split_data[args.caption_column][:]
-    ]
+    references = [[r for r in refs if r and r.strip()] for refs in split_data[args.caption_column][:]]
     images = split_data[args.image_column][:]
     training_captions = None
     if args.training_split:
         training_captions = {
             normalize_caption(caption)
             for refs in dataset[args.training_split][args.caption_column][:]
-            for caption in ([refs] if isinstance(refs, str) else refs)
+            for caption in refs
+            if caption
         }
     scenes = None
     if "scene" in split_data.column_names:
-        from synthetic import Scene
-
         scenes = [Scene.from_json(text) for text in split_data["scene"][:]]
     logger.info("%d %s images from %s", len(split_data), args.split, args.dataset_dir)
 
     # 3. The CLIP scorer.
     teacher = CLIPTeacher.from_pretrained(
-        args.clip_model, args.clip_pretrained, device=model.device, allow_pickle=args.allow_pickle
+        teacher_args.clip_model, teacher_args.clip_pretrained, device=model.device, allow_pickle=args.allow_pickle
     )
     image_embeds = teacher.embed_images(images).cpu()
     reference_embeds = [embeds.cpu() for embeds in teacher.encode_text_lists(references)]
 
     # 4. Caption.
     start = time.perf_counter()
-    captions = generate_captions(model, processor, images, args.batch_size, args.progress, **generate_kwargs)
+    captions = caption_images(model, processor, images, args.batch_size, args.progress, **generate_kwargs)
     seconds = time.perf_counter() - start
     logger.info("Captioned %d images in %.1f s (%.2f images/s)", len(captions), seconds, len(captions) / seconds)
 
@@ -306,7 +203,7 @@ def evaluate(args: EvalArguments, generation: GenerationArguments) -> int:
     }
     results, per_image = {}, {}
     for system, (texts, embeds, refs, ref_embeds) in candidates.items():
-        results[system], per_image[system] = score_system(
+        results[system], per_image[system] = score_captions(
             texts, embeds, refs, ref_embeds, image_embeds, training_captions, scenes
         )
 
@@ -352,7 +249,7 @@ def evaluate(args: EvalArguments, generation: GenerationArguments) -> int:
 
     # 7. FiftyOne.
     if args.fiftyone_dataset:
-        done = write_fiftyone(
+        done = write_captions(
             args.fiftyone_dataset, args.fiftyone_field_prefix, split_data, captions, references, per_image["model"]
         )
         print(done)

@@ -28,18 +28,23 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import open_clip
 import torch
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
 
-from cli_utils import keep_freed_memory, parse_config_and_flags
-from clip_guidance import MODEL_CONFIG_DIR, TEACHER_CHECKPOINT_NAME, file_sha256, register_model_configs
+from clipcap.cli import parse_config_and_flags
+from clipcap.data import load_prepared_dataset
+from clipcap.files import file_sha256
+from clipcap.memory import keep_freed_memory
+from clipcap.teacher import MODEL_CONFIG_DIR, TEACHER_CHECKPOINT_NAME, register_model_configs, retrieval_recall
 
 logger = logging.getLogger("train_clip_teacher")
 
 
 @dataclass
-class TeacherArguments:
+class TeacherTrainingArguments:
     dataset_dir: str = field(
         default="data/synthetic", metadata={"help": "A DatasetDict saved by prepare_dataset.py (train, validation)."}
     )
@@ -49,6 +54,7 @@ class TeacherArguments:
         default="ClipCap-Domain-S",
         metadata={"help": "open_clip architecture name; the project's configs/open_clip/*.json are registered."},
     )
+    image_column: str = field(default="image", metadata={"help": "Column of images."})
     caption_column: str = field(default="captions", metadata={"help": "Column with a list of reference captions."})
     num_train_epochs: int = field(default=10, metadata={"help": "Passes over the training images."})
     batch_size: int = field(default=128, metadata={"help": "Images (and captions) per contrastive batch."})
@@ -62,53 +68,17 @@ class TeacherArguments:
     device: str = field(default="auto", metadata={"help": "'auto' (CUDA when available), 'cpu', 'cuda', ..."})
 
 
-def parse_args(argv: list[str] | None = None) -> TeacherArguments:
+def parse_args(argv: list[str] | None = None) -> TeacherTrainingArguments:
     """Flags, or a .yaml/.json file of the same names, optionally followed by flags that override it."""
-    return parse_config_and_flags(HfArgumentParser(TeacherArguments), argv)[0]
+    return parse_config_and_flags(HfArgumentParser(TeacherTrainingArguments), argv)[0]
 
 
 def encode_images(preprocess, images) -> torch.Tensor:
     return torch.stack([preprocess(image.convert("RGB")) for image in images])
 
 
-@torch.no_grad()
-def retrieval_recall(model, images: torch.Tensor, captions: list[list[str]], tokenizer, batch_size: int = 256) -> dict:
-    """Image->text and text->image recall@1 over a split, every reference caption included.
-
-    A retrieved caption counts as right when its text is one of the image's references (the synthetic data has
-    identical captions for identical scenes, which are equally right), and a retrieved image when the caption's
-    text is among its references.
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    texts = [caption for references in captions for caption in references]
-    image_embeds = torch.cat(
-        [
-            model.encode_image(images[i : i + batch_size].to(device), normalize=True)
-            for i in range(0, len(images), batch_size)
-        ]
-    )
-    text_embeds = torch.cat(
-        [
-            model.encode_text(tokenizer(texts[i : i + batch_size]).to(device), normalize=True)
-            for i in range(0, len(texts), batch_size)
-        ]
-    )
-    similarity = (image_embeds @ text_embeds.T).float().cpu()
-    reference_sets = [set(references) for references in captions]
-    best_text = similarity.argmax(dim=1).tolist()
-    best_image = similarity.argmax(dim=0).tolist()
-    image_to_text = sum(texts[j] in reference_sets[i] for i, j in enumerate(best_text)) / len(captions)
-    text_to_image = sum(texts[j] in reference_sets[i] for j, i in enumerate(best_image)) / len(texts)
-    return {"image_to_text_R@1": image_to_text, "text_to_image_R@1": text_to_image}
-
-
-def train_teacher(args: TeacherArguments) -> dict:
+def train_teacher(args: TeacherTrainingArguments) -> dict:
     """Train, evaluate and save the teacher; returns the `teacher.json` record."""
-    import open_clip
-    from datasets import load_from_disk
-    from safetensors.torch import save_file
-
     output_dir = Path(args.output_dir)
     checkpoint = output_dir / TEACHER_CHECKPOINT_NAME
     if checkpoint.exists() and not args.overwrite_output_dir:
@@ -116,13 +86,10 @@ def train_teacher(args: TeacherArguments) -> dict:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
 
     # 1. Data: every image through the teacher's own eval transform, once; captions tokenised once.
-    if not Path(args.dataset_dir, "dataset_dict.json").exists():
-        raise FileNotFoundError(f"{args.dataset_dir} is not a saved DatasetDict; run prepare_dataset.py first")
-    dataset = load_from_disk(args.dataset_dir)
-    for split in ("train", "validation"):
-        missing = {"image", args.caption_column} - set(dataset[split].column_names) if split in dataset else {split}
-        if missing:
-            raise ValueError(f"{args.dataset_dir} lacks {sorted(missing)} in its {split!r} split")
+    columns = [args.image_column, args.caption_column]
+    dataset, _ = load_prepared_dataset(
+        args.dataset_dir, {"train": columns, "validation": columns}, args.caption_column
+    )
     train = dataset["train"]
     if args.max_train_samples is not None:
         train = train.select(range(min(args.max_train_samples, len(train))))
@@ -135,9 +102,9 @@ def train_teacher(args: TeacherArguments) -> dict:
     )
     tokenizer = open_clip.get_tokenizer(args.model)
     logger.info("1. Encoding %d training and %d validation images", len(train), len(dataset["validation"]))
-    train_images = encode_images(preprocess, train["image"][:])
+    train_images = encode_images(preprocess, train[args.image_column][:])
     train_captions = train[args.caption_column][:]
-    validation_images = encode_images(preprocess, dataset["validation"]["image"][:])
+    validation_images = encode_images(preprocess, dataset["validation"][args.image_column][:])
     validation_captions = dataset["validation"][args.caption_column][:]
     if any(not references for references in train_captions):
         raise ValueError("every training image needs at least one caption")

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from timing import median_seconds  # noqa: E402 - bench/ is the script directory
 
-from fiftyone_mongod import fiftyone_database  # noqa: E402 - after the sys.path line
+from clipcap.mongod import fiftyone_database  # noqa: E402 - after the sys.path line
 
 
 def side_by_side(function, count: int, repeats: int) -> dict[int, tuple[float, list[float]]]:
@@ -57,7 +57,9 @@ def main():
         import datasets
 
         import prepare_dataset
-        import synthetic
+        from clipcap import synthetic
+        from clipcap.data import validate_split
+        from clipcap.files import directory_size
 
         datasets.disable_progress_bars()
         tmp = Path(tmp)
@@ -83,18 +85,14 @@ def main():
             {"filepath": [str(r[1]) for r in rendered], "captions": [r[3] for r in rendered]}
         )
         validation = side_by_side(
-            lambda num_proc: prepare_dataset.validate_split(
-                table, prepare_dataset.DataArguments(num_proc=num_proc, progress=False), "bench"
-            ),
+            lambda num_proc: validate_split(table, "bench", num_proc=num_proc),
             total,
             args.repeats,
         )
         photos = _photo_corpus(tmp / "photos", args.photo_count)
         photo_table = datasets.Dataset.from_dict({"filepath": photos, "captions": [["a photo"]] * len(photos)})
         photo_validation = side_by_side(
-            lambda num_proc: prepare_dataset.validate_split(
-                photo_table, prepare_dataset.DataArguments(num_proc=num_proc, progress=False), "photos"
-            ),
+            lambda num_proc: validate_split(photo_table, "photos", num_proc=num_proc),
             len(photos),
             args.repeats,
         )
@@ -104,7 +102,7 @@ def main():
                 output_dir = tmp / f"default-{num_proc}"
                 start = time.perf_counter()
                 prepare_dataset.prepare(
-                    prepare_dataset.DataArguments(
+                    prepare_dataset.PrepareArguments(
                         output_dir=str(output_dir),
                         overwrite_output_dir=True,
                         num_train=args.num_train,
@@ -117,7 +115,7 @@ def main():
                 walls[num_proc].append(time.perf_counter() - start)
         for num_proc in (1, 2):
             full[num_proc] = (total / statistics.median(walls[num_proc]), [total / w for w in walls[num_proc]])
-        size = prepare_dataset.directory_size(tmp / "default-1")
+        size = directory_size(tmp / "default-1")
         source_size = sum(p.stat().st_size for p in (tmp / "default_images").rglob("*.png"))
 
     results = {

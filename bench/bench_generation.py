@@ -14,7 +14,7 @@ them), and right after each captioning the limit is measured anew:
     and mapper (counted by `torch.utils.flop_counter`), then per beam the prefix through the decoder, the LM head
     once, and for every further token the decoder layers, attention over the context and the LM head (analytic,
     `caption_flops`). A run's fraction of the limit uses the peak measured next to it (these cores drift by 20%);
-  * `generate` as shipped, in a process that calls `cli_utils.keep_freed_memory` as the scripts do;
+  * `generate` as shipped, in a process that calls `clipcap.memory.keep_freed_memory` as the scripts do;
   * the same with glibc's default malloc;
   * plain transformers defaults: glibc's malloc, transformers' per-hypothesis n-gram processor, the prefix run
     through the decoder once per beam, the LM head over every prefix position;
@@ -122,7 +122,7 @@ def child(args) -> None:
     """In this fresh process: a warm-up, then `--runs` captionings of the batch, each followed by the peak."""
     malloc, *changes = SETTINGS[args.child]
     if malloc == "keep":
-        from cli_utils import keep_freed_memory
+        from clipcap.memory import keep_freed_memory
 
         keep_freed_memory()
     model, pixel_values = build_model(args.batch_size)

@@ -19,7 +19,7 @@ teacher's work in that step timed alone (fetching the two columns, turning them 
 L_con forward and backward), over the cached step's time. The process keeps freed memory, as the scripts do.
 
 Frozen encoder (ViT-B-32-sized cache): the step with the encoder's features computed from the images every step,
-against read from the `encoder_features` column that `trainer_clipcap.add_encoder_features` computed once (its
+against read from the `encoder_features` column that `clipcap.encoder_cache.add_encoder_features` computed once (its
 one-time cost is reported too). Prints a table and writes bench/results/teacher_cache.json.
 """
 
@@ -37,19 +37,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from timing import side_by_side, write_results  # noqa: E402 - bench/ is the script directory
 
-from cli_utils import keep_freed_memory  # noqa: E402
-from clip_guidance import CLIPTeacher, TeacherIdentity, contrastive_loss, cosine_alignment_loss  # noqa: E402
+from clipcap.collator import CaptionCollator, _float_tensor  # noqa: E402
+from clipcap.encoder_cache import add_encoder_features  # noqa: E402
+from clipcap.losses import contrastive_loss, cosine_alignment_loss  # noqa: E402
+from clipcap.memory import keep_freed_memory  # noqa: E402
+from clipcap.teacher import CLIPTeacher, TeacherIdentity  # noqa: E402
+from clipcap.trainer import CLIPGuidedTrainer  # noqa: E402
+from clipcap.training_args import ClipCapTrainingArguments, CLIPGuidanceArguments  # noqa: E402
 from configuration_clipcap import ClipCapConfig  # noqa: E402
 from modeling_clipcap import ClipCapForCaptioning  # noqa: E402
 from processing_clipcap import ClipCapProcessor  # noqa: E402
-from trainer_clipcap import (  # noqa: E402
-    CaptionCollator,
-    ClipCapTrainingArguments,
-    CLIPGuidanceArguments,
-    CLIPGuidedTrainer,
-    _float_tensor,
-    add_encoder_features,
-)
 
 WORDS = "a an the red blue white black steel kettle toaster fridge oven microwave kitchen on next to with".split()
 

@@ -15,7 +15,7 @@ A step is forward, loss, backward, gradient clipping to 1.0 and an AdamW update.
   * the captioner's decoder step: a frozen, cached encoder (`image_features`), so the MLP mapper, the prefix of 10
     and the caption through DistilGPT2, the LM head on caption positions only;
   * the whole captioner step (MobileNetV2 at 224 px trained too).
-The process keeps freed memory (`cli_utils.keep_freed_memory`) as the scripts do.
+The process keeps freed memory (`clipcap.memory.keep_freed_memory`) as the scripts do.
 
 Memory: the peak RSS of a fresh process that builds the default captioner (MobileNetV2 + DistilGPT2) and runs three
 training steps at `--batch_size` with the CLIP losses (cached teacher embeddings): with `keep_freed_memory` (as the
@@ -39,7 +39,7 @@ from timing import PeakMeter, side_by_side, write_results  # noqa: E402 - bench/
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from clip_guidance import contrastive_loss, cosine_alignment_loss  # noqa: E402
+from clipcap.losses import contrastive_loss, cosine_alignment_loss  # noqa: E402
 from configuration_clipcap import DISTILGPT2_SHAPE, ClipCapConfig  # noqa: E402
 from modeling_clipcap import ClipCapForCaptioning  # noqa: E402
 
@@ -107,7 +107,7 @@ def memory_child(args) -> None:
     """RSS of a process that runs three captioner training steps (the parent starts it fresh): after the imports,
     with the model and optimizer built, and at its peak."""
     if args.memory_child != "default":
-        from cli_utils import keep_freed_memory
+        from clipcap.memory import keep_freed_memory
 
         keep_freed_memory()
     libraries = rss_bytes()
@@ -141,7 +141,7 @@ def main():
         return memory_child(args)
 
     batch, tokens = args.batch_size, args.caption_tokens
-    from cli_utils import keep_freed_memory
+    from clipcap.memory import keep_freed_memory
 
     keep_freed_memory()  # as the scripts do (the memory children are fresh processes and choose for themselves)
     memory = {

@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-import synthetic  # noqa: E402
+from clipcap import synthetic  # noqa: E402
 from configuration_clipcap import ClipCapConfig  # noqa: E402
 from modeling_clipcap import ClipCapForCaptioning  # noqa: E402
 
@@ -73,7 +73,7 @@ def pixel_values():
 @pytest.fixture(scope="session")
 def fiftyone_db(tmp_path_factory):
     """A private mongod for the test session; FiftyOne must be imported only after this fixture runs."""
-    from fiftyone_mongod import fiftyone_database
+    from clipcap.mongod import fiftyone_database
 
     with fiftyone_database(tmp_path_factory.mktemp("mongod")) as uri:
         yield uri
@@ -135,19 +135,21 @@ def teacher_checkpoint(tmp_path_factory):
     return root
 
 
-def train_argv(data_dir, output_dir, steps: int = 2, **overrides) -> list[str]:
-    """Flags for a tiny run: random 32-wide decoder, MobileNetV2 at 48 px, no downloads."""
+def train_argv(data_dir, output_dir, steps: int = 2, config: dict | None = None, **overrides) -> list[str]:
+    """Flags for a tiny run: random 32-wide decoder, MobileNetV2 at 48 px, no downloads. `config` changes more
+    `ClipCapConfig` fields (`config_overrides`), `overrides` any other argument."""
+    model = {
+        "encoder_pretrained": "false",
+        "decoder_name_or_path": "",
+        **{f"text_config.{key}": value for key, value in TINY_DECODER.items()},
+        "prefix_length": 4,
+        "image_size": 48,
+        **(config or {}),
+    }
     arguments = {
         "dataset_dir": str(data_dir),
         "output_dir": str(output_dir),
-        "encoder_pretrained": "false",
-        "decoder_name_or_path": "",
-        "decoder_layers": TINY_DECODER["n_layer"],
-        "decoder_width": TINY_DECODER["n_embd"],
-        "decoder_heads": TINY_DECODER["n_head"],
-        "decoder_positions": TINY_DECODER["n_positions"],
-        "prefix_length": 4,
-        "image_size": 48,
+        "config_overrides": ",".join(f"{key}={value}" for key, value in model.items()),
         "image_crop_fraction": 1.0,
         "max_caption_length": 40,
         "per_device_train_batch_size": 4,

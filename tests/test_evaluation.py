@@ -1,4 +1,4 @@
-"""metrics.py on hand-checked values, and run_eval.py and caption.py on a tiny trained model."""
+"""clipcap.metrics on hand-checked values, and run_eval.py and caption.py on a tiny trained model."""
 
 import json
 import math
@@ -13,7 +13,9 @@ import torch
 import caption
 import run_eval
 import run_train
-from metrics import clip_score, coco_caption_scores, distinct_n, diversity, ref_clip_score, semantic_accuracy
+from clipcap import inference
+from clipcap.images import find_images
+from clipcap.metrics import clip_score, coco_caption_scores, distinct_n, diversity, ref_clip_score, semantic_accuracy
 from tests.conftest import ROOT, tiny_dataset, train_argv
 from tests.test_synthetic import COLUMN, ROW
 
@@ -137,8 +139,8 @@ def trained_model(tmp_path_factory, image_data_dir, teacher_checkpoint):
 
 
 def reference_captions(model_dir, images, **generate_kwargs) -> list[str]:
-    model, processor = caption.load_captioner(str(model_dir), "cpu")
-    return caption.caption_images(model, processor, images, **generate_kwargs)
+    model, processor = inference.load_captioner(str(model_dir), "cpu")
+    return inference.caption_images(model, processor, images, **generate_kwargs)
 
 
 @pytest.mark.slow
@@ -229,7 +231,7 @@ def test_find_images_expands_folders_globs_and_reports_what_matches_nothing(tmp_
     (tmp_path / "a" / "deep").mkdir(parents=True)
     for name in ("a/1.png", "a/deep/2.JPG", "a/notes.txt", "b.png"):
         (tmp_path / name).write_bytes(b"")
-    paths, problems = caption.find_images(
+    paths, problems = find_images(
         [str(tmp_path / "a"), str(tmp_path / "*.png"), str(tmp_path / "a" / "1.png"), str(tmp_path / "none*.jpg")]
     )
     assert paths == [str(tmp_path / "a" / "1.png"), str(tmp_path / "a" / "deep" / "2.JPG"), str(tmp_path / "b.png")]
@@ -237,12 +239,12 @@ def test_find_images_expands_folders_globs_and_reports_what_matches_nothing(tmp_
 
 
 def test_generation_arguments_pass_only_what_was_set():
-    assert caption.GenerationArguments().generate_kwargs() == {}
-    assert caption.GenerationArguments(num_beams=5, max_new_tokens=9).generate_kwargs() == {
+    assert inference.GenerationArguments().generate_kwargs() == {}
+    assert inference.GenerationArguments(num_beams=5, max_new_tokens=9).generate_kwargs() == {
         "num_beams": 5,
         "max_new_tokens": 9,
     }
-    sampling = caption.GenerationArguments(do_sample=True, top_p=0.9, temperature=0.7)
+    sampling = inference.GenerationArguments(do_sample=True, top_p=0.9, temperature=0.7)
     assert sampling.generate_kwargs() == {"do_sample": True, "num_beams": 1, "top_p": 0.9, "temperature": 0.7}
 
 

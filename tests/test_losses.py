@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from clip_guidance import (
+from clipcap.losses import (
     contrastive_loss,
     cosine_alignment_loss,
     cross_image_similarity_loss,

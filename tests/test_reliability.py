@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 import run_train
+from clipcap.checkpoints import CHECKPOINT_MANIFEST, checkpoint_problem, last_complete_checkpoint
 from tests.conftest import ROOT, train_argv
-from trainer_clipcap import CHECKPOINT_MANIFEST, checkpoint_problem, last_complete_checkpoint
 
 # A run long enough to be killed between checkpoints: 12 images, batch 4, so 3 steps per epoch and a checkpoint
 # every 4 steps, which lands inside an epoch (the resumed run must skip into it). Each logged loss averages 2 steps.
@@ -132,7 +132,7 @@ def test_sigkill_while_writing_a_checkpoint_then_resume_skips_it(tmp_path, data_
 
 
 def test_checkpoint_problems_are_named_and_the_last_whole_one_is_chosen(tmp_path):
-    from trainer_clipcap import write_checkpoint_manifest
+    from clipcap.checkpoints import write_checkpoint_manifest
 
     def make(step, files):
         path = tmp_path / f"checkpoint-{step}"
@@ -173,7 +173,7 @@ def test_checkpoint_problems_are_named_and_the_last_whole_one_is_chosen(tmp_path
 
 @pytest.mark.parametrize(("term", "bad"), [("ce", float("inf")), ("div", float("nan"))])
 def test_a_non_finite_loss_term_stops_training_before_the_update(tmp_path, data_dir, monkeypatch, capsys, term, bad):
-    import trainer_clipcap
+    from clipcap import trainer as clipcap_trainer
     from modeling_clipcap import ClipCapForCaptioning
 
     calls = {"n": 0}
@@ -192,18 +192,18 @@ def test_a_non_finite_loss_term_stops_training_before_the_update(tmp_path, data_
 
         monkeypatch.setattr(ClipCapForCaptioning, "forward", poisoned_forward)
     else:
-        unlikelihood = trainer_clipcap.repetition_unlikelihood_loss
+        unlikelihood = clipcap_trainer.repetition_unlikelihood_loss
         monkeypatch.setattr(
-            trainer_clipcap, "repetition_unlikelihood_loss", lambda *a: poison_at_step_3(unlikelihood(*a))
+            clipcap_trainer, "repetition_unlikelihood_loss", lambda *a: poison_at_step_3(unlikelihood(*a))
         )
     trainers = []
-    check_finite = trainer_clipcap.CLIPGuidedTrainer._check_finite
+    check_finite = clipcap_trainer.CLIPGuidedTrainer._check_finite
 
     def keep_trainer(self, terms, training):
         trainers.append(self)
         return check_finite(self, terms, training)
 
-    monkeypatch.setattr(trainer_clipcap.CLIPGuidedTrainer, "_check_finite", keep_trainer)
+    monkeypatch.setattr(clipcap_trainer.CLIPGuidedTrainer, "_check_finite", keep_trainer)
 
     output_dir = tmp_path / "run"
     argv = train_argv(data_dir, output_dir, steps=5, save_steps=2, do_eval="false", lambda_div=0.01)
@@ -259,7 +259,7 @@ def test_model_weights_load_from_safetensors_only_unless_pickle_is_allowed(tmp_p
 
 
 def test_teacher_checkpoint_must_be_safetensors_unless_pickle_is_allowed(tmp_path, teacher_checkpoint):
-    from clip_guidance import CLIPTeacher
+    from clipcap.teacher import CLIPTeacher
 
     state = load_file(str(teacher_checkpoint / "open_clip_model.safetensors"))
     torch.save(state, tmp_path / "teacher.pt")
@@ -419,17 +419,18 @@ def test_caption_output_file_is_replaced_only_when_the_run_finishes(tmp_path):
     # Captioning stops halfway (the model fails): the earlier output is untouched, the new lines are in .partial.
     Image.new("RGB", (64, 64), "red").save(tmp_path / "b.png")
     calls = {"n": 0}
-    real = caption.caption_images
+    real = caption.caption_batches
 
     def fail_on_second_batch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        for batch in real(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+            yield batch
 
     argv = [str(model_dir), str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--batch_size", "1"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(caption, "caption_images", fail_on_second_batch)
+        patch.setattr(caption, "caption_batches", fail_on_second_batch)
         with pytest.raises(KeyboardInterrupt):
             caption.main([*argv, "--output", str(output), "--progress", "false", "--max_new_tokens", "3"])
     assert output.read_text() == "earlier captions\n"
@@ -477,3 +478,24 @@ def test_imagenet_weights_are_hash_checked_and_unpickled_weights_only(monkeypatc
     url, kwargs = calls[0]
     assert url.endswith(".pth") and kwargs["check_hash"] is True and kwargs["weights_only"] is True
     assert all(torch.equal(value, backbone.state_dict()[key]) for key, value in reference.state_dict().items())
+
+
+def test_captions_as_bare_strings_are_refused_on_load_with_one_line(tmp_path, capsys):
+    """The data contract: a caption column holds a list of strings per row. A dataset whose captions are plain
+    strings is refused by the loader every reader goes through, with one line, before any work."""
+    import train_clip_teacher
+    from clipcap.data import load_prepared_dataset
+    from tests.conftest import tiny_dataset
+
+    path = tmp_path / "strings"
+    dataset = tiny_dataset(num_train=4, num_validation=2)
+    dataset = dataset.map(lambda row: {"text": row["captions"][0]}, remove_columns=["captions"])
+    dataset.rename_column("text", "captions").save_to_disk(str(path))
+    with pytest.raises(ValueError, match=r"the column 'captions' of the 'train' split of .* holds Value\('string'\)"):
+        load_prepared_dataset(str(path), {"train": ["image", "captions"]})
+    assert run_train.main(train_argv(path, tmp_path / "out")) == 1
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("run_train.py: error: ")]
+    assert line.endswith("not lists of captions (list[str]); prepare_dataset.py writes each row's references as a list")
+    assert not (tmp_path / "out").exists()
+    assert train_clip_teacher.main(["--dataset_dir", str(path), "--output_dir", str(tmp_path / "teacher")]) == 1
+    assert "not lists of captions (list[str])" in capsys.readouterr().err

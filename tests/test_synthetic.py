@@ -5,8 +5,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-import synthetic
-from synthetic import Scene, SceneObject, Unit, caption_errors, make_example, parse_caption, render_scene
+from clipcap import synthetic
+from clipcap.synthetic import Scene, SceneObject, Unit, caption_errors, make_example, parse_caption, render_scene
 
 
 def test_examples_are_deterministic_and_depend_on_seed_split_and_index():

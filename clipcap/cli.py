@@ -1,17 +1,15 @@
 # Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
-"""What the command-line scripts share: a config file with overriding flags, checked key by key; local paths that
-must not be looked up on the Hub; files written whole or not at all; a malloc that keeps freed memory.
+"""The scripts' command lines: a config file with overriding flags, checked key by key as strictly as flags are, and
+a model's `config_overrides` checked against its config class.
 
     classes = parse_config_and_flags(parser, argv)   # `script.py config.yaml --flag value` or `script.py --flag ...`
 """
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import enum
 import json
-import os
 import sys
 import types
 import typing
@@ -19,6 +17,8 @@ from pathlib import Path
 
 import yaml
 from transformers import HfArgumentParser
+
+from configuration_clipcap import ClipCapConfig
 
 
 class ConfigError(ValueError):
@@ -55,16 +55,19 @@ def parse_config_and_flags(parser: HfArgumentParser, argv: list[str] | None = No
     return parser.parse_args_into_dataclasses(args=argv[1:])
 
 
-def check_config_values(values: dict, dataclass_types, source: str = "config") -> dict:
-    """`values` with each key checked against the dataclasses' fields and each value against its field's type."""
+def check_config_values(
+    values: dict, dataclass_types, source: str = "config", known: str = "`--help` lists every argument"
+) -> dict:
+    """`values` with each key checked against the dataclasses' fields and each value against its field's type;
+    `known` says where the valid keys are listed."""
     fields = {}
     for cls in dataclass_types:
-        hints = typing.get_type_hints(cls)
+        hints = _field_types(cls)
         for f in dataclasses.fields(cls):
             if f.init:
                 fields[f.name] = hints.get(f.name, typing.Any)
     if unknown := sorted(set(values) - set(fields)):
-        raise ConfigError(f"{source}: unknown keys {unknown} (`--help` lists every argument)")
+        raise ConfigError(f"{source}: unknown keys {unknown} ({known})")
     checked = {}
     for key, value in values.items():
         try:
@@ -74,6 +77,24 @@ def check_config_values(values: dict, dataclass_types, source: str = "config") -
                 f"{source}: {key} must be {_describe(fields[key])}, not {value!r} ({type(value).__name__})"
             ) from None
     return checked
+
+
+def _field_types(cls) -> dict:
+    """The type of each annotated field of a dataclass, as `typing.get_type_hints` gives them. Where that fails (a
+    transformers config's base class annotates with names it imports only for type checking) each annotation is
+    resolved on its own, and one that cannot be is `Any`."""
+    try:
+        return typing.get_type_hints(cls)
+    except NameError:
+        resolved = {}
+        for klass in reversed(cls.__mro__):
+            namespace = vars(sys.modules[klass.__module__])
+            for name, annotation in vars(klass).get("__annotations__", {}).items():
+                try:
+                    resolved[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation
+                except Exception:  # noqa: BLE001 - an unresolvable annotation is checked as Any
+                    resolved[name] = typing.Any
+        return resolved
 
 
 _NONE = type(None)
@@ -150,54 +171,50 @@ def _describe(annotation) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def missing_local_path(name_or_path: str) -> bool:
-    """True for a path that is clearly meant to be local but does not exist: absolute, starting with '.', or inside an
-    existing folder ('outputs/nothing'). Such a name is an error here, not a Hub id to look up."""
-    path = Path(name_or_path)
-    if path.exists():
-        return False
-    return path.is_absolute() or name_or_path.startswith(".") or (path.parent != Path(".") and path.parent.is_dir())
+def parse_config_overrides(overrides: dict | str | None, config_class) -> dict:
+    """`config_overrides` as keyword arguments of `config_class` (a dataclass config such as `ClipCapConfig`).
 
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` whole or not at all: a temporary file beside it, flushed to disk, then renamed over it.
-    A run killed halfway leaves the old file (or none), never a truncated one."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-# glibc's mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc's malloc keep the memory torch frees and hand it out again, instead of returning it to the OS.
-
-    glibc serves every block above 32 MiB with a fresh `mmap` and unmaps it on free. Such blocks come and go at every
-    step here (a beam-search step's scores are 160 x 50,257 floats; a batch of MobileNetV2 activations is larger), so
-    each one pays a page fault for every 4 KiB page it touches, every time. The PyTorch CPU tuning guides preload
-    jemalloc or tcmalloc for this; two `mallopt` settings get the same effect from glibc itself: no `mmap` for large
-    blocks (M_MMAP_MAX 0) and no trimming of the heap (M_TRIM_THRESHOLD at its maximum). The cost: memory the process
-    held at its peak stays with it until it exits, and blocks freed in between are reused less tightly (about 0.2 GB
-    more peak RSS in a batch-16 training step). bench/bench_generation.py measures the speed in fresh processes,
-    bench/bench_train_step.py the memory. The scripts call this at start-up; a library import never does.
-
-    Returns False, changing nothing, off glibc, or when the environment already tunes malloc (a MALLOC_* variable or
-    a preloaded allocator in LD_PRELOAD).
+    A mapping (what a config file gives) or a string `key=value,key=value` (a flag, as transformers' `run_clm.py`
+    takes it); a dotted key sets a field of a sub-config given as a mapping (`text_config.n_layer=2`). Every key must
+    be a field of `config_class`, and every value is read as that field's type, so a typo is one `ConfigError`
+    naming the key. An empty string or mapping overrides nothing.
     """
-    if any(key.startswith("MALLOC_") for key in os.environ) or "malloc" in os.environ.get("LD_PRELOAD", ""):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
-        return False
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    if not overrides:
+        return {}
+    if isinstance(overrides, str):
+        values = {}
+        for item in overrides.split(","):
+            key, equals, value = item.partition("=")
+            if not equals or not key.strip():
+                raise ConfigError(f"config_overrides: {item!r} is not key=value")
+            parsed = yaml.safe_load(value)  # numbers, booleans and null (also an empty value) as YAML reads them
+            *parents, name = key.strip().split(".")
+            target = values
+            for parent in parents:
+                target = target.setdefault(parent, {})
+            target[name] = parsed
+        overrides = values
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"config_overrides must be a mapping or key=value,... , not {type(overrides).__name__}")
+    return _check_config(overrides, config_class, "config_overrides")
+
+
+def _check_config(values: dict, config_class, source: str) -> dict:
+    """`check_config_values` against a config class, and a mapping given for a sub-config (a field whose type is
+    another dataclass config, e.g. `text_config: GPT2Config`) against that class too."""
+    checked = check_config_values(values, [config_class], source, known=f"see {config_class.__name__}'s fields")
+    hints = _field_types(config_class)
+    for key, value in checked.items():
+        sub_configs = [t for t in typing.get_args(hints.get(key)) if dataclasses.is_dataclass(t)]
+        if isinstance(value, dict) and sub_configs:
+            checked[key] = _check_config(value, sub_configs[0], f"{source}: {key}")
+    return checked
+
+
+def build_model_config(overrides: dict | str | None, teacher_embed_dim: int | None = None) -> ClipCapConfig:
+    """A new model's `ClipCapConfig`: its defaults with `overrides` (`parse_config_overrides`). `teacher_embed_dim`
+    (the teacher's embedding size) sizes the teacher head unless the overrides set it."""
+    kwargs = parse_config_overrides(overrides, ClipCapConfig)
+    if teacher_embed_dim is not None:
+        kwargs.setdefault("teacher_embed_dim", teacher_embed_dim)
+    return ClipCapConfig(**kwargs)

@@ -1,4 +1,6 @@
-"""The frozen CLIP teacher (open_clip) and the checks that keep its cached embeddings honest.
+# Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
+"""The frozen CLIP teacher (open_clip): loading it, the checks that keep its cached embeddings honest, embedding a
+dataset with it, and its retrieval recall.
 
 The teacher is only ever used without gradients, in eval mode. It is identified by its architecture and weights (the
 open_clip tag, or the SHA-256 of a local checkpoint), so that embeddings cached by `prepare_dataset.py` are never
@@ -11,17 +13,38 @@ open_clip: Ilharco et al. 2021 (github.com/mlfoundations/open_clip).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import torch
+
+from clipcap.files import file_sha256
+
+logger = logging.getLogger(__name__)
 
 # The weights file train_clip_teacher.py writes; a directory holding it is accepted as `pretrained`.
 TEACHER_CHECKPOINT_NAME = "open_clip_model.safetensors"
 
 # The project's own open_clip architectures (the offline demo's domain teacher), registered on first use.
-MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "open_clip"
+MODEL_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "open_clip"
+
+
+@dataclass
+class TeacherArguments:
+    """The CLIP teacher: an open_clip architecture and its weights (every script that uses a teacher takes these)."""
+
+    clip_model: str | None = field(
+        default=None, metadata={"help": "open_clip architecture of the teacher (ViT-B-32 for the real run)."}
+    )
+    clip_pretrained: str | None = field(
+        default=None,
+        metadata={
+            "help": "Teacher weights: an open_clip tag ('openai'), a checkpoint file, or a train_clip_teacher.py dir."
+        },
+    )
 
 
 def register_model_configs(path: str | os.PathLike = MODEL_CONFIG_DIR) -> None:
@@ -57,14 +80,6 @@ class TeacherIdentity:
     def describe(self) -> str:
         weights = f"sha256 {self.sha256[:12]}" if self.sha256 else f"'{self.pretrained}'"
         return f"{self.arch} ({weights})"
-
-
-def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_teacher_cache(cached: TeacherIdentity | dict | None, teacher: TeacherIdentity) -> None:
@@ -172,115 +187,19 @@ class CLIPTeacher(torch.nn.Module):
         return list(torch.split(self.encode_texts(flat), [len(group) for group in texts]))
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# The CLIP-guided losses. z: the student's unit-norm embeddings (B, D); v, t: the teacher's unit-norm image and
-# caption embeddings (B, D). Every function returns a scalar mean over the batch.
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def cosine_alignment_loss(z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """`L_cos = mean_i (1 - cos(z_i, v_i))`: distils the teacher's image embedding into the student."""
-    return (1.0 - torch.nn.functional.cosine_similarity(z.float(), v.float(), dim=-1)).mean()
-
-
-def gather_features(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Concatenate each tensor over all processes, keeping gradients for this process's rows.
-
-    As open_clip's `gather_features` (local_loss=False, gather_with_grad=False): the other processes' rows arrive as
-    constants and this process's own rows are put back with their autograd history, so each process back-propagates
-    through its own rows against every process's negatives. Without torch.distributed (or with one process) the
-    tensors come back unchanged.
-    """
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensors
-    rank, world = dist.get_rank(), dist.get_world_size()
-    gathered = []
-    for tensor in tensors:
-        parts = [torch.empty_like(tensor) for _ in range(world)]
-        dist.all_gather(parts, tensor.detach().contiguous())
-        parts[rank] = tensor
-        gathered.append(torch.cat(parts))
-    return tuple(gathered)
-
-
-def positive_mask(caption_ids: torch.Tensor) -> torch.Tensor:
-    """`(B, B)` float mask: 1 where two rows carry the same caption (the diagonal included)."""
-    return (caption_ids[:, None] == caption_ids[None, :]).float()
-
-
-def contrastive_loss(
-    z: torch.Tensor, t: torch.Tensor, logit_scale: float, caption_ids: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Symmetric InfoNCE between student image embeddings `z` and teacher caption embeddings `t` (CLIP's loss).
-
-    Row i's positive is caption i. With `caption_ids` (an integer per row identifying the caption text), a row whose
-    caption is identical to row i's is not a negative of row i: it is left out of row i's softmax, in both directions
-    (image -> text and text -> image). Without that, identical captions would be pushed apart from images they
-    describe, and the loss could not fall below log(number of duplicates).
-    """
-    logits = logit_scale * z.float() @ t.float().T
-    targets = torch.arange(len(z), device=z.device)
-    if caption_ids is not None:
-        duplicates = positive_mask(caption_ids).bool()
-        duplicates.fill_diagonal_(False)
-        logits = logits.masked_fill(duplicates, float("-inf"))
-    image_to_text = torch.nn.functional.cross_entropy(logits, targets)
-    text_to_image = torch.nn.functional.cross_entropy(logits.T, targets)
-    return (image_to_text + text_to_image) / 2
-
-
-def repetition_unlikelihood_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Token-level unlikelihood of repeating a token already in the caption (Welleck et al. 2019, "Neural Text
-    Generation with Unlikelihood Training").
-
-    At caption position t the negative candidates are the distinct tokens among the targets before t, minus the target
-    at t itself; the loss is `-sum_c log(1 - p(c | y_<t))` summed over positions and divided by the number of target
-    tokens. `logits[:, t]` predicts `labels[:, t]` (the model's alignment); -100 labels are ignored.
-    """
-    valid = labels != -100
-    tokens = labels.clamp(min=0)
-    batch, length = labels.shape
-    earlier = torch.ones(length, length, dtype=torch.bool, device=labels.device).tril(-1)  # [t, j]: j < t
-    same = tokens[:, :, None] == tokens[:, None, :]  # [b, t, j]
-    first = valid & ~(same & earlier & valid[:, None, :]).any(dim=2)  # the first occurrence of its token
-    candidates = earlier & first[:, None, :] & valid[:, :, None] & ~same  # [b, t, j]
-    probs = logits.float().softmax(dim=-1)
-    candidate_probs = probs.gather(2, tokens[:, None, :].expand(batch, length, length))  # p(y_j | y_<t) at [b, t, j]
-    penalty = -torch.log((1.0 - candidate_probs).clamp(min=1e-5)) * candidates
-    return penalty.sum() / valid.sum().clamp(min=1)
-
-
-def cross_image_similarity_loss(
-    logits: torch.Tensor, labels: torch.Tensor, caption_ids: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Penalty on different images getting the same token distributions.
-
-    Each image's distribution is its next-token probabilities averaged over its caption positions; the loss is the
-    mean cosine similarity between the distributions of pairs of images whose reference captions differ (pairs with
-    identical captions should agree, so they are left out). 0 when no such pair exists.
-    """
-    valid = (labels != -100).float()
-    probs = logits.float().softmax(dim=-1)
-    mean_probs = (probs * valid[..., None]).sum(dim=1) / valid.sum(dim=1, keepdim=True).clamp(min=1)
-    unit = torch.nn.functional.normalize(mean_probs, dim=-1)
-    similarity = unit @ unit.T
-    if caption_ids is None:
-        caption_ids = torch.arange(len(labels), device=labels.device)
-    pairs = 1.0 - positive_mask(caption_ids)
-    return (similarity * pairs).sum() / pairs.sum().clamp(min=1)
-
-
-def embed_dataset(dataset, teacher: CLIPTeacher, caption_column: str = "captions", batch_size: int = 64):
+def embed_dataset(
+    dataset: datasets.Dataset,
+    teacher: CLIPTeacher,
+    image_column: str = "image",
+    caption_column: str = "captions",
+    batch_size: int = 64,
+) -> datasets.Dataset:
     """Add the teacher's unit-norm `teacher_image_embeds` (D) and `teacher_text_embeds` (one D-vector per reference
-    caption) to a `datasets.Dataset` with an `image` column, through `Dataset.map` (cached by fingerprint)."""
-    import datasets
+    caption) to a `datasets.Dataset`, through `Dataset.map` (cached by fingerprint)."""
 
     def embed(batch):
-        images = teacher.embed_images(batch["image"])
-        references = [[c] if isinstance(c, str) else c for c in batch[caption_column]]
-        texts = teacher.encode_text_lists(references)
+        images = teacher.embed_images(batch[image_column])
+        texts = teacher.encode_text_lists(batch[caption_column])
         return {
             "teacher_image_embeds": images.cpu().numpy().tolist(),
             "teacher_text_embeds": [embeds.cpu().numpy().tolist() for embeds in texts],
@@ -301,6 +220,69 @@ def embed_dataset(dataset, teacher: CLIPTeacher, caption_column: str = "captions
         desc="Teacher embeddings",
         # The teacher's identity, not a pickle of its weights, names the result (and finds it again on a rerun).
         new_fingerprint=datasets.fingerprint.Hasher.hash(
-            [dataset._fingerprint, teacher.identity.to_dict(), caption_column, "teacher-embeddings-v1"]
+            [dataset._fingerprint, teacher.identity.to_dict(), image_column, caption_column, "teacher-embeddings-v2"]
         ),
     )
+
+
+def add_teacher_embeddings(
+    dataset: datasets.DatasetDict,
+    metadata: dict,
+    teacher: CLIPTeacher,
+    train_split: str,
+    use_cache: bool = True,
+    compute_once: bool = True,
+    image_column: str = "image",
+    caption_column: str = "captions",
+) -> datasets.DatasetDict:
+    """Make sure every split carries `teacher`'s embeddings when training needs them.
+
+    A dataset cache (`prepare_dataset.py --clip_model ...`) is used when `use_cache` and it was made by this teacher
+    (`metadata["teacher"]`); a cache made by another teacher is refused. Without a usable cache, every image and
+    caption is embedded once here (`compute_once`), or the columns are left out and the trainer runs the teacher on
+    every batch.
+    """
+    cached = "teacher_image_embeds" in dataset[train_split].column_names
+    if cached and use_cache:
+        check_teacher_cache(metadata.get("teacher"), teacher.identity)
+        logger.info("Using the dataset's cached embeddings of %s", teacher.identity.describe())
+        return dataset
+    if cached:
+        dataset = dataset.remove_columns(["teacher_image_embeds", "teacher_text_embeds"])
+    if compute_once:
+        logger.info("Embedding every image and caption with %s once", teacher.identity.describe())
+        for split in dataset:
+            dataset[split] = embed_dataset(dataset[split], teacher, image_column, caption_column)
+    return dataset
+
+
+@torch.no_grad()
+def retrieval_recall(model, images: torch.Tensor, captions: list[list[str]], tokenizer, batch_size: int = 256) -> dict:
+    """Image->text and text->image recall@1 of an open_clip `model` over a split, every reference caption included.
+
+    A retrieved caption counts as right when its text is one of the image's references (the synthetic data has
+    identical captions for identical scenes, which are equally right), and a retrieved image when the caption's
+    text is among its references.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    texts = [caption for references in captions for caption in references]
+    image_embeds = torch.cat(
+        [
+            model.encode_image(images[i : i + batch_size].to(device), normalize=True)
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+    text_embeds = torch.cat(
+        [
+            model.encode_text(tokenizer(texts[i : i + batch_size]).to(device), normalize=True)
+            for i in range(0, len(texts), batch_size)
+        ]
+    )
+    similarity = (image_embeds @ text_embeds.T).float().cpu()
+    reference_sets = [set(references) for references in captions]
+    best_text = similarity.argmax(dim=1).tolist()
+    best_image = similarity.argmax(dim=0).tolist()
+    image_to_text = sum(texts[j] in reference_sets[i] for i, j in enumerate(best_text)) / len(captions)
+    text_to_image = sum(texts[j] in reference_sets[i] for j, i in enumerate(best_image)) / len(texts)
+    return {"image_to_text_R@1": image_to_text, "text_to_image_R@1": text_to_image}

@@ -21,6 +21,8 @@ from collections import Counter
 
 import torch
 
+from clipcap.synthetic import CAPTION_ERROR_TYPES, Scene, caption_errors
+
 CLIP_S_WEIGHT = 2.5
 COCO_METRICS = ("bleu", "meteor", "rouge_l", "cider")
 SPICE_UNAVAILABLE = "unavailable offline: SPICE downloads Stanford CoreNLP models on first use"
@@ -135,8 +137,6 @@ def semantic_accuracy(
     """Fraction of captions with no error against their `synthetic.Scene`, overall, by number of objects in the
     scene (`semantic_accuracy_<n>obj`), and the count of each error type (`errors_<type>`, 0s included).
     `found_errors`: each caption's `synthetic.caption_errors`, when they are already known."""
-    from synthetic import CAPTION_ERROR_TYPES, caption_errors
-
     if found_errors is None:
         found_errors = [caption_errors(caption, scene) for caption, scene in zip(captions, scenes, strict=True)]
     correct, total, errors = Counter(), Counter(), Counter()
@@ -150,3 +150,39 @@ def semantic_accuracy(
         result[f"semantic_accuracy_{objects}obj"] = correct[objects] / total[objects]
     result.update({f"errors_{kind}": errors[kind] for kind in CAPTION_ERROR_TYPES})
     return result
+
+
+def score_captions(
+    captions: list[str],
+    caption_embeds: torch.Tensor,
+    references: list[list[str]],
+    reference_embeds: list[torch.Tensor],
+    image_embeds: torch.Tensor,
+    training_captions: set[str] | None = None,
+    scenes: list[Scene] | None = None,
+) -> tuple[dict, dict[str, list]]:
+    """Corpus scores and per-image scores of one captioner, from its captions, the references and the CLIP model's
+    embeddings of both: CLIP-S, RefCLIP-S, the COCO metrics, diversity and, given the scenes, semantic accuracy
+    (per image: the list of `errors`). `references[i]` may be empty (no reference-based score for image i)."""
+    clip_s = clip_score(image_embeds, caption_embeds)
+    ref_clip_s = ref_clip_score(clip_s, caption_embeds, reference_embeds)
+    scored = [i for i, refs in enumerate(references) if refs]
+    coco, coco_each = coco_caption_scores([captions[i] for i in scored], [references[i] for i in scored])
+    corpus = {
+        "clip_s": float(clip_s.mean()),
+        "ref_clip_s": float(ref_clip_s[scored].mean()) if scored else float("nan"),
+        **coco,
+        "spice": None,
+        **diversity(captions, training_captions),
+        "images": len(captions),
+        "images_with_references": len(scored),
+    }
+    per_image: dict[str, list] = {"clip_s": clip_s.tolist(), "ref_clip_s": ref_clip_s.tolist()}
+    for name, values in coco_each.items():
+        per_image[name] = [None] * len(captions)
+        for i, value in zip(scored, values, strict=True):
+            per_image[name][i] = value
+    if scenes is not None:
+        per_image["errors"] = [caption_errors(caption, scene) for caption, scene in zip(captions, scenes, strict=True)]
+        corpus.update(semantic_accuracy(captions, scenes, per_image["errors"]))
+    return corpus, per_image

@@ -11,6 +11,8 @@ import json
 import math
 from pathlib import Path
 
+from clipcap.files import atomic_write_text
+
 # (key, label, decimals) in the order every report lists them.
 METRIC_ROWS = [
     ("clip_s", "CLIP-S", 3),
@@ -241,6 +243,4 @@ References: {escape(report["notes"]["references"])}. SPICE: {escape(report["note
 <script>{_SCRIPT}</script>
 </body></html>
 """
-    from cli_utils import atomic_write_text
-
     atomic_write_text(output, page)

@@ -1,0 +1,305 @@
+# Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
+"""The prepared dataset: a `datasets.DatasetDict` {train, validation} saved with its card, and the contract its
+readers rely on.
+
+The contract, kept here and nowhere else: the `image` column holds images, and the caption column holds each row's
+reference captions as a list of strings (`list[str]`, never a bare string). `prepare_dataset.py` writes datasets so
+(`validate_split`, `make_card`, `save_atomically`); `load_prepared_dataset` checks it on every read
+(`check_caption_column`), so the trainer, the collator, the teacher and the metrics take captions as lists without
+asking. `drop_unusable_rows` removes and counts the rows that no reader can use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import datasets
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from clipcap.files import missing_local_path
+from clipcap.images import validate_image, validate_image_bytes
+from clipcap.teacher import TeacherIdentity
+from processing_clipcap import gpt2_tokenizer
+
+logger = logging.getLogger(__name__)
+
+CARD_METADATA_KEY = "clipcap"
+DROP_REASONS = (
+    "missing",
+    "empty_file",
+    "unreadable",
+    "not_an_image",
+    "truncated",
+    "too_small",
+    "too_large",
+    "no_caption",
+)
+
+
+class PrepareError(Exception):
+    """A problem with the input data that the user can fix; reported as one line."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reading: load, check, drop what no reader can use
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def load_dataset_metadata(path: str | os.PathLike) -> dict:
+    """The `clipcap` block of a prepared dataset's card: source, caption strategy, drops, teacher (or {})."""
+    readme = Path(path) / "README.md"
+    if not readme.is_file():
+        return {}
+    return dict(DatasetCard.load(readme).data.to_dict().get(CARD_METADATA_KEY) or {})
+
+
+def load_prepared_dataset(
+    dataset_dir: str, required: dict[str, list[str]], caption_column: str = "captions"
+) -> tuple[datasets.DatasetDict, dict]:
+    """A DatasetDict saved by `prepare_dataset.py` (a directory) or a Hub dataset id, and its card metadata ({} from
+    the Hub). Each split in `required` must exist with the columns listed for it, and where they include
+    `caption_column` it must hold lists of strings (`check_caption_column`); otherwise one clear error."""
+    path = Path(dataset_dir)
+    if missing_local_path(dataset_dir):
+        raise FileNotFoundError(f"no dataset directory {dataset_dir}; make one with prepare_dataset.py")
+    if path.exists():
+        if not (path / "dataset_dict.json").exists():
+            raise FileNotFoundError(f"{dataset_dir} is not a saved DatasetDict; make one with prepare_dataset.py")
+        dataset, metadata = datasets.load_from_disk(str(path)), load_dataset_metadata(path)
+    else:
+        dataset, metadata = datasets.load_dataset(dataset_dir), {}
+    for split, columns in required.items():
+        if split not in dataset:
+            raise ValueError(f"{dataset_dir} has no {split!r} split (it has {sorted(dataset)})")
+        if missing := set(columns) - set(dataset[split].column_names):
+            raise ValueError(f"the {split!r} split of {dataset_dir} lacks the columns {sorted(missing)}")
+        if caption_column in columns:
+            check_caption_column(dataset[split], caption_column, f"the {split!r} split of {dataset_dir}")
+    return dataset, metadata
+
+
+def check_caption_column(dataset: datasets.Dataset, caption_column: str, name: str) -> None:
+    """The data contract: a caption column holds a list of reference strings per row (`list[str]`), never a bare
+    string. `prepare_dataset.py` writes it so; every reader relies on it."""
+    feature = dataset.features[caption_column]
+    inner = getattr(feature, "feature", None)
+    is_list = isinstance(feature, (datasets.List, datasets.LargeList))
+    if not (is_list and isinstance(inner, datasets.Value) and inner.dtype in ("string", "large_string")):
+        raise ValueError(
+            f"the column {caption_column!r} of {name} holds {feature}, not lists of captions (list[str]); "
+            "prepare_dataset.py writes each row's references as a list"
+        )
+
+
+def drop_unusable_rows(
+    dataset: datasets.Dataset, image_column: str, caption_column: str, metadata: dict, name: str
+) -> tuple[datasets.Dataset, Counter]:
+    """The rows one can train on or score, and the others counted by reason: `no_caption` (none, or only empty
+    strings), `no_image`, and every image decoded in full (`validate_image_bytes`: `truncated`, `not_an_image`,
+    `too_large`, ...) unless this script made the dataset (its card's `metadata` records the drops made then). Only
+    these two columns are read; the result is a selection (nothing copied). `name` ("the 'train' split of DIR")
+    names the data in the error raised when no row is left."""
+    check_images = "dropped" not in metadata
+    if check_images and not isinstance(dataset.features[image_column], datasets.Image):
+        raise ValueError(f"the column {image_column!r} holds {dataset.features[image_column]}, not images")
+    columns = dataset.select_columns([caption_column, image_column] if check_images else [caption_column])
+    if check_images:
+        columns = columns.cast_column(image_column, datasets.Image(decode=False))
+    drops, keep, index = Counter(), [], 0
+    for batch in columns.iter(batch_size=256):
+        for i, references in enumerate(batch[caption_column]):
+            reason = "" if any(r and r.strip() for r in references or []) else "no_caption"
+            if not reason and check_images:
+                image = batch[image_column][i]
+                data = image and (image.get("bytes") or _read_bytes(image.get("path")))
+                reason = validate_image_bytes(data, min_side=1)[1] if data else "no_image"
+            if reason:
+                drops[reason] += 1
+            else:
+                keep.append(index + i)
+        index += len(batch[caption_column])
+    if not keep:
+        raise ValueError(f"{name} has no usable row ({describe_counts(drops) or 'empty'})")
+    return (dataset if len(keep) == len(dataset) else dataset.select(keep)), drops
+
+
+def describe_counts(counts: Counter) -> str:
+    """`{"truncated": 1, "no_caption": 2}` -> "no_caption: 2, truncated: 1"."""
+    return ", ".join(f"{reason}: {count}" for reason, count in sorted(counts.items()))
+
+
+def _read_bytes(path: str | None) -> bytes | None:
+    try:
+        return Path(path).read_bytes() if path else None
+    except OSError:
+        return None
+
+
+def load_splits(
+    dataset_dir: str, limits: dict[str, int | None], image_column: str = "image", caption_column: str = "captions"
+) -> tuple[datasets.DatasetDict, dict]:
+    """The splits named in `limits` of a prepared dataset (each cut to its first N rows when N is given), with the
+    unusable rows dropped (`drop_unusable_rows`) and the drops logged, and the card's metadata."""
+    columns = [image_column, caption_column]
+    dataset, metadata = load_prepared_dataset(dataset_dir, {split: columns for split in limits}, caption_column)
+    splits = {}
+    for split, limit in limits.items():
+        data = dataset[split]
+        if limit is not None:
+            data = data.select(range(min(limit, len(data))))
+        name = f"the {split!r} split of {dataset_dir}"
+        splits[split], drops = drop_unusable_rows(data, image_column, caption_column, metadata, name)
+        if drops:
+            kept = len(splits[split])
+            logger.warning("Dropped %d of %d %s rows (%s)", len(data) - kept, len(data), split, describe_counts(drops))
+    return datasets.DatasetDict(splits), metadata
+
+
+def count_long_captions(dataset: datasets.Dataset, caption_column: str, processor) -> int:
+    """How many reference captions are longer than the processor's `max_caption_length` (EOS included); they are
+    truncated when tokenised, so the model learns their beginning only."""
+    captions = [caption for references in dataset[caption_column][:] for caption in references if caption]
+    lengths = map(len, processor.tokenizer(captions, add_special_tokens=False)["input_ids"]) if captions else []
+    return sum(length + 1 > processor.max_caption_length for length in lengths)
+
+
+def add_caption_lengths(dataset: datasets.Dataset, caption_column: str, column: str) -> datasets.Dataset:
+    """A `column` with each row's mean reference length in GPT-2 tokens, for `group_by_length` batching (batches of
+    similar lengths waste little compute on padding)."""
+    if column in dataset.column_names:
+        return dataset
+    tokenizer = gpt2_tokenizer()
+    lengths = []
+    for references in dataset[caption_column][:]:
+        ids = tokenizer(references, add_special_tokens=False)["input_ids"]
+        lengths.append(round(sum(map(len, ids)) / max(len(ids), 1)) + 1)
+    return dataset.add_column(column, lengths)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Writing: validated images, the card, an atomic save
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _validate_example(example: dict, min_side: int, max_pixels: int, max_side: int | None) -> dict:
+    if not example["captions"]:
+        return {"image": None, "drop_reason": "no_caption", "conversions": []}
+    data, reason, conversions = validate_image(example["filepath"], min_side, max_pixels, max_side)
+    return {
+        "image": {"bytes": data, "path": None} if data else None,
+        "drop_reason": reason,
+        "conversions": conversions,
+    }
+
+
+def validate_split(
+    dataset: datasets.Dataset,
+    split: str,
+    min_side: int = 32,
+    max_pixels: int = 89_478_485,
+    max_side: int | None = None,
+    num_proc: int = 1,
+) -> tuple[datasets.Dataset, Counter, Counter]:
+    """Decode every image of a split (rows of `filepath` and `captions`, as `extract_records` makes them) with
+    `validate_image`; returns the kept rows, now with an `image` column, and the drop and conversion counts."""
+    checked = dataset.map(
+        _validate_example,
+        fn_kwargs={"min_side": min_side, "max_pixels": max_pixels, "max_side": max_side},
+        num_proc=num_proc if num_proc > 1 and len(dataset) > 1 else None,
+        features=datasets.Features(
+            {
+                **dataset.features,
+                "image": datasets.Image(),
+                "drop_reason": datasets.Value("string"),
+                "conversions": datasets.List(datasets.Value("string")),
+            }
+        ),
+        desc=f"Validating {split} images",
+    )
+    dropped = Counter(r for r in checked["drop_reason"] if r)
+    converted = Counter(c for cs in checked["conversions"] for c in cs)
+    kept = checked.filter(lambda reason: not reason, input_columns="drop_reason", desc=f"Dropping bad {split} images")
+    return kept.remove_columns(["drop_reason", "conversions"]), dropped, converted
+
+
+def drop_table(dropped: dict[str, Counter], converted: dict[str, Counter]) -> str:
+    """A plain-text table of dropped samples (and conversions) by reason and split."""
+    splits = list(dropped)
+    rows = [("reason", *splits, "total")]
+    for reason in DROP_REASONS:
+        counts = [dropped[s].get(reason, 0) for s in splits]
+        rows.append((reason, *map(str, counts), str(sum(counts))))
+    totals = [sum(dropped[s].values()) for s in splits]
+    rows.append(("dropped", *map(str, totals), str(sum(totals))))
+    for name in sorted({c for s in splits for c in converted[s]}):
+        counts = [converted[s].get(name, 0) for s in splits]
+        rows.append((f"converted: {name}", *map(str, counts), str(sum(counts))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+        for r in rows
+    )
+
+
+def make_card(metadata: dict, dataset_dict: datasets.DatasetDict, table: str) -> DatasetCard:
+    """The dataset card: `metadata` (source, caption strategy, drops, teacher, command) under the `clipcap` key of
+    its YAML header, and a body that says the same for a reader, with the drop `table`."""
+    sizes = {split: len(ds) for split, ds in dataset_dict.items()}
+    total = sum(sizes.values())
+    size_category = "n<1K" if total < 1000 else "1K<n<10K" if total < 10000 else "10K<n<100K"
+    data = DatasetCardData(
+        task_categories=["image-to-text"],
+        size_categories=[size_category],
+        tags=["image-captioning", "fiftyone", "clipcap"],
+        pretty_name="ClipCap captioning data",
+        **{CARD_METADATA_KEY: metadata},
+    )
+    teacher = metadata.get("teacher")
+    columns = ", ".join(f"`{c}`" for c in dataset_dict["train"].column_names)
+    body = f"""
+# ClipCap captioning data
+
+Prepared by `prepare_dataset.py` from {metadata["source"]}.
+
+- Splits: {", ".join(f"{split} {n:,}" for split, n in sizes.items())}
+- Captions: {metadata["caption_strategy"]}
+- Columns: {columns}
+- Teacher cache: {teacher_text(teacher)}
+- Reproduce: `{metadata["command"]}`
+
+## Dropped images
+
+Every image was decoded in full; these were left out (and these converted to RGB):
+
+```
+{table}
+```
+"""
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def teacher_text(teacher: dict | None) -> str:
+    """How a card names the teacher cache of a dataset (`metadata["teacher"]`)."""
+    if not teacher:
+        return "none"
+    return f"unit-norm CLIP embeddings by {TeacherIdentity.from_dict(teacher).describe()}"
+
+
+def save_atomically(dataset_dict: datasets.DatasetDict, card, output_dir: Path) -> None:
+    """Write into a sibling directory, then swap it in, so no half-written dataset is ever left at `output_dir`."""
+    partial = output_dir.with_name(output_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    dataset_dict.save_to_disk(str(partial))
+    card.save(partial / "README.md")
+    if output_dir.exists():
+        old = output_dir.with_name(output_dir.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        output_dir.rename(old)
+        partial.rename(output_dir)
+        shutil.rmtree(old)
+    else:
+        partial.rename(output_dir)

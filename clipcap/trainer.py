@@ -1,0 +1,278 @@
+# Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
+"""`CLIPGuidedTrainer`: a `transformers.Trainer` whose loss adds the CLIP losses of `clipcap.losses` to the caption
+cross-entropy:
+
+    L = L_ce + lambda_cos * L_cos + lambda_con * L_con + lambda_div * L_div
+
+Every term is logged on its own (`loss_ce`, `loss_cos`, `loss_con`, `loss_div`, and `eval_` versions). A weight of
+0 skips the term and the teacher compute it needs. Teacher embeddings come from the dataset (columns
+`teacher_image_embeds`, `teacher_text_embeds`, written by `prepare_dataset.py` or `run_train.py`) when present,
+else from the frozen teacher on the fly. The teacher is held by the trainer, never by the model, so it is never
+saved in a checkpoint.
+
+Evaluation adds caption metrics to the eval loss: the model captions the evaluation split (batched beam search
+through `clipcap.inference`) and `clipcap.metrics` scores the captions: CLIP-S with the teacher, BLEU-4, CIDEr,
+distinct-2, and, when the split carries synthetic scenes, semantic accuracy. The captions and scores of the latest
+evaluation are the public `last_caption_evaluation`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate.utils import gather_object
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.utils import logging
+
+from clipcap.checkpoints import write_checkpoint_manifest
+from clipcap.collator import TEACHER_INPUTS, CaptionCollator
+from clipcap.inference import caption_images
+from clipcap.losses import (
+    contrastive_loss,
+    cosine_alignment_loss,
+    cross_image_similarity_loss,
+    gather_features,
+    repetition_unlikelihood_loss,
+)
+from clipcap.metrics import clip_score, coco_caption_scores, distinct_n, semantic_accuracy
+from clipcap.synthetic import Scene
+from clipcap.training_args import CLIPGuidanceArguments
+
+logger = logging.get_logger(__name__)
+
+LOSS_TERMS = ("ce", "cos", "con", "div")
+
+
+@dataclass
+class CaptionEvaluation:
+    """The captions of one evaluation (in the evaluation split's order) and their scores, at a training step."""
+
+    step: int
+    captions: list[str]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term is NaN or infinite; raised before the backward pass, so the weights are not touched."""
+
+
+class _CollatorEpoch(TrainerCallback):
+    """Tells the collator which epoch begins (a resumed run starts inside the epoch it was saved in)."""
+
+    def __init__(self, collator: CaptionCollator):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.collator.epoch = int(state.epoch + 1e-9)
+
+
+class CLIPGuidedTrainer(Trainer):
+    """`Trainer` with the CLIP-guided loss, per-term logging and caption metrics in evaluation.
+
+    Args:
+        guidance (`CLIPGuidanceArguments`): loss weights and teacher options.
+        teacher (`clipcap.teacher.CLIPTeacher`, *optional*): the frozen teacher; needed when a term is on and the
+            dataset has no cache, and for CLIP-S in evaluation.
+        image_column (`str`), caption_column (`str`): the evaluation split's images and reference captions.
+        All other arguments are the `Trainer`'s; `processing_class` should be the `ClipCapProcessor` (it is saved
+        with every checkpoint, so a checkpoint directory loads with `from_pretrained` on its own).
+    """
+
+    def __init__(
+        self,
+        *args,
+        guidance: CLIPGuidanceArguments,
+        teacher=None,
+        image_column: str = "image",
+        caption_column: str = "captions",
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.guidance, self.teacher = guidance, teacher
+        self.image_column, self.caption_column = image_column, caption_column
+        self.last_caption_evaluation: CaptionEvaluation | None = None
+        # The CLIP terms are batch means, so the cross-entropy is one too, and every term is divided by the number of
+        # accumulation steps alike (the model is not handed `num_items_in_batch`).
+        self.model_accepts_loss_kwargs = False
+        self._term_sums = {"train": defaultdict(float), "eval": defaultdict(float)}
+        self._term_counts = {"train": defaultdict(int), "eval": defaultdict(int)}
+        if self.teacher is not None:
+            self.teacher.to(self.args.device)
+        if isinstance(self.data_collator, CaptionCollator):
+            self.add_callback(_CollatorEpoch(self.data_collator))
+
+    # ----------------------------------------------------------------------------------------------------- the loss
+
+    def _teacher_embeddings(self, inputs: dict, kind: str) -> torch.Tensor:
+        cached = inputs.get(f"teacher_{kind}_embeds")
+        if cached is not None:
+            return torch.nn.functional.normalize(cached.float(), dim=-1)
+        if self.teacher is None:
+            raise ValueError(
+                f"loss term needs teacher {kind} embeddings: the dataset has no cache and no teacher is set"
+            )
+        if kind == "image":
+            return self.teacher.encode_images(inputs["teacher_pixel_values"])
+        return self.teacher.encode_tokens(inputs["teacher_input_ids"])
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        caption_ids = inputs.pop("caption_ids", None)
+        teacher_inputs = {key: inputs.pop(key) for key in TEACHER_INPUTS if key in inputs}
+        guidance = self.guidance
+        # Logits of every position are needed only by L_div; otherwise the LM head skips padding.
+        outputs = model(**inputs, return_logits=guidance.lambda_div > 0 or return_outputs)
+        terms = {"ce": outputs.loss}
+        if guidance.lambda_cos > 0:
+            with torch.no_grad():
+                image_embeds = self._teacher_embeddings(teacher_inputs, "image")
+            terms["cos"] = cosine_alignment_loss(outputs.z, image_embeds.to(outputs.z.device))
+        if guidance.lambda_con > 0:
+            with torch.no_grad():
+                text_embeds = self._teacher_embeddings(teacher_inputs, "text").to(outputs.z.device)
+            z, ids = outputs.z, caption_ids.to(outputs.z.device)
+            if guidance.gather_negatives:
+                z, text_embeds, ids = gather_features(z, text_embeds, ids)
+            terms["con"] = contrastive_loss(z, text_embeds, guidance.contrastive_logit_scale, ids)
+        if guidance.lambda_div > 0:
+            labels = inputs["labels"]
+            terms["div"] = repetition_unlikelihood_loss(outputs.logits, labels) + cross_image_similarity_loss(
+                outputs.logits, labels, caption_ids.to(labels.device) if caption_ids is not None else None
+            )
+        self._check_finite(terms, model.training)
+        weights = {"ce": 1.0, "cos": guidance.lambda_cos, "con": guidance.lambda_con, "div": guidance.lambda_div}
+        loss = sum(weights[name] * value for name, value in terms.items())
+
+        mode = "train" if model.training else "eval"
+        for name, value in terms.items():  # kept as tensors: no device sync until the terms are logged
+            self._term_sums[mode][name] = self._term_sums[mode][name] + value.detach().float()
+            self._term_counts[mode][name] += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def _check_finite(self, terms: dict[str, torch.Tensor], training: bool) -> None:
+        """Stop with `NonFiniteLossError` naming the term and the step when any term is NaN or infinite anywhere.
+
+        This runs before the backward pass, so no NaN reaches a gradient or a weight: the model stays as the last
+        step left it, and the last checkpoint is untouched. (Skipping the step instead would still let the
+        optimizer's momentum and weight decay move the weights, and a run that diverged would skip forever.) Every
+        process takes part, so all of them stop together instead of one waiting forever in the next all-reduce. The
+        Trainer already reads the loss on every step, so the check adds no device sync of consequence.
+        """
+        finite = torch.stack([value.detach().float() for value in terms.values()]).isfinite()
+        if self.accelerator.num_processes > 1:
+            finite = self.accelerator.gather(finite[None]).all(dim=0)
+        if bool(finite.all()):
+            return
+        name = list(terms)[int((~finite).nonzero()[0])]
+        value = float(terms[name].detach())
+        where = f"step {self.state.global_step + 1}" if training else f"evaluation at step {self.state.global_step}"
+        raise NonFiniteLossError(
+            f"L_{name} is {value} at {where}; training stopped before the update, so the weights are those of step "
+            f"{self.state.global_step} and the checkpoints are intact. Lower the learning rate, or check the data "
+            "(L_cos and L_con read the teacher's embeddings)"
+        )
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint, then its manifest (`write_checkpoint_manifest`). Older checkpoints are rotated
+        out only once the new one is whole, so an interrupted save never costs the last good checkpoint."""
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        if self.args.should_save:
+            run_dir = self._get_output_dir(trial=trial)
+            write_checkpoint_manifest(os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"))
+            rotate_checkpoints(
+                run_dir, save_total_limit=limit, best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True
+            )
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """Keep the model card `run_train.py` wrote (data, teacher, loss weights, metrics): `Trainer.push_to_hub`
+        would replace it with a generic one. Without a card, the Trainer's."""
+        if not Path(self.args.output_dir, "README.md").exists():
+            super().create_model_card(*args, **kwargs)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the mean of each loss term since the last log (`loss_ce`, ... / `eval_loss_ce`, ...)."""
+        mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        prefix = "eval_" if mode == "eval" else ""
+        sums, counts = self._term_sums[mode], self._term_counts[mode]
+        for name in LOSS_TERMS:
+            if counts[name]:
+                mean = torch.as_tensor(sums[name] / counts[name], dtype=torch.float32, device=self.args.device)
+                if self.accelerator.num_processes > 1:
+                    mean = self.accelerator.reduce(mean, reduction="mean")
+                logs[f"{prefix}loss_{name}"] = round(float(mean), 6)
+        sums.clear()
+        counts.clear()
+        super().log(logs, start_time)
+
+    # ----------------------------------------------------------------------------------------------- evaluation
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self.args.eval_captions and self.eval_dataset is not None and metric_key_prefix == "eval":
+            scores = self.caption_metrics(self.eval_dataset)
+            output.metrics.update({f"{metric_key_prefix}_{key}": value for key, value in scores.items()})
+        return output
+
+    @torch.no_grad()
+    def caption_dataset(self, dataset, batch_size: int | None = None) -> list[str]:
+        """Caption every image of `dataset` with the model's generation settings (each process a shard, gathered)."""
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        indices = list(range(rank, len(dataset), world))
+        images = dataset.select(indices)[self.image_column]
+        captions = caption_images(
+            model, self.processing_class, images, batch_size or self.args.eval_caption_batch_size
+        )
+        model.train(was_training)
+        pairs = gather_object(list(zip(indices, captions))) if world > 1 else list(zip(indices, captions))
+        ordered = dict(pairs)
+        return [ordered[i] for i in range(len(dataset))]
+
+    def caption_metrics(self, dataset) -> dict[str, float]:
+        """Caption `dataset` and score: CLIP-S (teacher), BLEU-4, CIDEr, distinct-2, semantic accuracy if synthetic.
+        The captions and scores become `last_caption_evaluation`."""
+        predictions = self.caption_dataset(dataset)
+        scores = {}
+        coco, _ = coco_caption_scores(predictions, dataset[self.caption_column][:], metrics=("bleu", "cider"))
+        scores["bleu_4"], scores["cider"] = coco["bleu_4"], coco["cider"]
+        scores["distinct_2"] = distinct_n(predictions, 2)
+        scores["mean_length"] = sum(len(p.split()) for p in predictions) / max(len(predictions), 1)
+        if self.teacher is not None:
+            if "teacher_image_embeds" in dataset.column_names and self.guidance.use_teacher_cache:
+                image_embeds = torch.tensor(dataset["teacher_image_embeds"][:])
+            else:
+                image_embeds = self.teacher.embed_images(dataset[self.image_column]).cpu()
+            caption_embeds = self.teacher.encode_texts(predictions).cpu()
+            scores["clip_s"] = float(clip_score(image_embeds, caption_embeds).mean())
+        if "scene" in dataset.column_names:
+            scenes = [Scene.from_json(text) for text in dataset["scene"][:]]
+            scores.update(semantic_accuracy(predictions, scenes))
+        scores = {key: round(value, 6) if isinstance(value, float) else value for key, value in scores.items()}
+        self.last_caption_evaluation = CaptionEvaluation(self.state.global_step, predictions, scores)
+        return scores
+
+    def final_evaluation(self) -> dict[str, float]:
+        """The metrics of the evaluation made at the last training step, so that it is not run twice; otherwise (no
+        such evaluation, captions off, or the best model loaded at the end) a new `evaluate()`."""
+        evaluation = self.last_caption_evaluation
+        if not self.args.load_best_model_at_end and evaluation is not None:
+            for entry in reversed(self.state.log_history):
+                if "eval_loss" in entry:
+                    if entry.get("step") == self.state.global_step:
+                        return dict(entry)
+                    break
+        return self.evaluate()

@@ -1,0 +1,86 @@
+# Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
+"""The arguments of CLIP-guided training: the loss weights, and `TrainingArguments` plus how evaluation captions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+from transformers.integrations import is_tensorboard_available
+
+
+@dataclass
+class CLIPGuidanceArguments:
+    """The weights of the CLIP-guided loss terms and where the teacher's embeddings come from (the teacher itself:
+    `clipcap.teacher.TeacherArguments`)."""
+
+    lambda_cos: float = field(default=1.0, metadata={"help": "Weight of L_cos, 1 - cos(z, CLIP image embedding)."})
+    lambda_con: float = field(default=0.1, metadata={"help": "Weight of L_con, InfoNCE between z and CLIP captions."})
+    lambda_div: float = field(
+        default=0.01, metadata={"help": "Weight of L_div, repetition unlikelihood + cross-image."}
+    )
+    contrastive_logit_scale: float = field(
+        default=1 / 0.07, metadata={"help": "Fixed logit scale (inverse temperature) of L_con; CLIP starts at 1/0.07."}
+    )
+    gather_negatives: bool = field(
+        default=True, metadata={"help": "L_con uses every process's batch as negatives (open_clip's gather_features)."}
+    )
+    use_teacher_cache: bool = field(
+        default=True, metadata={"help": "Use the dataset's teacher embeddings when they were made by this teacher."}
+    )
+    cache_teacher_embeddings: bool = field(
+        default=True,
+        metadata={"help": "Without a cache, embed every image and caption with the teacher once before training."},
+    )
+
+    def __post_init__(self):
+        for name in ("lambda_cos", "lambda_con", "lambda_div"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+
+    @property
+    def needs_teacher_images(self) -> bool:
+        return self.lambda_cos > 0
+
+    @property
+    def needs_teacher_texts(self) -> bool:
+        return self.lambda_con > 0
+
+    @property
+    def uses_student_embedding(self) -> bool:
+        return self.lambda_cos > 0 or self.lambda_con > 0
+
+
+@dataclass
+class ClipCapTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus how evaluation captions the validation split."""
+
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start afresh in output_dir instead of resuming from its last checkpoint."}
+    )
+    generation_num_beams: int = field(default=5, metadata={"help": "Beam size of the evaluation captions."})
+    generation_max_new_tokens: int = field(default=40, metadata={"help": "Longest evaluation caption in tokens."})
+    no_repeat_ngram_size: int = field(
+        default=0, metadata={"help": "Block repeated n-grams when captioning (0: off; captions may repeat a phrase)."}
+    )
+    eval_captions: bool = field(
+        default=True, metadata={"help": "Caption the evaluation split at every evaluation and score the captions."}
+    )
+    eval_caption_batch_size: int = field(default=50, metadata={"help": "Images per generate() call in evaluation."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the collator needs the image and caption columns."}
+    )
+    report_to: None | str | list[str] = field(
+        default="auto",
+        metadata={"help": "Integrations to log to; 'auto': TensorBoard when it is installed, else none."},
+    )
+
+    def __getstate__(self):
+        """Pickled without tokens: the Trainer saves these arguments as training_args.bin in every checkpoint and in
+        the model directory that `push_to_hub` uploads. `to_dict` (logs, TensorBoard) already masks them."""
+        return {key: None if key.endswith("_token") else value for key, value in self.__dict__.items()}
+
+    def __post_init__(self):
+        if self.report_to == "auto":
+            self.report_to = "tensorboard" if is_tensorboard_available() else "none"
+        super().__post_init__()
