@@ -296,3 +296,19 @@ def test_caption_exit_status_when_nothing_can_be_done(tmp_path, trained_model):
     (tmp_path / "x.png").write_bytes(b"")
     assert caption.main([str(tmp_path / "no-model"), str(tmp_path / "x.png")]) == caption.EXIT_FAILED  # no model
     assert caption.main([str(trained_model), str(tmp_path / "x.png"), "--format", "xml"]) == caption.EXIT_FAILED
+
+
+def test_run_eval_defaults_come_from_the_training_run(tmp_path):
+    """run_eval.py scores with the model's training data, columns and teacher unless told otherwise, whether
+    run_args.json keeps the teacher in its own group or (models trained before the layout change) in `guidance`."""
+    data = {"dataset_dir": "data/demo", "image_column": "picture", "caption_column": "texts"}
+    teacher = {"clip_model": "ClipCap-Domain-S", "clip_pretrained": "outputs/demo-teacher"}
+    for run_args in ({"data": data, "teacher_args": teacher}, {"data": data, "guidance": teacher}):
+        args, teacher_args, _ = run_eval.parse_args([str(tmp_path)])
+        run_eval.resolve_defaults(args, teacher_args, run_args)
+        assert (args.dataset_dir, args.image_column, args.caption_column) == ("data/demo", "picture", "texts")
+        assert (teacher_args.clip_model, teacher_args.clip_pretrained) == ("ClipCap-Domain-S", "outputs/demo-teacher")
+        assert args.output_dir == str(tmp_path / "eval")
+    args, teacher_args, _ = run_eval.parse_args([str(tmp_path), "--clip_model", "ViT-L-14"])
+    run_eval.resolve_defaults(args, teacher_args, {"data": data})
+    assert (teacher_args.clip_model, teacher_args.clip_pretrained) == ("ViT-L-14", "openai")

@@ -314,6 +314,14 @@ RUN_TRAIN_ERRORS = {
         "per_device_train_batch_size must be an integer, not 'four' (str)",
     ),
     "wrong choice": (lambda d, tmp: {"lr_scheduler_type": "zigzag"}, "zigzag is not a valid SchedulerType"),
+    "unknown model field": (
+        lambda d, tmp: {"config_overrides": "image_sise=48"},
+        "config_overrides: unknown keys ['image_sise'] (see ClipCapConfig's fields)",
+    ),
+    "unknown decoder field": (
+        lambda d, tmp: {"config_overrides": {"text_config": {"n_layers": 2}}},
+        "config_overrides: text_config: unknown keys ['n_layers'] (see GPT2Config's fields)",
+    ),
     "missing checkpoint": (
         lambda d, tmp: {"resume_from_checkpoint": str(tmp / "checkpoint-9")},
         "no checkpoint directory",

@@ -412,3 +412,37 @@ def test_push_to_hub_keeps_the_model_card_run_train_wrote(tmp_path, data_dir):
     card.write_text("# ClipCap captioner (CLIP-guided)\n")
     trainer.create_model_card(model_name="x")  # what push_to_hub calls before uploading
     assert card.read_text() == "# ClipCap captioner (CLIP-guided)\n"
+
+
+def test_config_overrides_are_read_as_clipcapconfig_fields():
+    """A flag's `key=value,...` and a config file's mapping give the same ClipCapConfig; values take their field's type,
+    a dotted key reaches the decoder's GPT2Config, an empty value is null, and a bad key or value is one ConfigError."""
+    from clipcap.cli import ConfigError, parse_config_overrides
+    from configuration_clipcap import ClipCapConfig
+
+    flag = "image_size=48,encoder_pretrained=false,text_config.n_layer=2,decoder_name_or_path=,mapper_dropout=0.1"
+    parsed = parse_config_overrides(flag, ClipCapConfig)
+    assert parsed == {
+        "image_size": 48,
+        "encoder_pretrained": False,
+        "text_config": {"n_layer": 2},
+        "decoder_name_or_path": None,
+        "mapper_dropout": 0.1,
+    }
+    mapping = {"image_size": "48", "encoder_pretrained": False, "text_config": {"n_layer": 2}, "mapper_dropout": 0.1}
+    assert parse_config_overrides({**mapping, "decoder_name_or_path": None}, ClipCapConfig) == parsed
+    config = build_model_config(flag, teacher_embed_dim=16)
+    assert (config.image_size, config.text_config.n_layer, config.text_config.n_embd) == (48, 2, 768)
+    assert config.teacher_embed_dim == 16 and build_model_config("teacher_embed_dim=8", 16).teacher_embed_dim == 8
+    assert parse_config_overrides(None, ClipCapConfig) == parse_config_overrides("", ClipCapConfig) == {}
+    errors = {
+        "imag_size=3": "config_overrides: unknown keys ['imag_size'] (see ClipCapConfig's fields)",
+        "text_config.n_lyer=2": "config_overrides: text_config: unknown keys ['n_lyer'] (see GPT2Config's fields)",
+        "image_size=big": "config_overrides: image_size must be an integer, not 'big' (str)",
+        "mapper_type=rnn": "config_overrides: mapper_type must be one of 'mlp', 'transformer', not 'rnn' (str)",
+        "image_size": "config_overrides: 'image_size' is not key=value",
+    }
+    for overrides, message in errors.items():
+        with pytest.raises(ConfigError) as error:
+            parse_config_overrides(overrides, ClipCapConfig)
+        assert str(error.value) == message
