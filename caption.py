@@ -54,8 +54,8 @@ class CaptionArguments:
     )
 
     def __post_init__(self):
-        if self.format not in ("text", "jsonl", "csv"):
-            raise ValueError(f"--format must be text, jsonl or csv, not {self.format!r}")
+        if self.format not in CaptionWriter.FORMATS:
+            raise ValueError(f"--format must be {', '.join(CaptionWriter.FORMATS)}, not {self.format!r}")
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be >= 1, not {self.batch_size}")
 

@@ -503,7 +503,9 @@ def test_captions_as_bare_strings_are_refused_on_load_with_one_line(tmp_path, ca
         load_prepared_dataset(str(path), {"train": ["image", "captions"]})
     assert run_train.main(train_argv(path, tmp_path / "out")) == 1
     (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("run_train.py: error: ")]
-    assert line.endswith("not lists of captions (list[str]); prepare_dataset.py writes each row's references as a list")
+    assert line.endswith(
+        "not lists of captions (list[str]); prepare_dataset.py writes each row's references as a list"
+    )
     assert not (tmp_path / "out").exists()
     assert train_clip_teacher.main(["--dataset_dir", str(path), "--output_dir", str(tmp_path / "teacher")]) == 1
     assert "not lists of captions (list[str])" in capsys.readouterr().err
