@@ -21,7 +21,8 @@ unique, % novel against the training split's captions, mean length), and, on the
 
 Written to `--output_dir` (default `MODEL_DIR/eval`): `eval_results.json`, `eval_summary.md`, `predictions.jsonl`
 (every caption with its scores), `report.html` (a gallery sorted worst CLIP-S first, sortable by any score, and the
-training curves of `trainer_state.json`), `training_curves.png`. With `--fiftyone_dataset NAME` the captions and
+training curves of `trainer_state.json`), `training_curves.png`, and on synthetic scenes `captions_grid.png` (the first 16
+with their captions, marked right or wrong by the checker). With `--fiftyone_dataset NAME` the captions and
 per-image scores are also written into that FiftyOne dataset (made from the split's image files if it does not
 exist), so that `fo.launch_app(fo.load_dataset(NAME))` shows them.
 

@@ -63,25 +63,30 @@ def register_model_configs(path: str | os.PathLike = MODEL_CONFIG_DIR) -> None:
 
     A Hugging Face text tower named by a relative path (`"hf_model_name": "text_tower"`, as `train_clip_teacher.py`
     writes next to a teacher's weights) is read relative to the file's folder, so a teacher directory can move."""
-    import open_clip
-
     path = Path(path)
     files = sorted(path.glob("*.json")) if path.is_dir() else [path] if path.is_file() else []
-    with tempfile.TemporaryDirectory() as folder:
-        for file in files:
-            try:
-                config = json.loads(file.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if not isinstance(config, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= config.keys():
-                continue  # not an architecture (teacher.json, ...)
-            text = config["text_cfg"]
-            for key in ("hf_model_name", "hf_tokenizer_name"):
-                if isinstance(text.get(key), str) and (file.parent / text[key]).is_dir():
-                    text[key] = str((file.parent / text[key]).resolve())
-            resolved = Path(folder, file.name)
-            resolved.write_text(json.dumps(config))
-            open_clip.add_model_config(resolved)
+    for file in files:
+        try:
+            config = json.loads(file.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(config, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= config.keys():
+            continue  # not an architecture (teacher.json, ...)
+        text = config["text_cfg"]
+        for key in ("hf_model_name", "hf_tokenizer_name"):
+            if isinstance(text.get(key), str) and (file.parent / text[key]).is_dir():
+                text[key] = str((file.parent / text[key]).resolve())
+        add_model_config(file.stem, config)
+
+
+def add_model_config(name: str, config: dict) -> None:
+    """Register the architecture `config` with open_clip as `name` (open_clip reads its configs from files)."""
+    import open_clip
+
+    with tempfile.TemporaryDirectory() as scratch:
+        file = Path(scratch, f"{name}.json")
+        file.write_text(json.dumps(config))
+        open_clip.add_model_config(file)
 
 
 @dataclasses.dataclass(frozen=True)

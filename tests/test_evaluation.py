@@ -149,6 +149,7 @@ def test_run_eval_writes_every_report_and_fiftyone_fields(tmp_path, trained_mode
     argv = [str(trained_model), "--output_dir", str(out), "--num_beams", "2", "--progress", "false"]
     assert run_eval.main([*argv, "--fiftyone_dataset", "clipcap-eval-test"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
+        "captions_grid.png",  # the scenes with their captions, marked by the checker
         "eval_results.json",
         "eval_summary.md",
         "predictions.jsonl",
