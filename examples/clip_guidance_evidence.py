@@ -7,7 +7,7 @@ demo teacher's recipe with another seed, never seen in training), the CE-only tw
 config, seed and steps, `--lambda_cos 0 --lambda_con 0`), evaluates both captioners with `run_eval.py` under both
 teachers, and writes a Markdown table and the learning curves (semantic accuracy against the step):
 
-    bash demo.sh && python examples/clip_guidance_evidence.py          # about 15 minutes on 2 CPU cores after the demo
+    bash demo.sh && .venv/bin/python examples/clip_guidance_evidence.py   # 15 minutes on 2 CPU cores after the demo
 
 Every step is skipped when its output exists. Outputs: outputs/demo-ce, outputs/demo-teacher-heldout,
 outputs/evidence/{evidence.md, semantic_accuracy.png}.
