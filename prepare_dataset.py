@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-import torch
 from huggingface_hub import DatasetCard
 from transformers import HfArgumentParser
 
@@ -131,13 +130,7 @@ def prepare(args: PrepareArguments, teacher_args: TeacherArguments | None = None
     teacher = None
     if teacher_args.clip_model:
         try:
-            clip = CLIPTeacher.from_pretrained(
-                teacher_args.clip_model,
-                teacher_args.clip_pretrained,
-                device="cuda" if torch.cuda.is_available() else "cpu",
-                allow_pickle=args.allow_pickle,
-                precision=teacher_args.clip_precision,
-            )
+            clip = CLIPTeacher.from_arguments(teacher_args, allow_pickle=args.allow_pickle)
         except (OSError, ValueError) as error:
             raise PrepareError(str(error)) from None
         for split in dataset_dict:

@@ -173,13 +173,7 @@ def evaluate(args: EvalArguments, teacher_args: TeacherArguments, generation: Ge
     logger.info("%d %s images from %s", len(split_data), args.split, args.dataset_dir)
 
     # 3. The CLIP scorer.
-    teacher = CLIPTeacher.from_pretrained(
-        teacher_args.clip_model,
-        teacher_args.clip_pretrained,
-        device=model.device,
-        allow_pickle=args.allow_pickle,
-        precision=teacher_args.clip_precision,
-    )
+    teacher = CLIPTeacher.from_arguments(teacher_args, model.device, args.allow_pickle)
     image_embeds = teacher.embed_images(images).cpu()
     reference_embeds = [embeds.cpu() for embeds in teacher.encode_text_lists(references)]
 

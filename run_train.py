@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
-import torch
 import transformers
 from transformers import EarlyStoppingCallback, HfArgumentParser, set_seed
 
@@ -144,13 +143,7 @@ def train(model_args, data_args, teacher_args, guidance, training_args) -> int:
     dataset, metadata = load_splits(data_args.dataset_dir, limits, data_args.image_column, data_args.caption_column)
     teacher = None
     if teacher_args.clip_model:
-        teacher = CLIPTeacher.from_pretrained(
-            teacher_args.clip_model,
-            teacher_args.clip_pretrained,
-            device="cuda" if torch.cuda.is_available() else "cpu",
-            allow_pickle=model_args.allow_pickle,
-            precision=teacher_args.clip_precision,
-        )
+        teacher = CLIPTeacher.from_arguments(teacher_args, allow_pickle=model_args.allow_pickle)
         dataset = add_teacher_embeddings(  # also what evaluation's CLIP-S reads
             dataset,
             metadata,

@@ -178,7 +178,7 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
         logger.info("epoch %.2f: %s", epoch_done, json.dumps(history[-1]))
 
     model.train()
-    for step, (epoch_now, index) in enumerate(batches(len(train), args.batch_size, total_steps, generator)):
+    for epoch_now, index in batches(len(train), args.batch_size, total_steps, generator):
         if epoch_now != epoch:
             evaluate(epoch_now)
             model.train()

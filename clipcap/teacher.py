@@ -192,6 +192,14 @@ class CLIPTeacher(torch.nn.Module):
         identity = TeacherIdentity(arch, str(pretrained), sha256, embed_dim)
         return cls(model, preprocess, open_clip.get_tokenizer(arch), identity, precision)
 
+    @classmethod
+    def from_arguments(
+        cls, args: TeacherArguments, device: str | torch.device | None = None, allow_pickle: bool = False
+    ) -> CLIPTeacher:
+        """The teacher a script's `TeacherArguments` name, on `device` (default: CUDA when available, else CPU)."""
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls.from_pretrained(args.clip_model, args.clip_pretrained, device, allow_pickle, args.clip_precision)
+
     def train(self, mode: bool = True):
         return super().train(False)  # always frozen
 
