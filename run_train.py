@@ -218,8 +218,10 @@ def train(model_args, data_args, teacher_args, guidance, training_args) -> int:
     model.generation_config.max_new_tokens = training_args.generation_max_new_tokens
     model.generation_config.no_repeat_ngram_size = training_args.no_repeat_ngram_size
     logger.info("Model: %.1fM parameters", model.num_parameters() / 1e6)
-    if training_args.ddp_find_unused_parameters is None and not guidance.uses_student_embedding:
-        training_args.ddp_find_unused_parameters = True  # the teacher head gets no gradient
+    if model.teacher_head is not None and not guidance.uses_student_embedding:
+        model.teacher_head.requires_grad_(False)  # no loss reads it: it would get no gradient anyway
+    if training_args.ddp_find_unused_parameters is None:  # every trainable parameter now gets a gradient every step,
+        training_args.ddp_find_unused_parameters = False  # so DDP need not traverse the graph looking for others
 
     # 4. Trainer: checkpoints every N epochs, early stopping on an evaluation metric.
     if data_args.save_every_epochs:

@@ -13,7 +13,9 @@ saved in a checkpoint.
 Evaluation adds caption metrics to the eval loss: the model captions the evaluation split (batched beam search
 through `clipcap.inference`) and `clipcap.metrics` scores the captions: CLIP-S with the teacher, BLEU-4, CIDEr,
 distinct-2, and, when the split carries synthetic scenes, semantic accuracy. The captions and scores of the latest
-evaluation are the public `last_caption_evaluation`.
+evaluation are the public `last_caption_evaluation`. In a multi-process run each process captions a shard, after every
+process has taken rank 0's BatchNorm statistics (`clipcap.distributed`): all of them caption with the model that is
+saved.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from transformers.utils import logging
 
 from clipcap.checkpoints import write_checkpoint_manifest
 from clipcap.collator import TEACHER_INPUTS, CaptionCollator
+from clipcap.distributed import broadcast_buffers, match_gradient_layouts
 from clipcap.inference import caption_images
 from clipcap.losses import (
     contrastive_loss,
@@ -103,6 +106,7 @@ class CLIPGuidedTrainer(Trainer):
         self._term_counts = {"train": defaultdict(int), "eval": defaultdict(int)}
         if self.teacher is not None:
             self.teacher.to(self.args.device)
+        match_gradient_layouts(self.model)  # before DDP builds its gradient buckets from the parameters' strides
         if isinstance(self.data_collator, CaptionCollator):
             self.add_callback(_CollatorEpoch(self.data_collator))
 
@@ -193,6 +197,12 @@ class CLIPGuidedTrainer(Trainer):
                 run_dir, save_total_limit=limit, best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True
             )
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Every process first takes rank 0's BatchNorm statistics (`clipcap.distributed.broadcast_buffers`), so
+        the model saved is the one every process holds."""
+        broadcast_buffers(self.accelerator.unwrap_model(self.model))
+        super().save_model(output_dir, _internal_call)
+
     def create_model_card(self, *args, **kwargs) -> None:
         """Keep the model card `run_train.py` wrote (data, teacher, loss weights, metrics): `Trainer.push_to_hub`
         would replace it with a generic one. Without a card, the Trainer's."""
@@ -215,6 +225,12 @@ class CLIPGuidedTrainer(Trainer):
         super().log(logs, start_time)
 
     # ----------------------------------------------------------------------------------------------- evaluation
+
+    def evaluate(self, *args, **kwargs) -> dict[str, float]:
+        """The Trainer's evaluation, after every process takes rank 0's BatchNorm statistics: each process
+        captions its shard of the split, and all of them must caption with the same model, the one rank 0 saves."""
+        broadcast_buffers(self.accelerator.unwrap_model(self.model))
+        return super().evaluate(*args, **kwargs)
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"

@@ -334,7 +334,13 @@ def shrunk_demo_config(tmp_path, data_dir, teacher_checkpoint, **overrides) -> s
 
 
 def accelerate_launch(args: list[str], tmp_path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        "RANK_DIR": str(tmp_path),
+    }
     command = [sys.executable, "-m", "accelerate.commands.launch", *args]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
@@ -343,12 +349,21 @@ def accelerate_launch(args: list[str], tmp_path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("processes", [1, 2])
 def test_accelerate_launch_demo_config(tmp_path, data_dir, teacher_checkpoint, processes):
     """`accelerate launch run_train.py configs/demo.yaml`, shrunk to two steps, with one process and with two (gloo,
-    CPU) processes whose contrastive loss gathers the other's negatives."""
-    config = shrunk_demo_config(tmp_path, data_dir, teacher_checkpoint)
+    CPU) processes whose contrastive loss gathers the other's negatives. Every process ends holding the saved model,
+    BatchNorm statistics included: each captions the whole split alike, and the evaluation (each process a shard)
+    equals a one-process captioning of the saved model. DDP is told there are no unused parameters, and the
+    channels-last gradients match its buckets (neither of its two warnings)."""
+    from safetensors.torch import load_file
+
+    from clipcap.inference import caption_images, load_captioner
+    from clipcap.metrics import semantic_accuracy
+    from clipcap.synthetic import Scene
+
+    config = shrunk_demo_config(tmp_path, data_dir, teacher_checkpoint, eval_steps=2, save_steps=2)
     launch = ["--config_file", str(ROOT / "accelerate_config.yaml"), "--num_processes", str(processes)]
     if processes > 1:  # torchrun-style launch; with the config's use_cpu: true, accelerate makes it gloo on CPU
         launch += ["--multi_gpu"]
-    result = accelerate_launch([*launch, "run_train.py", config], tmp_path)
+    result = accelerate_launch([*launch, str(ROOT / "tests" / "launch_run_train.py"), config], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "demo"
     state = json.loads((out / "trainer_state.json").read_text())
@@ -357,6 +372,22 @@ def test_accelerate_launch_demo_config(tmp_path, data_dir, teacher_checkpoint, p
     assert {"loss_ce", "loss_cos", "loss_con", "eval_semantic_accuracy", "eval_clip_s"} <= keys
     assert json.loads((out / "run_args.json").read_text())["world_size"] == processes
     assert (out / "model.safetensors").exists() and (out / "processor_config.json").exists()
+
+    saved = load_file(str(out / "model.safetensors"))
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(processes)]
+    for rank in range(processes):
+        held = load_file(str(tmp_path / f"rank{rank}.safetensors"))
+        differing = [name for name in saved if not torch.equal(saved[name], held[name])]
+        assert differing == [], f"rank {rank} holds another model: {differing[:5]}"
+        assert ranks[rank]["captions"] == ranks[0]["captions"]
+    model, processor = load_captioner(str(out), device="cpu")
+    validation = datasets.load_from_disk(str(data_dir))["validation"]
+    one_process = caption_images(model, processor, validation["image"], batch_size=8)
+    assert ranks[0]["evaluation"] == ranks[0]["captions"] == one_process
+    scenes = [Scene.from_json(text) for text in validation["scene"]]
+    accuracy = semantic_accuracy(one_process, scenes)["semantic_accuracy"]
+    assert ranks[0]["metrics"]["eval_semantic_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    assert "find_unused_parameters=True" not in result.stderr and "Grad strides" not in result.stderr
 
 
 def test_config_file_with_overriding_flags(tmp_path):
