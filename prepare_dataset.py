@@ -39,6 +39,7 @@ from clipcap.cli import ConfigError, parse_config_and_flags
 from clipcap.data import (
     CARD_METADATA_KEY,
     PrepareError,
+    describe_left_out,
     drop_table,
     make_card,
     save_atomically,
@@ -58,7 +59,6 @@ class PrepareArguments(SourceArguments):
 
     output_dir: str = field(default="data/synthetic", metadata={"help": "Where the DatasetDict is saved."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an existing dataset there."})
-    max_samples: int | None = field(default=None, metadata={"help": "Keep at most this many samples per split."})
     max_image_side: int | None = field(default=None, metadata={"help": "Shrink larger images to this longest side."})
     min_image_side: int = field(default=32, metadata={"help": "Drop images with a shorter side than this."})
     max_image_pixels: int = field(default=89_478_485, metadata={"help": "Refuse larger images (decompression bombs)."})
@@ -70,9 +70,8 @@ class PrepareArguments(SourceArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("max_samples", "max_image_side"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise PrepareError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_image_side is not None and self.max_image_side < 0:
+            raise PrepareError(f"--max_image_side must be >= 0, got {self.max_image_side}")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[PrepareArguments, TeacherArguments]:
@@ -98,8 +97,10 @@ def prepare(args: PrepareArguments, teacher_args: TeacherArguments | None = None
     if not args.progress:
         datasets.disable_progress_bars()
 
-    # 1-2. Source and splits.
-    views, source = load_source(args)
+    # 1-2. Source and splits; every sample of the source in neither split is counted with its reason.
+    views, source, left_out = load_source(args)
+    sizes = ", ".join(f"{split} {len(view)}" for split, view in views.items())
+    print(f"Splits: {sizes}; samples of the source in neither split: {describe_left_out(left_out)}")
 
     # 3. Captions and labels.
     columns, strategy = {}, None
@@ -110,8 +111,6 @@ def prepare(args: PrepareArguments, teacher_args: TeacherArguments | None = None
     dataset_dict, dropped, converted = datasets.DatasetDict(), {}, {}
     for split, data in columns.items():
         dataset = datasets.Dataset.from_dict(data)
-        if args.max_samples is not None:
-            dataset = dataset.select(range(min(args.max_samples, len(dataset))))
         start = time.perf_counter()
         kept, dropped[split], converted[split] = validate_split(
             dataset, split, args.min_image_side, args.max_image_pixels, args.max_image_side, args.num_proc
@@ -140,6 +139,7 @@ def prepare(args: PrepareArguments, teacher_args: TeacherArguments | None = None
     # 6. Save, card, push.
     metadata = {
         "source": source,
+        "left_out": dict(left_out),
         "caption_strategy": strategy,
         "dropped": {split: dict(counts) for split, counts in dropped.items()},
         "converted": {split: dict(counts) for split, counts in converted.items()},
@@ -148,7 +148,8 @@ def prepare(args: PrepareArguments, teacher_args: TeacherArguments | None = None
         "command": "python prepare_dataset.py " + " ".join(sys.argv[1:]),
     }
     description = (
-        f"Prepared by prepare_dataset.py from {source}. Captions: {strategy}. "
+        f"Prepared by prepare_dataset.py from {source}. Samples of the source in neither split: "
+        f"{describe_left_out(left_out)}. Captions: {strategy}. "
         f"Teacher cache: {teacher_text(teacher)}.\n{table}"
     )
     for split in dataset_dict:

@@ -38,6 +38,12 @@ DROP_REASONS = (
     "too_large",
     "no_caption",
 )
+# Why a sample of the source is in neither split (`clipcap.fiftyone_data.split_samples`): each is counted.
+LEFT_OUT_REASONS = {
+    "untagged": "tagged neither train nor validation",
+    "tagged_both": "tagged both train and validation",
+    "over_cap": "beyond --num_train / --num_validation / --max_samples",
+}
 
 
 class PrepareError(Exception):
@@ -226,6 +232,14 @@ def validate_split(
     return kept.remove_columns(["drop_reason", "conversions"]), dropped, converted
 
 
+def describe_left_out(left_out: Counter) -> str:
+    """'none', or e.g. '6 (tagged neither train nor validation: 6)'."""
+    if not sum(left_out.values()):
+        return "none"
+    reasons = ", ".join(f"{LEFT_OUT_REASONS[reason]}: {count}" for reason, count in left_out.items() if count)
+    return f"{sum(left_out.values())} ({reasons})"
+
+
 def drop_table(dropped: dict[str, Counter], converted: dict[str, Counter]) -> str:
     """A plain-text table of dropped samples (and conversions) by reason and split."""
     splits = list(dropped)
@@ -259,6 +273,7 @@ def make_card(metadata: dict, dataset_dict: datasets.DatasetDict, table: str) ->
         **{CARD_METADATA_KEY: metadata},
     )
     teacher = metadata.get("teacher")
+    left_out = describe_left_out(Counter(metadata.get("left_out") or {}))
     columns = ", ".join(f"`{c}`" for c in dataset_dict["train"].column_names)
     body = f"""
 # ClipCap captioning data
@@ -266,6 +281,7 @@ def make_card(metadata: dict, dataset_dict: datasets.DatasetDict, table: str) ->
 Prepared by `prepare_dataset.py` from {metadata["source"]}.
 
 - Splits: {", ".join(f"{split} {n:,}" for split, n in sizes.items())}
+- Samples of the source in neither split: {left_out}
 - Captions: {metadata["caption_strategy"]}
 - Columns: {columns}
 - Teacher cache: {teacher_text(teacher)}

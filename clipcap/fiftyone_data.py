@@ -66,6 +66,10 @@ class SourceArguments:
     num_validation: int | None = field(
         default=None, metadata={"help": "Default: 100 (zoo), 200 (synthetic); for an untagged dataset, a tenth."}
     )
+    max_samples: int | None = field(
+        default=None,
+        metadata={"help": "At most this many samples per split, taken before any image is rendered or downloaded."},
+    )
     caption_field: str = field(default="captions", metadata={"help": "Sample field with reference caption(s)."})
     label_field: str | None = field(
         default=None, metadata={"help": "Labels to caption from when there is no caption field (default: detected)."}
@@ -92,7 +96,7 @@ class SourceArguments:
         given = [n for n in ("zoo_dataset", "dataset_name", "export_dir") if getattr(self, n)]
         if len(given) > 1:
             raise PrepareError(f"give one source, not {' and '.join('--' + n for n in given)}")
-        for name in ("num_train", "num_validation"):
+        for name in ("num_train", "num_validation", "max_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise PrepareError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if self.num_proc < 1:
@@ -164,8 +168,18 @@ def _default_synthetic_dir(args: SourceArguments) -> Path:
     return cache / "clipcap" / "synthetic" / f"seed{args.seed}-{args.synthetic_image_size}px"
 
 
-def load_source(args: SourceArguments) -> tuple[dict, str]:
-    """The source as {split: FiftyOne view}, and a one-line description of it."""
+def split_size(args: SourceArguments, split: str, default: int | None) -> int | None:
+    """How many samples `split` may have: `num_<split>` (else `default`), capped by `max_samples`; None: all."""
+    count = getattr(args, f"num_{split}")
+    count = default if count is None else count
+    if args.max_samples is not None:
+        count = args.max_samples if count is None else min(count, args.max_samples)
+    return count
+
+
+def load_source(args: SourceArguments) -> tuple[dict, str, Counter]:
+    """The source as {split: FiftyOne view}, a one-line description of it, and how many of its samples are in
+    neither split, by reason (`LEFT_OUT_REASONS`). Split sizes are capped before any image is made or fetched."""
     try:
         import fiftyone as fo
 
@@ -177,8 +191,7 @@ def load_source(args: SourceArguments) -> tuple[dict, str]:
         ) from None
 
     if args.source == "synthetic":
-        num_train = 2000 if args.num_train is None else args.num_train
-        num_validation = 200 if args.num_validation is None else args.num_validation
+        num_train, num_validation = split_size(args, "train", 2000), split_size(args, "validation", 200)
         image_dir = Path(args.synthetic_image_dir) if args.synthetic_image_dir else _default_synthetic_dir(args)
         start = time.perf_counter()
         dataset = synthetic.build_fiftyone_dataset(
@@ -197,15 +210,15 @@ def load_source(args: SourceArguments) -> tuple[dict, str]:
             f"the embedded synthetic home-appliance scenes (clipcap/synthetic.py; seed {args.seed}, "
             f"{args.synthetic_image_size} px, {num_train} train / {num_validation} validation)"
         )
-        return {"train": dataset.match_tags("train"), "validation": dataset.match_tags("validation")}, description
+        views = {"train": dataset.match_tags("train"), "validation": dataset.match_tags("validation")}
+        return views, description, Counter()
 
     if args.source == "zoo":
         import fiftyone.zoo as foz
 
         splits = {}
         for split, default in (("train", 10000), ("validation", 100)):
-            count = getattr(args, f"num_{split}")
-            count = default if count is None else count
+            count = split_size(args, split, default)
             try:
                 splits[split] = foz.load_zoo_dataset(
                     args.zoo_dataset,
@@ -226,7 +239,7 @@ def load_source(args: SourceArguments) -> tuple[dict, str]:
                     "(--dataset_dir DIR --dataset_type TYPE), or no source for the embedded synthetic dataset"
                 ) from None
         classes = ", ".join(args.classes)
-        return splits, f"FiftyOne zoo '{args.zoo_dataset}', classes: {classes}"
+        return splits, f"FiftyOne zoo '{args.zoo_dataset}', classes: {classes}", Counter()
 
     if args.source == "name":
         if not fo.dataset_exists(args.dataset_name):
@@ -251,33 +264,44 @@ def load_source(args: SourceArguments) -> tuple[dict, str]:
         except Exception as error:  # noqa: BLE001 - a malformed export becomes one line
             raise PrepareError(f"could not read {path} as {type_name}: {type(error).__name__}: {error}") from None
         description = f"the {type_name} export in {path}"
-    return split_samples(dataset, args), description
+    views, left_out = split_samples(dataset, args)
+    return views, description, left_out
 
 
-def split_samples(dataset, args: SourceArguments) -> dict:
-    """Train / validation views: by sample tags when the dataset has them, else a seeded random split.
+def split_samples(dataset, args: SourceArguments) -> tuple[dict, Counter]:
+    """Train / validation views, and the samples in neither, counted by reason (`LEFT_OUT_REASONS`).
 
-    `num_train` / `num_validation` cap the tagged splits; in a random split `num_validation` (default 10%) is the
-    validation size and `num_train` caps the rest.
+    By sample tags when the dataset has both a `train` and a validation tag: a sample with neither tag, or with both
+    (it would be trained and validated on), is left out. Else a seeded random split of all samples. `num_train` /
+    `num_validation` / `max_samples` cap each split (`split_size`); in a random split the validation size defaults
+    to a tenth.
     """
+    left_out = Counter()
     tags = set(dataset.distinct("tags"))
     validation_tags = [t for t in VALIDATION_TAGS if t in tags]
     if "train" in tags and validation_tags:
-        train, validation = dataset.match_tags("train"), dataset.match_tags(validation_tags)
-        if args.num_train is not None:
-            train = train.limit(args.num_train)
-        if args.num_validation is not None:
-            validation = validation.limit(args.num_validation)
-        return {"train": train, "validation": validation}
+        train = dataset.match_tags("train").match_tags(validation_tags, bool=False)
+        validation = dataset.match_tags(validation_tags).match_tags("train", bool=False)
+        left_out["tagged_both"] = len(dataset.match_tags("train").match_tags(validation_tags))
+        left_out["untagged"] = len(dataset.match_tags(["train", *validation_tags], bool=False))
+        views = {"train": train, "validation": validation}
+        for split, view in views.items():
+            count = split_size(args, split, None)
+            if count is not None and count < len(view):
+                left_out["over_cap"] += len(view) - count
+                views[split] = view.limit(count)
+        return views, +left_out
     ids = dataset.values("id")
     random.Random(args.seed).shuffle(ids)
-    num_validation = args.num_validation if args.num_validation is not None else max(1, len(ids) // 10)
+    num_validation = split_size(args, "validation", max(1, len(ids) // 10))
     if num_validation >= len(ids):
         raise PrepareError(f"the dataset has {len(ids)} samples, too few for {num_validation} validation samples")
     validation, train = ids[:num_validation], ids[num_validation:]
-    if args.num_train is not None:
-        train = train[: args.num_train]
-    return {"train": dataset.select(train), "validation": dataset.select(validation)}
+    num_train = split_size(args, "train", None)
+    if num_train is not None and num_train < len(train):
+        left_out["over_cap"] = len(train) - num_train
+        train = train[:num_train]
+    return {"train": dataset.select(train), "validation": dataset.select(validation)}, left_out
 
 
 def _label_fields(view, args: SourceArguments) -> list[tuple[str, str]]:

@@ -384,6 +384,51 @@ def test_max_samples_caps_each_split(fiftyone_db, tmp_path):
     assert (len(dataset_dict["train"]), len(dataset_dict["validation"])) == (3, 2)
 
 
+def test_max_samples_caps_the_synthetic_scenes_before_rendering(fiftyone_db, tmp_path, capsys):
+    """The default synthetic split sizes (2,000 + 200) capped by --max_samples 3: only 3 + 3 scenes are rendered."""
+    args = synthetic_args(tmp_path, num_train=None, num_validation=None, image_size=32, max_samples=3)
+    dataset_dict, metadata = prepare_dataset.prepare(args)
+    assert (len(dataset_dict["train"]), len(dataset_dict["validation"])) == (3, 3)
+    assert len(list((tmp_path / "images").rglob("*.png"))) == 6
+    assert "Built the synthetic FiftyOne dataset (6 scenes)" in capsys.readouterr().out
+    assert metadata["left_out"] == {}
+
+
+def test_every_sample_of_a_tagged_export_is_in_a_split_or_counted(fiftyone_db, tmp_path, capsys):
+    """A FiftyOneDataset export: 20 train, 4 validation, 6 untagged and 2 tagged both. The 8 in neither split are
+    counted by reason in the output, the metadata and the card; so are the samples --num_train leaves out."""
+    import fiftyone as fo
+
+    dataset = synthetic.build_fiftyone_dataset("tag-mix", tmp_path / "images", 32, 0, seed=3, image_size=32,
+                                               progress=False)  # fmt: skip
+    ids = dataset.values("id")
+    dataset.select(ids[20:24]).set_values("tags", [["validation"]] * 4)
+    dataset.select(ids[24:30]).set_values("tags", [[]] * 6)
+    dataset.select(ids[30:]).set_values("tags", [["train", "validation"]] * 2)
+    dataset.export(export_dir=str(tmp_path / "export"), dataset_type=fo.types.FiftyOneDataset)
+    args = PrepareArguments(
+        output_dir=str(tmp_path / "data"),
+        export_dir=str(tmp_path / "export"),
+        dataset_type="FiftyOneDataset",
+        progress=False,
+    )
+    dataset_dict, metadata = prepare_dataset.prepare(args)
+    assert (len(dataset_dict["train"]), len(dataset_dict["validation"])) == (20, 4)
+    kept = dataset_dict["train"]["sample_id"][:] + dataset_dict["validation"]["sample_id"][:]
+    assert sorted(kept) == sorted(ids[:24])
+    assert metadata["left_out"] == {"untagged": 6, "tagged_both": 2}
+    expected = "8 (tagged both train and validation: 2, tagged neither train nor validation: 6)"
+    assert (
+        f"Splits: train 20, validation 4; samples of the source in neither split: {expected}"
+        in capsys.readouterr().out
+    )
+    assert f"- Samples of the source in neither split: {expected}" in (tmp_path / "data" / "README.md").read_text()
+
+    capped = dataclasses.replace(args, output_dir=str(tmp_path / "capped"), num_train=15)
+    _, metadata = prepare_dataset.prepare(capped)
+    assert metadata["left_out"] == {"untagged": 6, "tagged_both": 2, "over_cap": 5}
+
+
 def test_zoo_download_failure_is_one_line(fiftyone_db, tmp_path, monkeypatch, capsys):
     import fiftyone.zoo as foz
 
