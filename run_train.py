@@ -32,6 +32,14 @@ from clipcap.domain_tokenizer import train_domain_tokenizer
 from clipcap.encoder_cache import add_encoder_features
 from clipcap.memory import keep_freed_memory
 from clipcap.model_card import write_model_card
+from clipcap.preflight import (
+    check_downloads,
+    dataset_download,
+    decoder_download,
+    encoder_download,
+    model_download,
+    teacher_download,
+)
 from clipcap.report import plot_metric_curves, write_caption_grid
 from clipcap.synthetic import Scene, caption_errors
 from clipcap.teacher import CLIPTeacher, TeacherArguments, add_teacher_embeddings
@@ -122,8 +130,25 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def planned_downloads(model_args, data_args, teacher_args) -> list:
+    """What the run will fetch (`clipcap.preflight`): the dataset, the teacher's weights, and a saved model or a new
+    model's encoder and decoder weights."""
+    downloads = [
+        dataset_download(data_args.dataset_dir),
+        teacher_download(teacher_args.clip_model, teacher_args.clip_pretrained),
+    ]
+    if model_args.model_name_or_path:
+        return [*downloads, model_download(model_args.model_name_or_path)]
+    config = build_model_config(model_args.config_overrides)
+    return [
+        *downloads,
+        encoder_download(config.encoder_name, config.encoder_pretrained),
+        decoder_download(config.decoder_name_or_path),
+    ]
+
+
 def train(model_args, data_args, teacher_args, guidance, training_args) -> int:
-    # 1. Logging, seed, and the checkpoint to resume from.
+    # 1. Logging, everything to download here or reachable, seed, and the checkpoint to resume from.
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     if training_args.should_log:  # as transformers' examples: INFO on the main process unless --log_level says
         transformers.utils.logging.set_verbosity_info()
@@ -135,6 +160,7 @@ def train(model_args, data_args, teacher_args, guidance, training_args) -> int:
     logger.info(
         "Process %d of %d, device %s", training_args.process_index, training_args.world_size, training_args.device
     )
+    check_downloads(planned_downloads(model_args, data_args, teacher_args))
     checkpoint = checkpoint_to_resume(training_args, model_args.allow_pickle)
     set_seed(training_args.seed)
 

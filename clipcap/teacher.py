@@ -129,6 +129,17 @@ def check_teacher_cache(cached: TeacherIdentity | dict | None, teacher: TeacherI
         )
 
 
+class _DropRecords(logging.Filter):
+    """Drops log records whose message starts with `prefix`."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
 class CLIPTeacher(torch.nn.Module):
     """A frozen open_clip model with its image transform and tokenizer; returns unit-norm embeddings."""
 
@@ -174,15 +185,21 @@ class CLIPTeacher(torch.nn.Module):
                 f"the teacher checkpoint {pretrained} is not safetensors; a pickle can run code when loaded. Convert "
                 "it, or if you trust the file pass allow_pickle=True (--allow_pickle)"
             )
+        root = logging.getLogger()  # open_clip logs a failed download there before raising it: said once, below
+        quiet = _DropRecords("Failed to download weights")
+        root.addFilter(quiet)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
         except RuntimeError as error:
             if os.path.exists(pretrained):
                 raise
+            reason = " ".join(str(error).split())
             raise OSError(
-                f"could not load CLIP teacher {arch} '{pretrained}' ({str(error).splitlines()[0][:160]}). Offline, "
-                "pass a local checkpoint path as clip_pretrained (see train_clip_teacher.py)"
+                f"could not load CLIP teacher {arch} '{pretrained}': {reason} Offline, pass a local checkpoint path "
+                "as clip_pretrained (see train_clip_teacher.py)"
             ) from None
+        finally:
+            root.removeFilter(quiet)
         sha256 = file_sha256(pretrained) if os.path.isfile(pretrained) else None
         embed_dim = (open_clip.get_model_config(arch) or {}).get("embed_dim")
         if embed_dim is None and getattr(model, "text_projection", None) is not None:

@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 from transformers.integrations import is_tensorboard_available
+from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,4 +88,20 @@ class ClipCapTrainingArguments(TrainingArguments):
     def __post_init__(self):
         if self.report_to == "auto":
             self.report_to = "tensorboard" if is_tensorboard_available() else "none"
+        if self.bf16 and not self.use_cpu and not (is_torch_bf16_gpu_available() or is_torch_xla_available()):
+            # The Trainer would refuse to start ("Your setup doesn't support bf16/gpu"): bf16 is for where it exists.
+            logger.warning(
+                "bf16: true, but there is no GPU with bf16 here (Ampere or newer): training in fp32 instead. Set "
+                "bf16: false (--bf16 false) to say so; on a CPU, bf16 matmuls are slower than fp32 without AMX."
+            )
+            self.bf16 = False
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if self.dataloader_num_workers > cpus:  # more workers than CPUs only compete with the training process
+            logger.warning(
+                "dataloader_num_workers=%d is more than the %d CPUs this process may use: %d workers",
+                self.dataloader_num_workers,
+                cpus,
+                cpus,
+            )
+            self.dataloader_num_workers = cpus
         super().__post_init__()

@@ -8,15 +8,17 @@ import os
 import sys
 from pathlib import Path
 
-import datasets
-import pytest
-import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# Before anything imports huggingface_hub or datasets: both read these once, when first imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+import datasets  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from clipcap import synthetic  # noqa: E402
 from configuration_clipcap import ClipCapConfig  # noqa: E402

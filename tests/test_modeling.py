@@ -215,6 +215,33 @@ def test_from_pretrained_parts_loads_a_local_gpt2(local_gpt2):
     assert model.decoder.lm_head.weight.data_ptr() == model.decoder.transformer.wte.weight.data_ptr()
 
 
+def test_a_local_decoder_directory_brings_its_own_tokenizer(tmp_path):
+    """A fine-tuned GPT-2 saved with its tokenizer, which has an added token: the processor uses that tokenizer, not
+    the packaged GPT-2 BPE; a directory without tokenizer files gets the GPT-2 BPE; a tokenizer larger than the
+    decoder's vocabulary is refused."""
+    from processing_clipcap import ClipCapProcessor, gpt2_tokenizer
+
+    tokenizer = gpt2_tokenizer()
+    tokenizer.add_tokens(["<|appliance|>"])
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(**TINY_DECODER))
+    gpt2.resize_token_embeddings(len(tokenizer))
+    gpt2.save_pretrained(tmp_path / "tuned")
+    tokenizer.save_pretrained(tmp_path / "tuned")
+    model = ClipCapForCaptioning.from_pretrained_parts(tiny_config(decoder_name_or_path=str(tmp_path / "tuned")))
+    processor = ClipCapProcessor.from_config(model.config)
+    assert len(processor.tokenizer) == model.config.text_config.vocab_size == 50258
+    assert processor.tokenizer("a <|appliance|>").input_ids == [64, 220, 50257]
+
+    (tmp_path / "bare").mkdir()
+    gpt2.save_pretrained(tmp_path / "bare")  # weights only
+    bare = ClipCapForCaptioning.from_pretrained_parts(tiny_config(decoder_name_or_path=str(tmp_path / "bare")))
+    assert len(ClipCapProcessor.from_config(bare.config).tokenizer) == 50257
+    small = tiny_config(text_config={**TINY_DECODER, "vocab_size": 50000})
+    with pytest.raises(ValueError, match="the tokenizer has 50258 tokens but the decoder's vocabulary only 50000"):
+        ClipCapProcessor.from_config(small, tokenizer=tokenizer)
+
+
 def test_from_pretrained_parts_fails_offline_with_one_clear_line():
     with pytest.raises(OSError) as error:
         ClipCapForCaptioning.from_pretrained_parts(tiny_config(decoder_name_or_path="distilgpt2"))

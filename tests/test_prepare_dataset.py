@@ -522,8 +522,20 @@ def test_teacher_cache_shapes_unit_norm_identity_and_refusal(fiftyone_db, tmp_pa
     assert isinstance(teacher.encode_images(torch.zeros(1, 3, 32, 32)), torch.Tensor)
 
 
-def test_teacher_offline_tag_is_one_line():
+def test_teacher_offline_tag_is_one_line(caplog):
+    """The whole of open_clip's reason, said once: not cut mid-word, and not logged by open_clip before it."""
+    import open_clip
+
     from clipcap.teacher import CLIPTeacher
 
-    with pytest.raises(OSError, match="^could not load CLIP teacher ViT-B-32 'openai' .*local checkpoint path"):
+    with pytest.raises(RuntimeError) as raised:
+        open_clip.create_model_and_transforms("ViT-B-32", pretrained="openai")
+    reason = " ".join(str(raised.value).split())
+    assert reason.startswith("Failed to download weights for tag 'openai': ") and len(reason) > 200
+    caplog.clear()
+    with pytest.raises(
+        OSError, match="^could not load CLIP teacher ViT-B-32 'openai': .*local checkpoint path"
+    ) as error:
         CLIPTeacher.from_pretrained("ViT-B-32", "openai")
+    assert reason in str(error.value) and "\n" not in str(error.value)
+    assert not [r for r in caplog.records if "Failed to download" in r.getMessage()]

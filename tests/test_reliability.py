@@ -509,3 +509,12 @@ def test_captions_as_bare_strings_are_refused_on_load_with_one_line(tmp_path, ca
     assert not (tmp_path / "out").exists()
     assert train_clip_teacher.main(["--dataset_dir", str(path), "--output_dir", str(tmp_path / "teacher")]) == 1
     assert "not lists of captions (list[str])" in capsys.readouterr().err
+
+
+def test_the_test_session_has_the_hub_offline():
+    """conftest sets HF_HUB_OFFLINE before huggingface_hub and datasets read it (both read it once, on import): set
+    after them, every Hub lookup in the suite retried over the network for about 25 s before failing."""
+    import datasets
+    from huggingface_hub import constants
+
+    assert constants.HF_HUB_OFFLINE and datasets.config.HF_HUB_OFFLINE

@@ -420,14 +420,17 @@ def test_checkpoint_every_epoch_and_early_stopping(tmp_path, data_dir):
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "open_images_home_appliance.yaml"])
-def test_presets_parse(name):
-    # The real run asks for bf16, which this CPU-only machine refuses at parse time; a flag turns it off.
-    extra = ["--bf16", "false"] if name == "open_images_home_appliance.yaml" else []
-    model_args, data_args, teacher_args, guidance, training_args = run_train.parse_args(
-        [str(ROOT / "configs" / name), *extra]
-    )
+def test_presets_parse(name, caplog):
+    """Both configs parse here. The real one asks for bf16 and 4 DataLoader workers: bf16 only where a GPU has it
+    (else fp32, said once), and no more workers than this process's CPUs."""
+    from transformers.utils import is_torch_bf16_gpu_available
+
+    model_args, data_args, teacher_args, guidance, training_args = run_train.parse_args([str(ROOT / "configs" / name)])
     assert guidance.lambda_cos == 1.0 and guidance.lambda_con == 0.1
     if name == "open_images_home_appliance.yaml":
+        assert training_args.bf16 == is_torch_bf16_gpu_available()
+        assert ("training in fp32 instead" in caplog.text) != is_torch_bf16_gpu_available()
+        assert training_args.dataloader_num_workers == min(4, len(os.sched_getaffinity(0)))
         config = build_model_config(model_args.config_overrides)
         assert (config.encoder_pretrained, config.decoder_name_or_path) == (True, "distilgpt2")
         assert (teacher_args.clip_model, teacher_args.clip_pretrained) == ("ViT-B-32", "openai")
@@ -477,3 +480,41 @@ def test_config_overrides_are_read_as_clipcapconfig_fields():
         with pytest.raises(ConfigError) as error:
             parse_config_overrides(overrides, ClipCapConfig)
         assert str(error.value) == message
+
+
+def test_the_real_config_offline_names_every_missing_download_at_once(tmp_path, monkeypatch, capsys):
+    """Offline, configs/open_images_home_appliance.yaml stops once, before anything loads, with one error that lists
+    the dataset, the CLIP teacher, the ImageNet encoder and the decoder, each with its offline alternative."""
+    from clipcap import preflight
+
+    probed = []
+    monkeypatch.setattr(preflight, "reachable", lambda host, timeout=3.0: probed.append(host) or False)
+    config = str(ROOT / "configs" / "open_images_home_appliance.yaml")
+    argv = [config, "--dataset_dir", str(tmp_path / "no-dataset"), "--output_dir", str(tmp_path / "out")]
+    assert run_train.main(argv) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("run_train.py: error: this run needs 4 thing(s) that are not on this machine and cannot")
+    items = [line for line in error.splitlines() if line.startswith("  - ")]
+    assert [item.split(",")[0] for item in items] == [
+        f"  - the prepared dataset '{tmp_path / 'no-dataset'}': no such directory. Offline: prepare it with "
+        "prepare_dataset.py (see the training config's first lines)",
+        "  - the CLIP teacher ViT-B-32 'openai'",
+        "  - the ImageNet weights of the encoder 'mobilenet_v2'",
+        "  - the decoder 'distilgpt2'",
+    ]
+    assert "Offline: encoder_name: timm/tf_efficientnet_lite0" in items[2] and "configs/demo_data.yaml" in items[0]
+    assert probed == ["download.pytorch.org"]  # the Hub is offline (HF_HUB_OFFLINE=1): not even probed
+    assert not (tmp_path / "out").exists()
+
+
+def test_check_downloads_raises_only_for_what_no_cache_holds_and_no_host_serves(monkeypatch):
+    from clipcap import preflight
+    from clipcap.preflight import Download, check_downloads
+
+    monkeypatch.setattr(preflight, "reachable", lambda host, timeout=3.0: host == "up.example")
+    cached = Download("a cached file", "down.example", True, "-")
+    served = Download("a file a host serves", "up.example", False, "-")
+    check_downloads([None, cached, served])
+    missing = Download("a missing file", "down.example", False, "use another")
+    with pytest.raises(OSError, match=r"needs 1 thing\(s\).*\n  - a missing file, from down.example. Offline: use"):
+        check_downloads([cached, served, missing])
