@@ -15,8 +15,9 @@ stderr and skipped; the others are still captioned, and each batch is written as
 Output (stdout, or `--output`): `text` is one `path<TAB>caption` line per image, `jsonl` one
 `{"path": ..., "caption": ...}` object per line, `csv` a `path,caption` table with a header.
 
-Exit status: 0 when every image was captioned; 1 when some files were skipped (the rest are captioned and
-written); 2 when nothing could be done (bad arguments, no image found, the model does not load).
+Exit status: 0 when every input was captioned; 1 when some were skipped (files that are not readable images, inputs
+that match no file; the rest are captioned and written); 2 when nothing could be done (bad arguments, no image
+found, the model does not load, or not one image could be read).
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     extensions = tuple(e if e.startswith(".") else f".{e}" for e in args.extensions.replace(" ", "").split(","))
     paths, problems = find_images(inputs, extensions)
-    for problem in problems:
-        print(f"caption.py: {problem}", file=sys.stderr)
+    for problem in problems:  # an input that matches no file: skipped like an unreadable file, and counted
+        print(f"caption.py: skipped {problem}", file=sys.stderr)
     if not paths:
         print("caption.py: no image to caption", file=sys.stderr)
         return EXIT_FAILED
@@ -124,9 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     print(
         f"caption.py: captioned {captioned} images in {seconds:.1f} s ({captioned / seconds:.2f} images/s), "
-        f"skipped {len(skipped)}",
+        f"skipped {len(skipped) + len(problems)} ({len(skipped)} unreadable files, {len(problems)} inputs that "
+        "match no file)",
         file=sys.stderr,
     )
+    if not captioned:
+        return EXIT_FAILED
     return EXIT_SKIPPED if skipped or problems else EXIT_OK
 
 

@@ -339,6 +339,28 @@ def _field_labels(view, name: str, kind: str) -> tuple[list[list[str]], list[lis
     return labels, [[] for _ in labels]
 
 
+def _no_captions_message(schema: dict, caption_field: str) -> str:
+    """What to do about a dataset with no caption field and no labels: name its text fields that --caption_field
+    could read, else say how to give it captions or labels (an ImageDirectory export has neither)."""
+    import fiftyone as fo
+
+    def is_text(value) -> bool:
+        return isinstance(value, fo.StringField) or (
+            isinstance(value, fo.ListField) and isinstance(value.field, fo.StringField)
+        )
+
+    text_fields = [name for name, value in schema.items() if is_text(value) and name not in ("filepath", "tags")]
+    message = f"the dataset has no '{caption_field}' caption field and no Detections/Classifications labels"
+    if text_fields:
+        return f"{message}; if one of its text fields holds captions, pass it: --caption_field {text_fields[0]}"
+    return (
+        f"{message}: its samples have images only, and no flag can make captions from that. Give them captions or "
+        "labels in FiftyOne (e.g. from a caption file: dataset.set_values('captions', [...]), or Detections / "
+        "Classifications) and pass --dataset_name NAME, or export them in a labelled format "
+        "(FiftyOneImageDetectionDataset, FiftyOneImageClassificationDataset, COCODetectionDataset, ...)"
+    )
+
+
 def extract_records(view, args: SourceArguments) -> tuple[dict, str]:
     """Column-wise records of a FiftyOne view (filepath, sample id, captions, labels, boxes, scene) and the caption
     strategy used. Each sample's labels come from the first preferred label field that has any for it."""
@@ -371,10 +393,7 @@ def extract_records(view, args: SourceArguments) -> tuple[dict, str]:
         templates = " | ".join(LABEL_CAPTION_TEMPLATES)
         strategy = f"made from the labels of {sources}, one caption per template: {templates}"
     else:
-        raise PrepareError(
-            f"the dataset has no '{args.caption_field}' caption field and no Detections/Classifications labels to make "
-            "captions from; give --caption_field or --label_field"
-        )
+        raise PrepareError(_no_captions_message(schema, args.caption_field))
     columns["captions"] = captions
     if "scene" in schema:  # the synthetic dataset's scene description, for semantic accuracy
         columns["scene"] = [json.dumps(s, sort_keys=True) for s in view.values("scene")]

@@ -145,6 +145,8 @@ def find_images(inputs: list[str], extensions: tuple[str, ...] = IMAGE_EXTENSION
 def load_image(path: str) -> tuple[Image.Image | None, str]:
     """Decode an image in full as RGB; returns (image, "") or (None, the reason it cannot be used)."""
     try:
+        if os.path.getsize(path) == 0:
+            return None, "empty file"
         with Image.open(path) as image:
             image.load()
             return image.convert("RGB"), ""

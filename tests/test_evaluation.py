@@ -261,7 +261,8 @@ def run_caption(*args) -> subprocess.CompletedProcess:
 
 
 def test_caption_folder_with_a_corrupt_file(tmp_path, trained_model, image_data_dir):
-    """Every good file is captioned (batched), the corrupt and the empty file are reported, exit status 1."""
+    """Every good file is captioned (batched); the corrupt file, the empty file and a path that does not exist are
+    reported and counted as skipped; exit status 1."""
     folder = tmp_path / "images"
     folder.mkdir()
     validation = datasets.load_from_disk(str(image_data_dir / "data"))["validation"]
@@ -270,7 +271,8 @@ def test_caption_folder_with_a_corrupt_file(tmp_path, trained_model, image_data_
     (folder / "2.png").write_bytes((folder / "2.png").read_bytes()[:60])  # truncated
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "readme.txt").write_text("not searched for")
-    result = run_caption(trained_model, folder, "--format", "jsonl", "--batch_size", "2", "--num_beams", "1")
+    missing = tmp_path / "gone.png"
+    result = run_caption(trained_model, folder, missing, "--format", "jsonl", "--batch_size", "2", "--num_beams", "1")
     assert result.returncode == caption.EXIT_SKIPPED, result.stderr[-2000:]
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     good = [0, 1, 3]
@@ -278,10 +280,12 @@ def test_caption_folder_with_a_corrupt_file(tmp_path, trained_model, image_data_
     expected = reference_captions(trained_model, [validation[i]["image"] for i in good], num_beams=1)
     assert [row["caption"] for row in rows] == expected
     skipped = [line for line in result.stderr.splitlines() if "skipped" in line and "caption.py:" in line]
-    assert len(skipped) == 3  # two file lines and the summary
+    assert len(skipped) == 4  # three input lines and the summary
     assert f"skipped {folder / '2.png'}: unreadable" in result.stderr
-    assert f"skipped {folder / 'empty.jpg'}: " in result.stderr
-    assert "captioned 3 images" in result.stderr and "skipped 2" in result.stderr
+    assert f"skipped {folder / 'empty.jpg'}: empty file" in result.stderr
+    assert f"skipped {missing}: no such file or folder" in result.stderr
+    assert "captioned 3 images" in result.stderr
+    assert "skipped 3 (2 unreadable files, 1 inputs that match no file)" in result.stderr
 
     result = run_caption(trained_model, folder / "0.png", "--format", "csv", "--output", tmp_path / "out.csv")
     assert result.returncode == caption.EXIT_OK, result.stderr[-2000:]
@@ -297,6 +301,9 @@ def test_caption_exit_status_when_nothing_can_be_done(tmp_path, trained_model):
     (tmp_path / "x.png").write_bytes(b"")
     assert caption.main([str(tmp_path / "no-model"), str(tmp_path / "x.png")]) == caption.EXIT_FAILED  # no model
     assert caption.main([str(trained_model), str(tmp_path / "x.png"), "--format", "xml"]) == caption.EXIT_FAILED
+    # The model loads, but not one input can be captioned (an empty file, a path that does not exist): 2, not 1.
+    argv = [str(trained_model), str(tmp_path / "x.png"), str(tmp_path / "gone.png"), "--progress", "false"]
+    assert caption.main(argv) == caption.EXIT_FAILED
 
 
 def test_run_eval_defaults_come_from_the_training_run(tmp_path):

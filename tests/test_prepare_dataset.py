@@ -353,6 +353,31 @@ def test_one_line_errors(fiftyone_db, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_dataset_without_captions_or_labels_is_told_what_can_help(fiftyone_db, tmp_path, capsys):
+    """An ImageDirectory export has images only: no flag can help, so the error says how to give it captions or
+    labels. A dataset with a text field is pointed at --caption_field with that field."""
+    import fiftyone as fo
+
+    (tmp_path / "images").mkdir()
+    for i in range(3):
+        synthetic.render_scene(synthetic.make_example(0, "train", i)[0], size=40).save(
+            tmp_path / "images" / f"{i}.png"
+        )
+    argv = ["--export_dir", str(tmp_path / "images"), "--output_dir", str(tmp_path / "out"), "--num_validation", "1"]
+    assert prepare_dataset.main(argv) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "no 'captions' caption field and no Detections/Classifications labels: its samples have images only" in line
+    assert "dataset.set_values('captions', [...])" in line and "--dataset_name NAME" in line
+    assert "--label_field" not in line and "--caption_field" not in line
+
+    dataset = fo.Dataset("described", overwrite=True)
+    dataset.add_samples(
+        [fo.Sample(filepath=str(p), description="a photo") for p in sorted((tmp_path / "images").iterdir())]
+    )
+    assert prepare_dataset.main(["--dataset_name", "described", "--output_dir", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.strip().endswith("pass it: --caption_field description")
+
+
 def test_help_lists_every_argument(capsys):
     with pytest.raises(SystemExit) as exit_info:
         prepare_dataset.main(["--help"])
