@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from clipcap.files import missing_local_path
+from configuration_clipcap import resolve_encoder_library
 
 HUB_HOST = "huggingface.co"
 
@@ -80,8 +81,6 @@ def encoder_download(encoder_name: str, encoder_pretrained) -> Download | None:
     """The ImageNet weights `encoder_pretrained=True` makes torchvision or timm download."""
     if encoder_pretrained is not True:
         return None
-    from configuration_clipcap import resolve_encoder_library
-
     library, name = resolve_encoder_library(encoder_name)
     what = f"the ImageNet weights of the encoder {encoder_name!r}"
     offline = (
