@@ -132,7 +132,7 @@ def dataset_download(dataset_dir: str) -> Download | None:
     if Path(dataset_dir).is_dir():
         return None
     offline = (
-        "prepare it with prepare_dataset.py (see the training config's first lines), or train on the offline "
+        "Prepare it with prepare_dataset.py (see the training config's first lines), or train on the offline "
         "synthetic data: python prepare_dataset.py configs/demo_data.yaml, then dataset_dir: data/demo"
     )
     if missing_local_path(dataset_dir):
@@ -168,8 +168,15 @@ def check_downloads(downloads) -> None:
     unreachable = [d for d in missing if not hosts[d.host]]
     if not unreachable:
         return
-    lines = [f"  - {d.what}{f', from {d.host}' if d.host else ''}. Offline: {d.offline}" for d in unreachable]
+    items = [f"{d.what}{f', from {d.host}. Offline: ' if d.host else '. '}{d.offline}" for d in unreachable]
+    if len(items) == 1:
+        raise OSError(
+            items[0]
+            if unreachable[0].host is None
+            else f"{items[0]} (no cache here holds it, and {unreachable[0].host} cannot be reached)"
+        )
     raise OSError(
-        f"this run needs {len(unreachable)} thing(s) that are not on this machine and cannot be downloaded now "
-        "(offline?):\n" + "\n".join(lines) + "\nChange these in the config file or with flags, then run again."
+        f"this run needs {len(items)} things that are not on this machine and cannot be downloaded now (offline?):\n"
+        + "\n".join(f"  - {item}" for item in items)
+        + "\nChange these in the config file or with flags, then run again."
     )

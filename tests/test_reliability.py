@@ -305,7 +305,10 @@ def config_of(data_dir, output_dir, **overrides) -> dict:
 
 
 RUN_TRAIN_ERRORS = {
-    "missing dataset": (lambda d, tmp: {"dataset_dir": str(tmp / "nowhere")}, "no dataset directory"),
+    "missing dataset": (
+        lambda d, tmp: {"dataset_dir": str(tmp / "nowhere")},
+        "nowhere': no such directory. Prepare it",
+    ),
     "empty folder": (lambda d, tmp: {"dataset_dir": str(tmp / "empty")}, "is not a saved DatasetDict"),
     "no captions column": (lambda d, tmp: {"caption_column": "text"}, "lacks the columns ['text']"),
     "unknown key": (lambda d, tmp: {"learnin_rate": 0.1}, "unknown keys ['learnin_rate']"),

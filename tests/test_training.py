@@ -493,10 +493,10 @@ def test_the_real_config_offline_names_every_missing_download_at_once(tmp_path, 
     argv = [config, "--dataset_dir", str(tmp_path / "no-dataset"), "--output_dir", str(tmp_path / "out")]
     assert run_train.main(argv) == 1
     error = capsys.readouterr().err
-    assert error.startswith("run_train.py: error: this run needs 4 thing(s) that are not on this machine and cannot")
+    assert error.startswith("run_train.py: error: this run needs 4 things that are not on this machine and cannot")
     items = [line for line in error.splitlines() if line.startswith("  - ")]
     assert [item.split(",")[0] for item in items] == [
-        f"  - the prepared dataset '{tmp_path / 'no-dataset'}': no such directory. Offline: prepare it with "
+        f"  - the prepared dataset '{tmp_path / 'no-dataset'}': no such directory. Prepare it with "
         "prepare_dataset.py (see the training config's first lines)",
         "  - the CLIP teacher ViT-B-32 'openai'",
         "  - the ImageNet weights of the encoder 'mobilenet_v2'",
@@ -516,5 +516,7 @@ def test_check_downloads_raises_only_for_what_no_cache_holds_and_no_host_serves(
     served = Download("a file a host serves", "up.example", False, "-")
     check_downloads([None, cached, served])
     missing = Download("a missing file", "down.example", False, "use another")
-    with pytest.raises(OSError, match=r"needs 1 thing\(s\).*\n  - a missing file, from down.example. Offline: use"):
+    with pytest.raises(OSError, match=r"^a missing file, from down.example. Offline: use another \(no cache here"):
         check_downloads([cached, served, missing])
+    with pytest.raises(OSError, match=r"needs 2 things.*\n  - a missing file, .*\n  - the file, from down.example"):
+        check_downloads([missing, Download("the file", "down.example", False, "-")])
