@@ -32,7 +32,7 @@ def broadcast_buffers(model: nn.Module, src: int = 0) -> int:
     process must call it. Returns the number of buffers sent (0 outside a process group of more than one)."""
     if world_size() == 1:
         return 0
-    buffers = [buffer for buffer in model.buffers() if buffer is not None]
+    buffers = list(model.buffers())
     for buffer in buffers:
         dist.broadcast(buffer.data, src=src)
     return len(buffers)

