@@ -43,10 +43,16 @@ from transformers.utils import ModelOutput, logging
 
 try:  # imported as a module of a Hub repo (trust_remote_code) ...
     from .configuration_clipcap import FAST_GELU, ClipCapConfig, resolve_encoder_library
+    from .pipeline_clipcap import ClipCapCaptioningPipeline
 except ImportError:  # ... or as a top-level module of this project
     from configuration_clipcap import FAST_GELU, ClipCapConfig, resolve_encoder_library
+    from pipeline_clipcap import ClipCapCaptioningPipeline
 
 logger = logging.get_logger(__name__)
+
+# The Auto classes that serve a saved model, and the pipeline its config names (its file travels with this one).
+AUTO_CLASSES = ("AutoModel", "AutoModelForImageTextToText")
+PIPELINE_TASK = "image-text-to-text"
 
 
 def _first_line(error: Exception) -> str:
@@ -579,6 +585,22 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
             model.encoder.backbone.load_state_dict(backbone.state_dict())
         return model
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, with the config's `auto_map` naming every Auto class that serves the
+        model (`AUTO_CLASSES`) and `custom_pipelines` naming its `image-text-to-text` pipeline, so that
+        `pipeline("image-text-to-text", model=DIR, trust_remote_code=True)` works from the saved files alone."""
+        name = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **dict.fromkeys(AUTO_CLASSES, name)}
+        pipeline_class = ClipCapCaptioningPipeline
+        self.config.custom_pipelines = {
+            PIPELINE_TASK: {
+                "impl": f"{pipeline_class.__module__.rsplit('.', 1)[-1]}.{pipeline_class.__name__}",
+                "pt": ["AutoModelForImageTextToText"],
+                "type": "multimodal",
+            }
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def get_input_embeddings(self) -> nn.Module:
         return self.decoder.get_input_embeddings()
 
@@ -713,6 +735,8 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
     def generate(
         self,
         pixel_values: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
         image_features: torch.FloatTensor | None = None,
         **kwargs,
     ):
@@ -720,12 +744,64 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         `inputs_embeds`.
 
         Every generation option works (greedy, `num_beams`, `do_sample`, `num_return_sequences`,
-        `no_repeat_ngram_size`, a `GenerationConfig`, ...); defaults come from `model.generation_config`. Returns only
-        the generated tokens (or a `GenerateOutput` with `return_dict_in_generate=True`).
+        `no_repeat_ngram_size`, a `GenerationConfig`, ...); defaults come from `model.generation_config`. Returns the
+        generated tokens (or a `GenerateOutput` with `return_dict_in_generate=True`).
+
+        `input_ids` (with its `attention_mask`), as `ClipCapProcessor(images=..., text=...)` encodes them, are the
+        start of each caption: the caption continues them, and the returned sequences begin with them, as BLIP's
+        conditional captioning does ("a photo of" -> "a photo of a red fridge"). The EOS the processor appends to
+        each text is dropped first (BLIP's `generate` drops its trailing [SEP] alike); an empty text leaves only the
+        image. Rows whose texts have different lengths are captioned in one `generate` call per length.
         """
         if pixel_values is None and image_features is None:
-            return super().generate(**kwargs)
+            return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        kwargs.pop("labels", None)  # what the processor adds for training: `generate(**processor(...))` ignores it
         prefix_embeds = self.encode_images(pixel_values, image_features)
+        if input_ids is None:
+            return self._generate_from_prefix(prefix_embeds, **kwargs)
+        prompts = self._caption_starts(input_ids, attention_mask)
+        if len(prompts) != len(prefix_embeds):
+            raise ValueError(f"{len(prompts)} texts for {len(prefix_embeds)} images: give one text per image")
+        by_length: dict[int, list[int]] = {}
+        for row, prompt in enumerate(prompts):
+            by_length.setdefault(len(prompt), []).append(row)
+        if len(by_length) > 1 and kwargs.get("return_dict_in_generate"):
+            raise ValueError(
+                "return_dict_in_generate=True needs texts of one length in the batch: caption the others separately"
+            )
+        config = kwargs.get("generation_config") or self.generation_config
+        copies = kwargs.get("num_return_sequences", config.num_return_sequences) or 1
+        sequences: dict[int, torch.Tensor] = {}
+        for length, rows in by_length.items():
+            starts = torch.stack([prompts[row] for row in rows]) if length else input_ids.new_zeros(len(rows), 0)
+            embeds = torch.cat([prefix_embeds[rows], self.decoder.get_input_embeddings()(starts)], dim=1)
+            output = self._generate_from_prefix(embeds, **kwargs)
+            generated = output.sequences if kwargs.get("return_dict_in_generate") else output
+            full = torch.cat([starts.repeat_interleave(copies, dim=0), generated], dim=1)
+            if kwargs.get("return_dict_in_generate"):
+                output.sequences = full
+                return output
+            for i, row in enumerate(rows):
+                sequences[row] = full[i * copies : (i + 1) * copies]
+        width = max(sequence.shape[1] for sequence in sequences.values())
+        pad = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
+        return torch.cat(
+            [F.pad(sequences[row], (0, width - sequences[row].shape[1]), value=pad) for row in range(len(prompts))]
+        )
+
+    def _caption_starts(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None) -> list[torch.Tensor]:
+        """Each row's tokens (where `attention_mask` is 1, right padding), without the EOS that ends an encoded text."""
+        lengths = (
+            attention_mask.sum(dim=1).tolist() if attention_mask is not None else [input_ids.shape[1]] * len(input_ids)
+        )
+        eos = self.config.text_config.eos_token_id
+        starts = []
+        for row, length in zip(input_ids, lengths):
+            tokens = row[: int(length)]
+            starts.append(tokens[:-1] if len(tokens) and tokens[-1] == eos else tokens)
+        return starts
+
+    def _generate_from_prefix(self, prefix_embeds: torch.Tensor, **kwargs):
         attention_mask = torch.ones(prefix_embeds.shape[:2], dtype=torch.long, device=prefix_embeds.device)
         config = kwargs.get("generation_config") or self.generation_config
         own_cache = not any(key in kwargs for key in ("cache", "past_key_values", "cache_implementation"))

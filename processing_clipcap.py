@@ -116,7 +116,9 @@ class ClipCapProcessor(ProcessorMixin):
     Image processor + GPT-2 tokenizer for [`ClipCapForCaptioning`].
 
     `processor(images=..., text=...)` returns `pixel_values` for the images and, for captions, `input_ids` with EOS
-    appended, `attention_mask`, and `labels` (the ids with padding set to -100), ready for the model's loss.
+    appended, `attention_mask`, and `labels` (the ids with padding set to -100), ready for the model's loss. The same
+    `input_ids` given to `model.generate` are the start of each caption, which the caption continues (the EOS is
+    dropped there), as with BLIP: `model.generate(**processor(images=image, text="a photo of"))`.
 
     Args:
         image_processor ([`BitImageProcessor`]): resize, centre crop, RGB conversion and normalisation.

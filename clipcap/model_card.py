@@ -24,7 +24,8 @@ def write_model_card(output_dir: str, summary: dict, args_by_group: dict, metada
     teacher_line = teacher.identity.describe() if teacher is not None else "none (cross-entropy only)"
     card_data = ModelCardData(
         library_name="transformers",
-        pipeline_tag="image-to-text",
+        # transformers 5 serves captioning models (BLIP, GIT) under this task; `pipeline_clipcap.py` implements it.
+        pipeline_tag="image-text-to-text",
         tags=["image-captioning", "clipcap", "clip-guided"],
         license="apache-2.0",
     )
@@ -49,6 +50,14 @@ teacher (training only; the teacher is not part of this model).
 {eval_rows}
 
 ## Use
+
+```python
+from transformers import pipeline
+captioner = pipeline("image-text-to-text", model="{output_dir}", trust_remote_code=True)
+captioner("photo.jpg")  # [{{'input_text': '', 'generated_text': '...'}}]; text="a photo of" starts the caption
+```
+
+or with the model and processor:
 
 ```python
 from transformers import AutoModel, AutoProcessor

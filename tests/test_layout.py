@@ -1,6 +1,6 @@
 """The project's layout rules, read from the import graph of its source files (nothing is imported or run).
 
-- The model's own files (configuration, modeling, processing) import nothing of the project but each other: a saved
+- The model's own files (configuration, modeling, pipeline, processing) import nothing of the project but each other: a saved
   model directory carries them for `trust_remote_code`.
 - No script imports another script, and no module of `clipcap/` imports a script.
 - Project imports stand at module top, never inside a function or class body.
@@ -15,7 +15,7 @@ import re
 from tests.conftest import ROOT
 
 SCRIPTS = {"run_train", "prepare_dataset", "run_eval", "caption", "train_clip_teacher"}
-MODEL_FILES = {"configuration_clipcap", "modeling_clipcap", "processing_clipcap"}
+MODEL_FILES = {"configuration_clipcap", "modeling_clipcap", "pipeline_clipcap", "processing_clipcap"}
 LIBRARY = {f"clipcap.{path.stem}" for path in (ROOT / "clipcap").glob("*.py") if path.stem != "__init__"}
 
 

@@ -92,12 +92,15 @@ def test_gradients_reach_trainable_parts_only(freeze, pixel_values):
         assert model.encoder.training
 
 
-def manual_greedy(model, pixel_values, max_new_tokens):
-    """Argmax decoding written out: re-run the decoder over the whole sequence at every step, no cache."""
+def manual_greedy(model, pixel_values, max_new_tokens, starts=None):
+    """Argmax decoding written out: re-run the decoder over the whole sequence at every step, no cache. `starts`:
+    each image's caption start (token ids), which the decoder reads after the prefix."""
     captions = []
-    for image in pixel_values:
+    for i, image in enumerate(pixel_values):
         embeds = model.encode_images(image[None])
-        tokens = []
+        tokens = list(starts[i]) if starts else []
+        if tokens:
+            embeds = torch.cat([embeds, model.decoder.transformer.wte(torch.tensor(tokens))[None]], dim=1)
         for _ in range(max_new_tokens):
             token = model.decoder(inputs_embeds=embeds).logits[0, -1].argmax()
             tokens.append(int(token))
@@ -117,6 +120,28 @@ def test_greedy_generate_equals_manual_argmax_loop(mapper_type, features, pixel_
     for row, tokens in zip(generated.tolist(), expected):
         assert row[: len(tokens)] == tokens
         assert all(token == EOS for token in row[len(tokens) :])  # padding after EOS
+
+
+def test_a_text_start_is_continued_as_the_manual_loop_continues_it(pixel_values):
+    """`generate(pixel_values, input_ids, attention_mask)` as the processor encodes texts (EOS appended, right
+    padding): each caption is its start (without that EOS) followed by the argmax continuation of prefix + start."""
+    model = tiny_model()
+    starts = [[64, 275], [], [64], [64, 275]]  # two of one length, one empty (the image alone), one of another length
+    width = max(len(start) for start in starts) + 1
+    input_ids = torch.full((4, width), EOS)
+    attention_mask = torch.zeros(4, width, dtype=torch.long)
+    for row, start in enumerate(starts):
+        input_ids[row, : len(start)] = torch.tensor(start, dtype=torch.long)
+        attention_mask[row, : len(start) + 1] = 1
+    kwargs = {"num_beams": 1, "do_sample": False, "no_repeat_ngram_size": 0, "max_new_tokens": 6}
+    generated = model.generate(pixel_values, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    expected = manual_greedy(model, pixel_values, 6, starts)
+    for row, tokens in zip(generated.tolist(), expected):
+        assert row[: len(tokens)] == tokens
+        assert all(token == EOS for token in row[len(tokens) :])
+    assert generated[1].tolist()[:3] == model.generate(pixel_values[1:2], **kwargs)[0].tolist()[:3]
+    with pytest.raises(ValueError, match="2 texts for 4 images"):
+        model.generate(pixel_values, input_ids=input_ids[:2], attention_mask=attention_mask[:2])
 
 
 def test_beam_search_returns_num_return_sequences_with_scores(pixel_values):
