@@ -15,7 +15,7 @@ Three captioners are scored alike on every image of the split:
   like the references is the ceiling the model can reach; images with a single reference are left out of its
   reference-based scores.
 
-Scores (`clipcap.metrics`): CLIP-S and RefCLIP-S with the CLIP teacher (named in every report), BLEU-1..4, METEOR,
+Scores (`clipcap.metrics`, through the project's `evaluate` modules): CLIP-S and RefCLIP-S with the CLIP teacher (named in every report), BLEU-1..4, METEOR,
 ROUGE-L and CIDEr (pycocoevalcap; SPICE is reported unavailable offline), diversity (distinct-1/2, vocabulary, %
 unique, % novel against the training split's captions, mean length), and, on the synthetic data, semantic accuracy.
 
@@ -45,11 +45,10 @@ from transformers import HfArgumentParser
 from clipcap.data import describe_counts, drop_unusable_rows, load_prepared_dataset
 from clipcap.fiftyone_data import write_captions
 from clipcap.files import atomic_write_text
-from clipcap.inference import GenerationArguments, caption_images, load_captioner
+from clipcap.inference import GenerationArguments, caption_images, load_captioner, training_run_args
 from clipcap.memory import keep_freed_memory
-from clipcap.metrics import SPICE_UNAVAILABLE, normalize_caption, score_captions
+from clipcap.metrics import SPICE_UNAVAILABLE, load_metric, normalize_caption, score_captions
 from clipcap.report import plot_training_curves, summary_table, write_caption_grid, write_html_report
-from clipcap.synthetic import Scene
 from clipcap.teacher import CLIPTeacher, TeacherArguments
 
 logger = logging.getLogger("run_eval")
@@ -95,12 +94,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[EvalArguments, TeacherArg
         argv = ["--model_name_or_path", *argv]
     parser = HfArgumentParser((EvalArguments, TeacherArguments, GenerationArguments))
     return parser.parse_args_into_dataclasses(args=argv)
-
-
-def training_run_args(model_name_or_path: str) -> dict:
-    """The `run_args.json` that `run_train.py` wrote next to the model, or {}."""
-    path = Path(model_name_or_path, "run_args.json")
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def resolve_defaults(args: EvalArguments, teacher: TeacherArguments, run_args: dict) -> None:
@@ -167,15 +160,13 @@ def evaluate(args: EvalArguments, teacher_args: TeacherArguments, generation: Ge
             for caption in refs
             if caption
         }
-    scenes = None
-    if "scene" in split_data.column_names:
-        scenes = [Scene.from_json(text) for text in split_data["scene"][:]]
+    scenes = split_data["scene"][:] if "scene" in split_data.column_names else None  # synthetic scenes, as JSON
     logger.info("%d %s images from %s", len(split_data), args.split, args.dataset_dir)
 
-    # 3. The CLIP scorer.
+    # 3. The CLIP scorer: the `clip_score` evaluate module with the teacher.
     teacher = CLIPTeacher.from_arguments(teacher_args, model.device, args.allow_pickle)
+    clip_metric = load_metric("clip_score", teacher=teacher)
     image_embeds = teacher.embed_images(images).cpu()
-    reference_embeds = [embeds.cpu() for embeds in teacher.encode_text_lists(references)]
 
     # 4. Caption.
     start = time.perf_counter()
@@ -183,27 +174,16 @@ def evaluate(args: EvalArguments, teacher_args: TeacherArguments, generation: Ge
     seconds = time.perf_counter() - start
     logger.info("Captioned %d images in %.1f s (%.2f images/s)", len(captions), seconds, len(captions) / seconds)
 
-    # 5. Score the model, the generic baseline and the references alike; each text is embedded once.
-    baseline_embed = teacher.encode_texts([args.baseline_caption]).cpu()
+    # 5. Score the model, the generic baseline and the references alike, through the evaluate modules.
     candidates = {
-        "model": (captions, teacher.encode_texts(captions).cpu(), references, reference_embeds),
-        "baseline": (
-            [args.baseline_caption] * len(captions),
-            baseline_embed.expand(len(captions), -1),
-            references,
-            reference_embeds,
-        ),
-        "references": (
-            [refs[0] for refs in references],
-            torch.stack([embeds[0] for embeds in reference_embeds]) if references else baseline_embed[:0],
-            [refs[1:] for refs in references],
-            [embeds[1:] for embeds in reference_embeds],
-        ),
+        "model": (captions, references),
+        "baseline": ([args.baseline_caption] * len(captions), references),
+        "references": ([refs[0] for refs in references], [refs[1:] for refs in references]),
     }
     results, per_image = {}, {}
-    for system, (texts, embeds, refs, ref_embeds) in candidates.items():
+    for system, (texts, refs) in candidates.items():
         results[system], per_image[system] = score_captions(
-            texts, embeds, refs, ref_embeds, image_embeds, training_captions, scenes
+            texts, refs, image_embeds, clip_metric, training_captions, scenes
         )
 
     # 6. Reports.

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -47,6 +48,12 @@ class GenerationArguments:
             kwargs["do_sample"] = True
             kwargs.setdefault("num_beams", 1)
         return kwargs
+
+
+def training_run_args(model_name_or_path: str) -> dict:
+    """The `run_args.json` that `run_train.py` wrote next to the model (its data, teacher, ...), or {}."""
+    path = Path(model_name_or_path, "run_args.json")
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def load_captioner(model_name_or_path: str, device: str | None = None, allow_pickle: bool = False):

@@ -12,20 +12,43 @@
   training captions), mean length in words.
 * Semantic accuracy, on the synthetic data only: the fraction of captions whose every stated kind, colour, count and
   relation is true of the scene (`synthetic.caption_errors`), with the count of each error type.
+
+CLIP-S/RefCLIP-S, the COCO metrics and semantic accuracy are also `evaluate` modules (`clipcap/evaluate_modules/`,
+loaded offline from the installed project with `load_metric(name)` or `evaluate.load(metric_path(name))`), and
+`score_captions`, `run_eval.py` and the trainer's evaluation compute through them.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from pathlib import Path
 
 import torch
 
-from clipcap.synthetic import CAPTION_ERROR_TYPES, Scene, caption_errors
+from clipcap.synthetic import CAPTION_ERROR_TYPES, caption_errors
 
 CLIP_S_WEIGHT = 2.5
 COCO_METRICS = ("bleu", "meteor", "rouge_l", "cider")
 SPICE_UNAVAILABLE = "unavailable offline: SPICE downloads Stanford CoreNLP models on first use"
+EVALUATE_MODULES_DIR = Path(__file__).resolve().parent / "evaluate_modules"
+EVALUATE_MODULES = ("clip_score", "coco_captions", "semantic_accuracy")
+
+
+def metric_path(name: str) -> str:
+    """The folder of the project's `evaluate` module `name` (one of `EVALUATE_MODULES`): `evaluate.load(it)`."""
+    if name not in EVALUATE_MODULES:
+        raise ValueError(f"unknown evaluate module {name!r}; the project's: {', '.join(EVALUATE_MODULES)}")
+    return str(EVALUATE_MODULES_DIR / name)
+
+
+def load_metric(name: str, **init_kwargs):
+    """`evaluate.load` of the project's module `name`, kept in memory (no cache file, so that every process of a
+    distributed run computes on its own). `init_kwargs`: for `clip_score`, `teacher=` or `clip_model=` and
+    `clip_pretrained=`."""
+    import evaluate
+
+    return evaluate.load(metric_path(name), keep_in_memory=True, **init_kwargs)
 
 
 def clip_score(
@@ -154,35 +177,46 @@ def semantic_accuracy(
 
 def score_captions(
     captions: list[str],
-    caption_embeds: torch.Tensor,
     references: list[list[str]],
-    reference_embeds: list[torch.Tensor],
     image_embeds: torch.Tensor,
+    clip_metric,
     training_captions: set[str] | None = None,
-    scenes: list[Scene] | None = None,
+    scenes: list[str] | None = None,
 ) -> tuple[dict, dict[str, list]]:
-    """Corpus scores and per-image scores of one captioner, from its captions, the references and the CLIP model's
-    embeddings of both: CLIP-S, RefCLIP-S, the COCO metrics, diversity and, given the scenes, semantic accuracy
-    (per image: the list of `errors`). `references[i]` may be empty (no reference-based score for image i)."""
-    clip_s = clip_score(image_embeds, caption_embeds)
-    ref_clip_s = ref_clip_score(clip_s, caption_embeds, reference_embeds)
+    """Corpus scores and per-image scores of one captioner: CLIP-S and RefCLIP-S (`clip_metric`, the `clip_score`
+    module with its CLIP model, given the images' embeddings by it), the COCO metrics, diversity and, given the scenes
+    (as JSON, a synthetic dataset's `scene` column), semantic accuracy (per image: the list of `errors`).
+    `references[i]` may be empty (no reference-based score for image i)."""
+    clip = clip_metric.compute(
+        predictions=captions, references=references, image_embeds=image_embeds, per_caption=True
+    )
     scored = [i for i, refs in enumerate(references) if refs]
-    coco, coco_each = coco_caption_scores([captions[i] for i in scored], [references[i] for i in scored])
+    coco, coco_each = {}, {}
+    if scored:
+        coco = load_metric("coco_captions").compute(
+            predictions=[captions[i] for i in scored], references=[references[i] for i in scored], per_caption=True
+        )
+        coco_each = coco.pop("per_caption")
     corpus = {
-        "clip_s": float(clip_s.mean()),
-        "ref_clip_s": float(ref_clip_s[scored].mean()) if scored else float("nan"),
+        "clip_s": clip["clip_s"],
+        "ref_clip_s": clip.get("ref_clip_s", float("nan")),
         **coco,
         "spice": None,
         **diversity(captions, training_captions),
         "images": len(captions),
         "images_with_references": len(scored),
     }
-    per_image: dict[str, list] = {"clip_s": clip_s.tolist(), "ref_clip_s": ref_clip_s.tolist()}
+    nan = [float("nan")] * len(captions)
+    per_image: dict[str, list] = {
+        "clip_s": clip["per_caption"]["clip_s"],
+        "ref_clip_s": clip["per_caption"].get("ref_clip_s", nan),
+    }
     for name, values in coco_each.items():
         per_image[name] = [None] * len(captions)
         for i, value in zip(scored, values, strict=True):
             per_image[name][i] = value
     if scenes is not None:
-        per_image["errors"] = [caption_errors(caption, scene) for caption, scene in zip(captions, scenes, strict=True)]
-        corpus.update(semantic_accuracy(captions, scenes, per_image["errors"]))
+        accuracy = load_metric("semantic_accuracy").compute(predictions=captions, references=scenes, per_caption=True)
+        per_image["errors"] = accuracy.pop("per_caption")["errors"]
+        corpus.update(accuracy)
     return corpus, per_image

@@ -42,8 +42,7 @@ from clipcap.losses import (
     gather_features,
     repetition_unlikelihood_loss,
 )
-from clipcap.metrics import clip_score, coco_caption_scores, distinct_n, semantic_accuracy
-from clipcap.synthetic import Scene
+from clipcap.metrics import distinct_n, load_metric
 from clipcap.training_args import CLIPGuidanceArguments
 
 logger = logging.get_logger(__name__)
@@ -99,6 +98,7 @@ class CLIPGuidedTrainer(Trainer):
         self.guidance, self.teacher = guidance, teacher
         self.image_column, self.caption_column = image_column, caption_column
         self.last_caption_evaluation: CaptionEvaluation | None = None
+        self._clip_metric = None  # the clip_score evaluate module with the teacher, loaded at the first evaluation
         # The CLIP terms are batch means, so the cross-entropy is one too, and every term is divided by the number of
         # accumulation steps alike (the model is not handed `num_items_in_batch`).
         self.model_accepts_loss_kwargs = False
@@ -263,7 +263,9 @@ class CLIPGuidedTrainer(Trainer):
         The captions and scores become `last_caption_evaluation`."""
         predictions = self.caption_dataset(dataset)
         scores = {}
-        coco, _ = coco_caption_scores(predictions, dataset[self.caption_column][:], metrics=("bleu", "cider"))
+        coco = load_metric("coco_captions").compute(
+            predictions=predictions, references=dataset[self.caption_column][:], metrics=("bleu", "cider")
+        )
         scores["bleu_4"], scores["cider"] = coco["bleu_4"], coco["cider"]
         scores["distinct_2"] = distinct_n(predictions, 2)
         scores["mean_length"] = sum(len(p.split()) for p in predictions) / max(len(predictions), 1)
@@ -272,11 +274,14 @@ class CLIPGuidedTrainer(Trainer):
                 image_embeds = torch.tensor(dataset["teacher_image_embeds"][:])
             else:
                 image_embeds = self.teacher.embed_images(dataset[self.image_column]).cpu()
-            caption_embeds = self.teacher.encode_texts(predictions).cpu()
-            scores["clip_s"] = float(clip_score(image_embeds, caption_embeds).mean())
+            if self._clip_metric is None:
+                self._clip_metric = load_metric("clip_score", teacher=self.teacher)
+            scores["clip_s"] = self._clip_metric.compute(predictions=predictions, image_embeds=image_embeds)["clip_s"]
         if "scene" in dataset.column_names:
-            scenes = [Scene.from_json(text) for text in dataset["scene"][:]]
-            scores.update(semantic_accuracy(predictions, scenes))
+            accuracy = load_metric("semantic_accuracy").compute(
+                predictions=predictions, references=dataset["scene"][:]
+            )
+            scores.update(accuracy)
         scores = {key: round(value, 6) if isinstance(value, float) else value for key, value in scores.items()}
         self.last_caption_evaluation = CaptionEvaluation(self.state.global_step, predictions, scores)
         return scores

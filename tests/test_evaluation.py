@@ -13,9 +13,20 @@ import torch
 import caption
 import run_eval
 import run_train
-from clipcap import inference
+from clipcap import inference, synthetic
 from clipcap.images import find_images
-from clipcap.metrics import clip_score, coco_caption_scores, distinct_n, diversity, ref_clip_score, semantic_accuracy
+from clipcap.metrics import (
+    EVALUATE_MODULES,
+    clip_score,
+    coco_caption_scores,
+    distinct_n,
+    diversity,
+    load_metric,
+    metric_path,
+    ref_clip_score,
+    semantic_accuracy,
+)
+from clipcap.teacher import CLIPTeacher
 from tests.conftest import ROOT, tiny_dataset, train_argv
 from tests.test_synthetic import COLUMN, ROW
 
@@ -98,6 +109,81 @@ def test_semantic_accuracy_counts_every_error_type():
         "errors_dangling_relation": 0,
         "errors_unknown_object": 0,
     }
+
+
+# ---------------------------------------------------------------------------------------- the evaluate modules
+
+SCENE_CAPTIONS = [
+    "a red toaster to the left of two blue kettles",
+    "a green toaster to the left of two blue kettles",
+    "a red oven to the left of two blue kettles",
+    "a red toaster to the left of a blue kettle",
+    "a black refrigerator above a white microwave oven",
+]
+
+
+def test_evaluate_modules_load_from_the_project_and_compute_what_the_functions_do():
+    import evaluate
+
+    assert sorted(path.name for path in (ROOT / "clipcap" / "evaluate_modules").iterdir()) == sorted(EVALUATE_MODULES)
+    references = [[caption, "a kitchen"] for caption in SCENE_CAPTIONS[::-1]]
+    coco = evaluate.load(metric_path("coco_captions"))
+    corpus, each = coco_caption_scores(SCENE_CAPTIONS, references)
+    assert coco.compute(predictions=SCENE_CAPTIONS, references=references, per_caption=True) == {
+        **corpus,
+        "per_caption": each,
+    }
+    subset = load_metric("coco_captions").compute(predictions=SCENE_CAPTIONS, references=references, metrics=["cider"])
+    assert subset == {"cider": corpus["cider"]} and corpus["cider"] > 0
+
+    scenes = [ROW, ROW, ROW, ROW, COLUMN]
+    accuracy = load_metric("semantic_accuracy").compute(
+        predictions=SCENE_CAPTIONS, references=[scene.to_json() for scene in scenes], per_caption=True
+    )
+    errors = accuracy.pop("per_caption")["errors"]
+    assert accuracy == semantic_accuracy(SCENE_CAPTIONS, scenes) and accuracy["semantic_accuracy"] == 0.2
+    assert errors == [synthetic.caption_errors(caption, scene) for caption, scene in zip(SCENE_CAPTIONS, scenes)]
+    assert errors[0] == [] and errors[1] == ["wrong_colour"]
+    with pytest.raises(ValueError, match="unknown evaluate module 'bleu'"):
+        metric_path("bleu")
+
+
+def test_clip_score_module_equals_clip_s_and_ref_clip_s_of_the_teacher(teacher_checkpoint):
+    teacher = CLIPTeacher.from_pretrained("ClipCap-Test-Teacher", str(teacher_checkpoint))
+    images = [synthetic.render_scene(scene, size=48) for scene in (ROW, COLUMN, ROW)]
+    captions = SCENE_CAPTIONS[:3]
+    references = [["a red toaster", "two kettles"], [], ["a toaster"]]
+    image_embeds = teacher.embed_images(images).cpu()
+    caption_embeds = teacher.encode_texts(captions).cpu()
+    expected_clip_s = clip_score(image_embeds, caption_embeds)
+    flat = teacher.encode_texts([text for refs in references for text in refs]).cpu()
+    expected_ref = ref_clip_score(expected_clip_s, caption_embeds, list(torch.split(flat, [2, 0, 1])))
+
+    metric = load_metric("clip_score", teacher=teacher)
+    result = metric.compute(predictions=captions, references=references, image_embeds=image_embeds, per_caption=True)
+    assert (
+        result["clip_s"] == float(expected_clip_s.mean())
+        and result["per_caption"]["clip_s"] == expected_clip_s.tolist()
+    )
+    assert result["ref_clip_s"] == float(expected_ref[[0, 2]].mean())
+    assert result["per_caption"]["ref_clip_s"][0] == expected_ref[0].item()
+    assert math.isnan(result["per_caption"]["ref_clip_s"][1])  # no references, no RefCLIP-S
+    assert result["clip_model"] == teacher.identity.describe()
+
+    # The teacher named by its open_clip architecture and weights, embedding the images itself; no references.
+    by_name = load_metric("clip_score", clip_model="ClipCap-Test-Teacher", clip_pretrained=str(teacher_checkpoint))
+    assert by_name.compute(predictions=captions, images=images) == {
+        "clip_s": result["clip_s"],
+        "clip_model": result["clip_model"],
+    }
+    # A caption given for every image (the generic baseline) is embedded once.
+    generic = metric.compute(predictions=["a kitchen"] * 3, image_embeds=image_embeds, per_caption=True)
+    one = teacher.encode_texts(["a kitchen"]).cpu()
+    assert generic["per_caption"]["clip_s"] == clip_score(image_embeds, one.expand(3, -1)).tolist()
+    with pytest.raises(ValueError, match="needs the images, or their embeddings"):
+        metric.compute(predictions=captions)
+    with pytest.raises(ValueError, match="needs a CLIP model"):
+        load_metric("clip_score")
 
 
 # ----------------------------------------------------------------------------------------- a tiny trained captioner

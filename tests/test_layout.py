@@ -14,7 +14,7 @@ import re
 
 from tests.conftest import ROOT
 
-SCRIPTS = {"run_train", "prepare_dataset", "run_eval", "caption", "train_clip_teacher"}
+SCRIPTS = {"run_train", "prepare_dataset", "run_eval", "caption", "train_clip_teacher", "app"}
 MODEL_FILES = {"configuration_clipcap", "modeling_clipcap", "pipeline_clipcap", "processing_clipcap"}
 LIBRARY = {f"clipcap.{path.stem}" for path in (ROOT / "clipcap").glob("*.py") if path.stem != "__init__"}
 
