@@ -148,7 +148,7 @@ def test_the_app_in_a_real_browser(app_dirs, teacher_checkpoint, tmp_path):
             page.click("#scene input")
             page.get_by_role("option").nth(1).click()
             details = f"#{element_id('greedy')}-details"
-            done = f"(e => e && e.innerText.includes('checker:') && !e.innerText.includes('processing'))"
+            done = "(e => e && e.innerText.includes('checker:') && !e.innerText.includes('processing'))"
             page.wait_for_function(f"{done}(document.querySelector('{details}'))", timeout=120_000)
             assert "True description:" in page.inner_text("#truth")
             verdict = page.inner_text(details).strip()

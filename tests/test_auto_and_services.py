@@ -6,11 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from PIL import Image
 
 from processing_clipcap import ClipCapProcessor
-from tests.conftest import tiny_model
+from tests.conftest import ROOT, tiny_model
 
 AUTO_LOAD = """
 import json, sys, torch
@@ -32,6 +33,23 @@ print(json.dumps({
 """
 
 
+def run_isolated(script: str, model_dir, cwd) -> dict:
+    """Run `script` with `model_dir` as its argument in a fresh `python -I` from `cwd`: the project's directory is
+    neither the working directory nor on the path, so only the saved files can serve. Returns its last line's JSON."""
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment["HF_MODULES_CACHE"] = str(cwd / "modules")
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", script, str(model_dir)],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def test_auto_classes_load_with_trust_remote_code_in_a_fresh_process(tmp_path, pixel_values):
     model = tiny_model()
     processor = ClipCapProcessor.from_config(model.config)
@@ -40,19 +58,7 @@ def test_auto_classes_load_with_trust_remote_code_in_a_fresh_process(tmp_path, p
     torch.save(pixel_values, tmp_path / "pixels.pt")
     expected = model.generate(pixel_values, num_beams=3, max_new_tokens=6)
 
-    # The project's directory is neither the working directory nor on the path: only the saved files can serve.
-    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    environment["HF_MODULES_CACHE"] = str(tmp_path / "modules")
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", AUTO_LOAD, str(tmp_path)],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    loaded = run_isolated(AUTO_LOAD, tmp_path, tmp_path)
     assert loaded["names"] == ["ClipCapConfig", "ClipCapForCaptioning", "ClipCapProcessor"]
     assert all(module.startswith("transformers_modules.") for module in loaded["classes"])
     assert loaded["project_modules"] == []
@@ -118,18 +124,7 @@ def test_image_text_to_text_pipeline_captions_as_generate_does(tmp_path):
     assert all(caption.startswith("a photo of") for caption in started) and mixed[1] == plain[1]
     beams = generate(num_beams=3, num_return_sequences=2)[:2]
 
-    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    environment["HF_MODULES_CACHE"] = str(tmp_path / "modules")
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", PIPELINE_RUN, str(tmp_path / "model")],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    ran = json.loads(result.stdout.strip().splitlines()[-1])
+    ran = run_isolated(PIPELINE_RUN, tmp_path / "model", tmp_path)
     assert ran["class"] == "ClipCapCaptioningPipeline" and ran["module"].startswith("transformers_modules.")
     out = ran["outputs"]
 
@@ -160,3 +155,26 @@ print(len(fo.load_dataset("clipcap-smoke")), fo.config.database_uri)
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1].split() == ["3", fiftyone_db]
+
+
+EVALUATE_RUN = """
+import json, sys
+import evaluate
+import clipcap
+from clipcap.metrics import metric_path
+coco = evaluate.load(metric_path("coco_captions"))
+print(json.dumps({"package": clipcap.__file__, "scores": coco.compute(predictions=sys.argv[1:2], references=[["a red fridge", "a fridge"]])}))
+"""
+
+
+def test_the_evaluate_modules_load_from_the_installed_project_anywhere(tmp_path):
+    """From a directory outside the repository, in a fresh `python -I`: the installed project's module loads by path,
+    with no network, and scores as in this process."""
+    from clipcap.metrics import load_metric
+
+    ran = run_isolated(EVALUATE_RUN, "a red fridge", tmp_path)
+    assert ran["package"] == str(ROOT / "clipcap" / "__init__.py")  # the installed (editable) project
+    expected = load_metric("coco_captions").compute(
+        predictions=["a red fridge"], references=[["a red fridge", "a fridge"]]
+    )
+    assert ran["scores"] == expected and expected["bleu_1"] == pytest.approx(1.0)
