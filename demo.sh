@@ -28,3 +28,4 @@ echo "== done in $(( $(date +%s) - start )) s: the model is in outputs/demo (met
 echo "   pictures: outputs/demo/captions_grid.png (16 scenes, captions checked), outputs/demo/semantic_accuracy.png"
 echo "   full report (baseline, references, HTML gallery): $PYTHON run_eval.py outputs/demo"
 echo "   caption your own images: $PYTHON caption.py outputs/demo IMAGE_OR_FOLDER ..."
+echo "   the app (the app extra): $PYTHON app.py, then open http://127.0.0.1:7860"

@@ -144,6 +144,9 @@ def test_two_steps_all_losses_with_teacher_on_the_fly(tmp_path, data_dir, teache
     assert "eval_clip_s" in keys
     card = (out / "README.md").read_text()
     assert "ClipCap-Test-Teacher" in card and "0.5 L_con" in card
+    assert "\npipeline_tag: image-text-to-text\n" in card and 'pipeline("image-text-to-text"' in card
+    assert json.loads((out / "config.json").read_text())["custom_pipelines"]["image-text-to-text"]
+    assert (out / "pipeline_clipcap.py").is_file()
     assert not any(
         "teacher" in name for name in safetensors_keys(out / "model.safetensors") if name.startswith("teacher.")
     )
