@@ -42,8 +42,11 @@ class AppArguments:
     )
     split: str = field(default="validation", metadata={"help": "Split whose first images are offered."})
     num_scenes: int = field(default=16, metadata={"help": "How many of its images to offer (0: none)."})
-    server_name: str = field(default="127.0.0.1", metadata={"help": "Address to serve on (0.0.0.0: every one)."})
-    server_port: int = field(default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), metadata={"help": "Port."})
+    server_name: str = field(
+        default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),  # a Space sets it to 0.0.0.0
+        metadata={"help": "Address to serve on (0.0.0.0: every one; default $GRADIO_SERVER_NAME, else 127.0.0.1)."},
+    )
+    server_port: int = field(default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), metadata={"help": "Port."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda if any)."})
 
 
