@@ -123,7 +123,7 @@ class CaptioningDemo:
                 index = int(choice.split(":", 1)[0])
                 return self.scenes[index].image, index, f"True description: *{self.scenes[index].caption}*"
 
-            picker.input(pick, picker, [image, scene_index, truth]).then(
+            picker.select(pick, picker, [image, scene_index, truth]).then(
                 run, [image, scene_index, seed], captions + details
             )
             # A dropped image is not a validation scene: no verdict for it.
