@@ -404,7 +404,8 @@ class ClipCapOutput(ModelOutput):
         z (`torch.FloatTensor` of shape `(batch, teacher_embed_dim)`, *optional*):
             The L2-normalised student image embedding in the teacher's space, for the CLIP losses.
         prefix_embeds (`torch.FloatTensor` of shape `(batch, prefix_length, n_embd)`):
-            The image prefix fed to the decoder.
+            The image prefix fed to the decoder, one row per image (with `captions_per_image`, each row is read by
+            that many captions).
         hidden_states, attentions: the decoder's, when asked for.
     """
 
@@ -642,6 +643,7 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         image_features: torch.FloatTensor | None = None,
         frozen_stage_features: torch.FloatTensor | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
+        captions_per_image: int = 1,
         return_logits: bool = True,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
@@ -665,6 +667,10 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
             num_items_in_batch (`int`, *optional*):
                 Number of target tokens in the whole (accumulated) batch; the loss is then summed over this batch and
                 divided by it, as the `Trainer` does for exact gradient accumulation.
+            captions_per_image (`int`, *optional*, defaults to 1):
+                `input_ids` holds this many captions of each image, image by image (`batch * captions_per_image`
+                rows): each image's prefix is computed once and read by all of its captions (self-critical training
+                scores several sampled captions per image). `z` stays one row per image.
             return_logits (`bool`, *optional*, defaults to `True`):
                 With `labels` and `return_logits=False` the LM head runs only on the positions that have a target
                 (not on padding), which is cheaper with GPT-2's 50k-token vocabulary, and `logits` is `None`.
@@ -690,7 +696,13 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
                 "forward needs `input_ids` (the caption tokens) with `pixel_values`; use generate() to caption."
             )
 
-        prefix_embeds = self.encode_images(pixel_values, image_features, frozen_stage_features)
+        image_prefix_embeds = self.encode_images(pixel_values, image_features, frozen_stage_features)
+        if input_ids.shape[0] != image_prefix_embeds.shape[0] * captions_per_image:
+            raise ValueError(
+                f"{input_ids.shape[0]} captions for {image_prefix_embeds.shape[0]} images: captions_per_image="
+                f"{captions_per_image} needs {image_prefix_embeds.shape[0] * captions_per_image}"
+            )
+        prefix_embeds = image_prefix_embeds.repeat_interleave(captions_per_image, dim=0)
         caption_embeds = self.decoder.get_input_embeddings()(input_ids)
         batch, prefix_length = input_ids.shape[0], prefix_embeds.shape[1]
         if attention_mask is None:
@@ -721,12 +733,12 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
                 loss = F.cross_entropy(
                     scored_logits.float(), scored_labels, ignore_index=-100, reduction="sum"
                 ) / torch.as_tensor(num_items_in_batch, device=scored_logits.device)
-        z = self.teacher_head(prefix_embeds) if self.teacher_head is not None else None
+        z = self.teacher_head(image_prefix_embeds) if self.teacher_head is not None else None
         return ClipCapOutput(
             loss=loss,
             logits=logits,
             z=z,
-            prefix_embeds=prefix_embeds,
+            prefix_embeds=image_prefix_embeds,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )

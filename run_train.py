@@ -5,12 +5,14 @@
     accelerate launch run_train.py configs/demo.yaml                       # offline demo, CPU
     accelerate launch run_train.py configs/open_images_home_appliance.yaml  # the real run
     accelerate launch run_train.py configs/demo.yaml --lambda_cos 0 --lambda_con 0 --output_dir outputs/demo-ce
+    accelerate launch run_train.py configs/demo_scst.yaml     # second stage: self-critical, CLIP-S reward
     python run_train.py --dataset_dir data/synthetic --output_dir outputs/x --config_overrides image_size=128 ...
 
 One `.yaml`/`.json` file holds every argument (the model, data, teacher, CLIP-guidance and training dataclasses below,
 plus all of `transformers.TrainingArguments`), or they come as flags, or flags after the file override it. A new
 model's architecture is `ClipCapConfig` with `config_overrides` (a mapping in the file, `key=value,...` as a flag).
-A run in an `output_dir` that already has checkpoints resumes from the last one.
+A run in an `output_dir` that already has checkpoints resumes from the last one. With `scst: true` the run is
+the self-critical stage (`clipcap.scst`) from the trained model `model_name_or_path`.
 """
 
 import json
@@ -41,10 +43,11 @@ from clipcap.preflight import (
     teacher_download,
 )
 from clipcap.report import plot_metric_curves, write_caption_grid
+from clipcap.scst import SCSTTrainer
 from clipcap.synthetic import Scene, caption_errors
 from clipcap.teacher import CLIPTeacher, TeacherArguments, add_teacher_embeddings
 from clipcap.trainer import CLIPGuidedTrainer, NonFiniteLossError
-from clipcap.training_args import ClipCapTrainingArguments, CLIPGuidanceArguments
+from clipcap.training_args import ClipCapTrainingArguments, CLIPGuidanceArguments, SCSTArguments
 from modeling_clipcap import ClipCapForCaptioning
 from processing_clipcap import ClipCapProcessor
 
@@ -111,7 +114,14 @@ class DataArguments:
     num_sample_captions: int = field(default=8, metadata={"help": "Validation captions printed at the end."})
 
 
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, TeacherArguments, CLIPGuidanceArguments, ClipCapTrainingArguments)
+ARGUMENT_CLASSES = (
+    ModelArguments,
+    DataArguments,
+    TeacherArguments,
+    CLIPGuidanceArguments,
+    SCSTArguments,
+    ClipCapTrainingArguments,
+)
 
 
 def parse_args(argv: list[str] | None = None):
@@ -147,7 +157,18 @@ def planned_downloads(model_args, data_args, teacher_args) -> list:
     ]
 
 
-def train(model_args, data_args, teacher_args, guidance, training_args) -> int:
+def check_scst_arguments(model_args, guidance) -> None:
+    """The self-critical stage continues a trained captioner and trains only its own loss."""
+    if not model_args.model_name_or_path:
+        raise ValueError("scst: true is a second stage: set model_name_or_path to a trained captioner")
+    if guidance.lambda_cos or guidance.lambda_con or guidance.lambda_div:
+        raise ValueError(
+            "scst: true trains the self-critical loss only: set lambda_cos, lambda_con and lambda_div to 0 (its guard "
+            "is scst_ce_weight)"
+        )
+
+
+def train(model_args, data_args, teacher_args, guidance, scst, training_args) -> int:
     # 1. Logging, everything to download here or reachable, seed, and the checkpoint to resume from.
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     if training_args.should_log:  # as transformers' examples: INFO on the main process unless --log_level says
@@ -160,6 +181,8 @@ def train(model_args, data_args, teacher_args, guidance, training_args) -> int:
     logger.info(
         "Process %d of %d, device %s", training_args.process_index, training_args.world_size, training_args.device
     )
+    if scst.scst:
+        check_scst_arguments(model_args, guidance)
     check_downloads(planned_downloads(model_args, data_args, teacher_args))
     checkpoint = checkpoint_to_resume(training_args, model_args.allow_pickle)
     set_seed(training_args.seed)
@@ -231,8 +254,9 @@ def train(model_args, data_args, teacher_args, guidance, training_args) -> int:
         )
     if guidance.uses_student_embedding and model.teacher_head is None:
         raise ValueError("lambda_cos / lambda_con need the model's teacher head (teacher_embed_dim > 0)")
-    if (
-        teacher is not None
+    if (  # the teacher head is read only by L_cos and L_con (the self-critical stage's reward reads the teacher alone)
+        guidance.uses_student_embedding
+        and teacher is not None
         and model.teacher_head is not None
         and teacher.identity.embed_dim not in (None, model.config.teacher_embed_dim)
     ):
@@ -285,11 +309,13 @@ def train(model_args, data_args, teacher_args, guidance, training_args) -> int:
         caption_column=data_args.caption_column,
         image_column=data_args.image_column,
         teacher=teacher,
-        teacher_images=guidance.needs_teacher_images,
+        teacher_images=guidance.needs_teacher_images or (scst.scst and scst.scst_clip_weight > 0),
         teacher_texts=guidance.needs_teacher_texts,
         seed=training_args.seed,
+        references=scst.scst and scst.scst_cider_weight > 0,
     )
-    frozen_part = model.config.freeze_encoder or model.config.encoder_frozen_stages
+    # generate() takes a frozen encoder's features, not the output of frozen first stages: the stage samples from those.
+    frozen_part = model.config.freeze_encoder or (model.config.encoder_frozen_stages and not scst.scst)
     if frozen_part and model_args.cache_encoder_features and training_args.do_train:
         logger.info(
             "Computing the frozen encoder's (or stages') output for the %d training images once", len(train_dataset)
@@ -300,7 +326,8 @@ def train(model_args, data_args, teacher_args, guidance, training_args) -> int:
             )
         if not collator.reads_images(train_dataset.column_names):
             train_dataset = train_dataset.remove_columns(data_args.image_column)
-    trainer = CLIPGuidedTrainer(
+    trainer_class, stage = (SCSTTrainer, {"scst": scst}) if scst.scst else (CLIPGuidedTrainer, {})
+    trainer = trainer_class(
         model=model,
         args=training_args,
         train_dataset=train_dataset if training_args.do_train else None,
@@ -312,6 +339,7 @@ def train(model_args, data_args, teacher_args, guidance, training_args) -> int:
         teacher=teacher,
         image_column=data_args.image_column,
         caption_column=data_args.caption_column,
+        **stage,
     )
 
     # 5. Train (resuming when there is a checkpoint) and save the model with its processor.
@@ -352,6 +380,7 @@ def train(model_args, data_args, teacher_args, guidance, training_args) -> int:
             "data": asdict(data_args),
             "teacher_args": asdict(teacher_args),
             "guidance": asdict(guidance),
+            "scst": asdict(scst),
         }
         summary = {**{k: v for e in trainer.state.log_history for k, v in e.items()}, **metrics}
         write_model_card(training_args.output_dir, summary, groups, metadata, teacher, model.config)
@@ -368,7 +397,8 @@ def train(model_args, data_args, teacher_args, guidance, training_args) -> int:
             )
         )
     if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message="ClipCap captioner trained with CLIP guidance")
+        stage = "self-critical training with a CLIP reward" if scst.scst else "CLIP guidance"
+        trainer.push_to_hub(commit_message=f"ClipCap captioner trained with {stage}")
     return 0
 
 

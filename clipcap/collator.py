@@ -32,7 +32,8 @@ class CaptionCollator:
     need them: cached embeddings when the rows have them, else the teacher's own image transform and tokenizer output.
     Rows with `encoder_features` (a frozen encoder's output, `add_encoder_features`) become `image_features`, rows with
     `frozen_stage_features` (the output of its frozen first stages) become `frozen_stage_features`, and their images
-    are not even decoded unless the teacher has to see them.
+    are not even decoded unless the teacher has to see them. With `references`, the batch also carries every row's
+    reference captions (`references`, lists of strings: the CIDEr-D reward of `clipcap.scst`).
     """
 
     def __init__(
@@ -44,9 +45,11 @@ class CaptionCollator:
         teacher_images: bool = False,
         teacher_texts: bool = False,
         seed: int | None = None,
+        references: bool = False,
     ):
         self.processor, self.caption_column, self.image_column = processor, caption_column, image_column
         self.teacher, self.teacher_images, self.teacher_texts = teacher, teacher_images, teacher_texts
+        self.references = references
         self.seed, self.epoch = seed, 0
 
     def reads_images(self, columns) -> bool:
@@ -61,7 +64,7 @@ class CaptionCollator:
         return int(torch.randint(count, ()))
 
     def __call__(self, rows: list[dict]) -> dict:
-        choices, captions = [], []
+        choices, captions, usable_references = [], [], []
         for row in rows:
             references = row[self.caption_column]
             usable = [i for i, caption in enumerate(references) if caption and caption.strip()]
@@ -69,6 +72,7 @@ class CaptionCollator:
                 raise ValueError("a row has no caption; run_train.py and prepare_dataset.py drop such rows")
             choices.append(usable[self.draw(row, len(usable))])  # the index into all references (teacher cache)
             captions.append(references[choices[-1]])
+            usable_references.append([references[i] for i in usable])
         features = "encoder_features" in rows[0] or "frozen_stage_features" in rows[0]
         images = [row[self.image_column].convert("RGB") for row in rows] if self.reads_images(rows[0]) else []
         batch = dict(self.processor(images=None if features else images, text=captions))
@@ -88,4 +92,6 @@ class CaptionCollator:
                 batch["teacher_text_embeds"] = _float_tensor(chosen)
             else:
                 batch["teacher_input_ids"] = self.teacher.tokenizer(captions)
+        if self.references:
+            batch["references"] = usable_references
         return batch

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from clipcap.synthetic import CAPTION_ERROR_TYPES, caption_errors
+from clipcap.synthetic import CAPTION_ERROR_TYPES, caption_errors, is_parseable
 
 CLIP_S_WEIGHT = 2.5
 COCO_METRICS = ("bleu", "meteor", "rouge_l", "cider")
@@ -158,7 +158,8 @@ def semantic_accuracy(
     captions: list[str], scenes: list, found_errors: list[list[str]] | None = None
 ) -> dict[str, float | int]:
     """Fraction of captions with no error against their `synthetic.Scene`, overall, by number of objects in the
-    scene (`semantic_accuracy_<n>obj`), and the count of each error type (`errors_<type>`, 0s included).
+    scene (`semantic_accuracy_<n>obj`), the count of each error type (`errors_<type>`, 0s included), and the fraction
+    of captions the checker cannot read whole (`unparseable_fraction`: `synthetic.is_parseable`).
     `found_errors`: each caption's `synthetic.caption_errors`, when they are already known."""
     if found_errors is None:
         found_errors = [caption_errors(caption, scene) for caption, scene in zip(captions, scenes, strict=True)]
@@ -172,6 +173,7 @@ def semantic_accuracy(
     for objects in sorted(total):
         result[f"semantic_accuracy_{objects}obj"] = correct[objects] / total[objects]
     result.update({f"errors_{kind}": errors[kind] for kind in CAPTION_ERROR_TYPES})
+    result["unparseable_fraction"] = sum(not is_parseable(c) for c in captions) / max(len(captions), 1)
     return result
 
 

@@ -22,6 +22,17 @@ def write_model_card(output_dir: str, summary: dict, args_by_group: dict, metada
         and "per_second" not in key
     )
     teacher_line = teacher.identity.describe() if teacher is not None else "none (cross-entropy only)"
+    loss_line = (
+        f"L_ce + {guidance['lambda_cos']} L_cos + {guidance['lambda_con']} L_con + {guidance['lambda_div']} L_div"
+    )
+    scst = args_by_group.get("scst") or {}
+    if scst.get("scst"):  # the self-critical stage, from a trained captioner
+        loss_line = (
+            f"self-critical (SCST) from `{args_by_group['model']['model_name_or_path']}`: "
+            f"{scst['scst_num_samples']} samples per image, reward {scst['scst_clip_weight']} CLIP-S + "
+            f"{scst['scst_cider_weight']} CIDEr-D, {scst['scst_baseline']} baseline, guard "
+            f"{scst['scst_ce_weight']} L_ce"
+        )
     card_data = ModelCardData(
         library_name="transformers",
         # transformers 5 serves captioning models (BLIP, GIT) under this task; `pipeline_clipcap.py` implements it.
@@ -40,7 +51,7 @@ teacher (training only; the teacher is not part of this model).
 - Data: `{args_by_group["data"]["dataset_dir"]}` ({metadata.get("source", "unknown source")}), captions from
   `{args_by_group["data"]["caption_column"]}`.
 - Teacher: {teacher_line}
-- Loss: L_ce + {guidance["lambda_cos"]} L_cos + {guidance["lambda_con"]} L_con + {guidance["lambda_div"]} L_div
+- Loss: {loss_line}
 - Trained for {summary.get("epoch", 0):.3g} epochs, {summary.get("step", summary.get("global_step", 0))} steps.
 
 ## Evaluation ({args_by_group["data"]["eval_split"]} split)

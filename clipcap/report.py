@@ -307,3 +307,14 @@ def plot_metric_curves(runs: dict[str, str], output: Path, key: str = "eval_sema
     figure.savefig(output, dpi=110)
     plt.close(figure)
     return output
+
+
+def comparison_table(results: dict[tuple[str, str], dict], runs: list[str], rows: list[tuple[str, str, str]]) -> str:
+    """A Markdown table with a column per run: `results[run, scorer]` is a run's `run_eval.py` scores by one CLIP
+    scorer, and each of `rows` is (label, score key, scorer). Floats to 3 decimals; a score a run lacks is "-"."""
+    lines = [f"| on the validation scenes | {' | '.join(runs)} |", "| --- |" + " ---: |" * len(runs)]
+    for label, key, scorer in rows:
+        values = [results[run, scorer].get(key) for run in runs]
+        cells = ["-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in values]
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"

@@ -326,6 +326,34 @@ def parse_caption(text: str) -> ParsedCaption:
     return ParsedCaption(mentions, relations, problems)
 
 
+# Every word of the captions' language: the checker reads nothing else (reference_captions writes only these).
+CAPTION_WORDS = frozenset(
+    word
+    for phrase in (
+        *_COUNT_WORDS,
+        *COLOURS,
+        *_NOUNS,
+        *RELATION_PHRASES,
+        *(frame.format("") for frame in CAPTION_FRAMES),
+        "there is are which and left right",
+    )
+    for word in phrase.split()
+)
+_WORD = re.compile(r"[a-z]+|[^a-z\s,]")  # a word, or any character that is neither a letter, a space nor a comma
+
+
+def unknown_words(text: str) -> list[str]:
+    """The words (and stray characters) of a caption outside the captions' language, `CAPTION_WORDS`."""
+    return [word for word in _WORD.findall(text.lower()) if word not in CAPTION_WORDS]
+
+
+def is_parseable(text: str) -> bool:
+    """Whether the checker reads the whole caption: no word outside the captions' language and no parse problem
+    (no_object, dangling_relation, unknown_object). A generator that drifts away from this (reward hacking) shows up
+    here before it shows up in accuracy."""
+    return not unknown_words(text) and not parse_caption(text).problems
+
+
 def relation_holds(scene: Scene, subject: int, relation: str, obj: int) -> bool:
     """Geometric truth of `subject relation obj` between two units (left_of, above, next_to)."""
     a, b = scene.unit_box(subject), scene.unit_box(obj)

@@ -47,8 +47,6 @@ from clipcap.training_args import CLIPGuidanceArguments
 
 logger = logging.get_logger(__name__)
 
-LOSS_TERMS = ("ce", "cos", "con", "div")
-
 
 @dataclass
 class CaptionEvaluation:
@@ -153,10 +151,16 @@ class CLIPGuidedTrainer(Trainer):
         loss = sum(weights[name] * value for name, value in terms.items())
 
         mode = "train" if model.training else "eval"
-        for name, value in terms.items():  # kept as tensors: no device sync until the terms are logged
-            self._term_sums[mode][name] = self._term_sums[mode][name] + value.detach().float()
-            self._term_counts[mode][name] += 1
+        for name, value in terms.items():
+            self.record(mode, f"loss_{name}", value)
         return (loss, outputs) if return_outputs else loss
+
+    def record(self, mode: str, name: str, value: torch.Tensor | float) -> None:
+        """Add a value to what the next log averages as `name` (`eval_name` in evaluation); tensors are kept as they
+        are, so there is no device sync until the log."""
+        value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+        self._term_sums[mode][name] = self._term_sums[mode][name] + value
+        self._term_counts[mode][name] += 1
 
     def _check_finite(self, terms: dict[str, torch.Tensor], training: bool) -> None:
         """Stop with `NonFiniteLossError` naming the term and the step when any term is NaN or infinite anywhere.
@@ -210,16 +214,17 @@ class CLIPGuidedTrainer(Trainer):
             super().create_model_card(*args, **kwargs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the mean of each loss term since the last log (`loss_ce`, ... / `eval_loss_ce`, ...)."""
+        """Add the mean of each loss term (and of every other `record`ed value) since the last log (`loss_ce`, ... /
+        `eval_loss_ce`, ...), averaged over the processes too (every process records the same names in one order)."""
         mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
         prefix = "eval_" if mode == "eval" else ""
         sums, counts = self._term_sums[mode], self._term_counts[mode]
-        for name in LOSS_TERMS:
+        for name in list(sums):
             if counts[name]:
                 mean = torch.as_tensor(sums[name] / counts[name], dtype=torch.float32, device=self.args.device)
                 if self.accelerator.num_processes > 1:
                     mean = self.accelerator.reduce(mean, reduction="mean")
-                logs[f"{prefix}loss_{name}"] = round(float(mean), 6)
+                logs[f"{prefix}{name}"] = round(float(mean), 6)
         sums.clear()
         counts.clear()
         super().log(logs, start_time)

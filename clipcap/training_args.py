@@ -1,5 +1,6 @@
 # Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
-"""The arguments of CLIP-guided training: the loss weights, and `TrainingArguments` plus how evaluation captions."""
+"""The arguments of CLIP-guided training: the loss weights, the self-critical stage, and `TrainingArguments` plus how
+evaluation captions."""
 
 from __future__ import annotations
 
@@ -54,6 +55,59 @@ class CLIPGuidanceArguments:
     @property
     def uses_student_embedding(self) -> bool:
         return self.lambda_cos > 0 or self.lambda_con > 0
+
+
+SCST_BASELINES = ("mean_of_others", "greedy")
+
+
+@dataclass
+class SCSTArguments:
+    """The self-critical stage (`clipcap.scst.SCSTTrainer`): after a captioner is trained, sample captions and raise
+    the probability of those the reward prefers to their baseline (Rennie et al. 2017; Cho et al. 2022 with CLIP-S)."""
+
+    scst: bool = field(
+        default=False,
+        metadata={
+            "help": "Train with self-critical sequence training instead of the CLIP-guided loss; starts from "
+            "a trained model (model_name_or_path)."
+        },
+    )
+    scst_num_samples: int = field(default=5, metadata={"help": "Captions sampled per image at each step (K)."})
+    scst_baseline: str = field(
+        default="mean_of_others",
+        metadata={
+            "help": "Each sample's baseline: 'mean_of_others' (the mean reward of the other K-1 samples of its "
+            "image) or 'greedy' (the reward of the image's greedy caption)."
+        },
+    )
+    scst_clip_weight: float = field(default=1.0, metadata={"help": "Weight of the teacher's CLIP-S in the reward."})
+    scst_cider_weight: float = field(
+        default=0.0, metadata={"help": "Weight of CIDEr-D against the references in the reward."}
+    )
+    scst_ce_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the guard: cross-entropy of one reference caption per image (keeps the "
+            "language of the references against reward hacking)."
+        },
+    )
+    scst_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    scst_top_k: int = field(default=0, metadata={"help": "Sample from the top k tokens only (0: from all)."})
+
+    def __post_init__(self):
+        if self.scst_baseline not in SCST_BASELINES:
+            raise ValueError(f"scst_baseline={self.scst_baseline!r}: choose one of {', '.join(SCST_BASELINES)}")
+        if self.scst_num_samples < 1 or (self.scst_baseline == "mean_of_others" and self.scst_num_samples < 2):
+            raise ValueError(
+                f"scst_num_samples={self.scst_num_samples}: the mean_of_others baseline needs at least 2 samples"
+            )
+        for name in ("scst_clip_weight", "scst_cider_weight", "scst_ce_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.scst and self.scst_clip_weight == 0 and self.scst_cider_weight == 0:
+            raise ValueError("scst needs a reward: set scst_clip_weight or scst_cider_weight above 0")
+        if self.scst_temperature <= 0:
+            raise ValueError(f"scst_temperature={self.scst_temperature} must be > 0")
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clipcap.report import plot_metric_curves  # noqa: E402
+from clipcap.report import comparison_table, plot_metric_curves  # noqa: E402
 
 RUNS = {"CE only": "outputs/demo-ce", "CLIP-guided": "outputs/demo"}
 SCORERS = {"training teacher": "outputs/demo-teacher", "held-out teacher": "outputs/demo-teacher-heldout"}
@@ -69,16 +69,12 @@ def main() -> int:
     rows += [(f"CLIP-S ({scorer})", "clip_s", scorer) for scorer in SCORERS]
     rows += [(f"RefCLIP-S ({scorer})", "ref_clip_s", scorer) for scorer in SCORERS]
     rows += [("CIDEr", "cider", "training teacher"), ("BLEU-4", "bleu_4", "training teacher")]
-    lines = [f"| on the 200 validation scenes | {' | '.join(names)} |", "| --- |" + " ---: |" * len(names)]
-    for label, key, scorer in rows:
-        values = [results[name, scorer].get(key) for name in names]
-        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in values]
-        lines.append(f"| {label} | {' | '.join(cells)} |")
+    table = comparison_table(results, names, rows)
     evidence = ROOT / "outputs" / "evidence"
     evidence.mkdir(parents=True, exist_ok=True)
-    (evidence / "evidence.md").write_text("\n".join(lines) + "\n")
+    (evidence / "evidence.md").write_text(table)
     plot_metric_curves({name: str(ROOT / path) for name, path in RUNS.items()}, evidence / "semantic_accuracy.png")
-    print("\n".join(lines))
+    print(table, end="")
     print(f"Written: {evidence / 'evidence.md'}, {evidence / 'semantic_accuracy.png'}")
     return 0
 

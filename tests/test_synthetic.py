@@ -35,6 +35,7 @@ def test_every_reference_caption_is_true_of_its_scene_and_the_data_covers_the_sp
         assert len(captions) >= 3 and len(set(captions)) == len(captions)
         for caption in captions:
             assert caption_errors(caption, scene) == [], (caption, scene)
+            assert synthetic.is_parseable(caption), caption
             mentioned = {(m.kind, m.colour, m.count) for m in parse_caption(caption).mentions}
             assert mentioned == {(u.kind, u.colour, u.count) for u in scene.units}
     scenes = [scene for scene, _ in examples]
@@ -135,6 +136,23 @@ def test_parse_caption_normalises_relations_to_subject_relation_object():
     assert parsed.mentions == [oven, kettle]  # "fan" alone is not a kind: "mechanical fan" is
     assert parsed.relations == [(kettle, "above", oven)]
     assert parsed.problems == ["dangling_relation"]
+
+
+@pytest.mark.parametrize(
+    ("caption", "parseable", "unknown"),
+    [
+        ("a photo of two red kettles, which is above a white oven", True, []),
+        ("there are three blue coffeemakers", True, []),
+        ("a red kettle to the left of", False, []),  # dangling relation
+        ("a red kettle kettle", False, []),  # "kettle" outside a noun phrase
+        ("a photo of a red kettle!", False, ["!"]),
+        ("a shiny red kettle", False, ["shiny"]),
+        ("a photo of", False, []),  # no object
+    ],
+)
+def test_is_parseable_reads_only_the_captions_language(caption, parseable, unknown):
+    assert synthetic.is_parseable(caption) == parseable
+    assert synthetic.unknown_words(caption) == unknown
 
 
 def test_render_examples_in_two_processes_writes_the_same_files(tmp_path):

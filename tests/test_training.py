@@ -99,11 +99,11 @@ def test_zero_weight_skips_term_and_teacher(
     trainer.model.train()
     loss = trainer.compute_loss(trainer.model, batch)
     assert teacher.calls == expected_calls
-    assert sorted(trainer._term_sums["train"]) == expected_terms
+    assert sorted(trainer._term_sums["train"]) == [f"loss_{name}" for name in expected_terms]
     # The total is the weighted sum of the logged terms.
     terms = trainer._term_sums["train"]
-    weight = {"ce": 1.0, "cos": weights.get("lambda_cos", 0), "con": weights.get("lambda_con", 0)}
-    weight["div"] = weights.get("lambda_div", 0)
+    weight = {"loss_ce": 1.0, "loss_cos": weights.get("lambda_cos", 0), "loss_con": weights.get("lambda_con", 0)}
+    weight["loss_div"] = weights.get("lambda_div", 0)
     assert loss.item() == pytest.approx(sum(weight[name] * float(value) for name, value in terms.items()), rel=1e-5)
 
 
@@ -396,7 +396,7 @@ def test_accelerate_launch_demo_config(tmp_path, data_dir, teacher_checkpoint, p
 def test_config_file_with_overriding_flags(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("output_dir: out\nlambda_cos: 0.5\nlearning_rate: 0.001\nconfig_overrides: {image_size: 64}\n")
-    model_args, _, _, guidance, training_args = run_train.parse_args(
+    model_args, _, _, guidance, _, training_args = run_train.parse_args(
         [str(config), "--lambda_cos", "0", "--config_overrides", "image_size=32"]
     )
     image_size = build_model_config(model_args.config_overrides).image_size
@@ -428,7 +428,9 @@ def test_presets_parse(name, caplog):
     (else fp32, said once), and no more workers than this process's CPUs."""
     from transformers.utils import is_torch_bf16_gpu_available
 
-    model_args, data_args, teacher_args, guidance, training_args = run_train.parse_args([str(ROOT / "configs" / name)])
+    model_args, data_args, teacher_args, guidance, _, training_args = run_train.parse_args(
+        [str(ROOT / "configs" / name)]
+    )
     assert guidance.lambda_cos == 1.0 and guidance.lambda_con == 0.1
     if name == "open_images_home_appliance.yaml":
         assert training_args.bf16 == is_torch_bf16_gpu_available()

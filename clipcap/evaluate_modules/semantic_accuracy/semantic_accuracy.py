@@ -20,7 +20,8 @@ Args:
     per_caption (`bool`, *optional*, defaults to `False`): also return each caption's errors under "per_caption".
 Returns:
     semantic_accuracy (`float`), semantic_accuracy_<n>obj (`float`) for each number of objects, errors_<type>
-    (`int`) for each error type (`clipcap.synthetic.CAPTION_ERROR_TYPES`), per_caption ({"errors": list[list[str]]}).
+    (`int`) for each error type (`clipcap.synthetic.CAPTION_ERROR_TYPES`), unparseable_fraction (`float`: captions
+    with a word outside the captions' language or a parse problem), per_caption ({"errors": list[list[str]]}).
 Examples:
     >>> accuracy = evaluate.load("clipcap/evaluate_modules/semantic_accuracy")
     >>> accuracy.compute(predictions=["a red fridge"], references=[scene_json])["semantic_accuracy"]

@@ -1,0 +1,84 @@
+# Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
+"""Rewards of sampled captions for self-critical training (`clipcap.scst`).
+
+* `clip_reward`: CLIP-S of each caption with its image by the teacher, `2.5 * max(cos, 0)` (Hessel et al. 2021), the
+  reward of Cho et al. 2022, "Fine-grained Image Captioning with CLIP Reward".
+* `CiderDReward`: CIDEr-D of each caption against its image's references (Vedantam et al. 2015), the reward of Rennie
+  et al. 2017, "Self-critical Sequence Training for Image Captioning". pycocoevalcap's `CiderScorer` computes it, with
+  the document frequencies of the whole training corpus (fixed once), not of the batch at hand, as SCST does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+import numpy as np
+import torch
+from pycocoevalcap.cider.cider_scorer import CiderScorer, cook_refs, cook_test
+
+from clipcap.metrics import clip_score
+
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def reward_tokens(caption: str) -> str:
+    """Lower case, punctuation dropped, words joined by spaces: the COCO tokenisation's result on plain captions,
+    without its Java process (too slow to start at every training step)."""
+    return " ".join(_WORD.findall(caption.lower()))
+
+
+@torch.no_grad()
+def clip_reward(teacher, captions: list[str], image_embeds: torch.Tensor) -> torch.Tensor:
+    """CLIP-S of `captions[i]` with image i, given the images' unit-norm teacher embeddings `(N, D)`; on the CPU."""
+    text_embeds = teacher.encode_texts(captions).float().cpu()
+    return clip_score(image_embeds.float().cpu(), text_embeds)
+
+
+class _CorpusCiderScorer(CiderScorer):
+    """`CiderScorer` whose document frequencies and reference-corpus size are set once, from the training corpus:
+    `compute_cider` then scores any batch of captions with them (`compute_doc_freq` would recount the batch, and
+    `compute_cider` sets `ref_len` from the batch's size: both are kept to the corpus here)."""
+
+    def __init__(self, document_frequency: defaultdict, corpus_size: int):
+        super().__init__(n=4, sigma=6.0)
+        self.document_frequency, self._corpus_ref_len = document_frequency, float(np.log(float(corpus_size)))
+
+    @property
+    def ref_len(self):
+        return self._corpus_ref_len
+
+    @ref_len.setter
+    def ref_len(self, value):  # compute_cider assigns log(batch size); the corpus's stays
+        pass
+
+
+class CiderDReward:
+    """CIDEr-D of captions against their references, with document frequencies from `corpus` (every training image's
+    reference captions).
+
+        reward = CiderDReward(train_dataset["captions"])
+        reward(["a red kettle"], [["a red kettle", "a photo of a red kettle"]])  # tensor([...])
+    """
+
+    def __init__(self, corpus: list[list[str]]):
+        document_frequency: defaultdict = defaultdict(float)  # CiderScorer reads unseen n-grams as 0
+        for references in corpus:
+            cooked = cook_refs([reward_tokens(reference) for reference in references if reference])
+            for ngram in {ngram for counts in cooked for ngram in counts}:
+                document_frequency[ngram] += 1.0
+        self.document_frequency, self.corpus_size = document_frequency, len(corpus)
+        if not self.corpus_size:
+            raise ValueError("CIDEr-D needs a reference corpus: no training captions")
+
+    def __call__(self, captions: list[str], references: list[list[str]]) -> torch.Tensor:
+        if len(captions) != len(references):
+            raise ValueError(f"{len(captions)} captions for {len(references)} reference lists")
+        scorer = _CorpusCiderScorer(self.document_frequency, self.corpus_size)
+        for caption, refs in zip(captions, references, strict=True):
+            refs = [reward_tokens(reference) for reference in refs if reference]
+            if not refs:
+                raise ValueError("every caption needs at least one reference for its CIDEr-D reward")
+            scorer.ctest.append(cook_test(reward_tokens(caption)))
+            scorer.crefs.append(cook_refs(refs))
+        return torch.tensor(scorer.compute_cider(), dtype=torch.float32)
