@@ -291,15 +291,20 @@ class ParsedCaption:
     problems: list[str]  # "no_object", "dangling_relation", "unknown_object"
 
 
+def noun_phrases(text: str) -> list[tuple[int, int, Mention]]:
+    """Every "count colour kind" phrase of a caption, in order, repeats included: (start, end, what it names)."""
+    phrases = []
+    for match in _NP.finditer(text.lower()):
+        noun = match["noun"]
+        kind = NOUN_TO_KIND.get(noun) or PLURAL_TO_KIND[noun]
+        phrases.append((match.start(), match.end(), Mention(_COUNT_WORDS[match["count"]], match["colour"], kind)))
+    return phrases
+
+
 def parse_caption(text: str) -> ParsedCaption:
     """What a caption states: its objects and, for each relation phrase, the nearest object before and after it."""
     text = text.lower()
-    tokens = []
-    for match in _NP.finditer(text):
-        noun = match["noun"]
-        kind = NOUN_TO_KIND.get(noun) or PLURAL_TO_KIND[noun]
-        count = _COUNT_WORDS[match["count"]]
-        tokens.append((match.start(), match.end(), Mention(count, match["colour"], kind)))
+    tokens = noun_phrases(text)
     covered = [(s, e) for s, e, _ in tokens]
     problems = []
     for match in _BARE_NOUN.finditer(text):  # an appliance named without a determiner ("red toaster toaster")

@@ -409,3 +409,26 @@ def test_run_eval_defaults_come_from_the_training_run(tmp_path):
     args, teacher_args, _ = run_eval.parse_args([str(tmp_path), "--clip_model", "ViT-L-14"])
     run_eval.resolve_defaults(args, teacher_args, {"data": data})
     assert (teacher_args.clip_model, teacher_args.clip_pretrained) == ("ViT-L-14", "openai")
+
+
+def test_comparison_table_puts_each_run_in_a_column_and_each_score_by_its_scorer():
+    from clipcap.report import comparison_table
+
+    results = {
+        ("before", "teacher"): {"semantic_accuracy": 0.585, "errors_wrong_kind": 0, "clip_s": 1.7918},
+        ("after", "teacher"): {"semantic_accuracy": 0.48, "errors_wrong_kind": 4, "clip_s": 1.7828},
+        ("before", "held out"): {"clip_s": 1.8},
+        ("after", "held out"): {},
+    }
+    rows = [
+        ("semantic accuracy", "semantic_accuracy", "teacher"),
+        ("  errors: wrong_kind", "errors_wrong_kind", "teacher"),
+        ("CLIP-S (held out)", "clip_s", "held out"),
+    ]
+    assert comparison_table(results, ["before", "after"], rows) == (
+        "| on the validation scenes | before | after |\n"
+        "| --- | ---: | ---: |\n"
+        "| semantic accuracy | 0.585 | 0.480 |\n"
+        "|   errors: wrong_kind | 0 | 4 |\n"
+        "| CLIP-S (held out) | 1.800 | - |\n"
+    )

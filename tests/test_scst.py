@@ -238,6 +238,21 @@ def test_scst_arguments_are_checked():
     assert SCSTArguments(scst=True, scst_num_samples=1, scst_baseline="greedy").scst_num_samples == 1
 
 
+def test_the_demo_preset_is_the_stage_from_the_demo_captioner():
+    model_args, data_args, teacher_args, guidance, scst, training_args = run_train.parse_args(
+        [str(ROOT / "configs" / "demo_scst.yaml")]
+    )
+    assert scst.scst and (scst.scst_num_samples, scst.scst_baseline, scst.scst_clip_weight) == (
+        5,
+        "mean_of_others",
+        1.0,
+    )
+    assert model_args.model_name_or_path == "outputs/demo" and data_args.dataset_dir == "data/demo"
+    assert teacher_args.clip_pretrained == "outputs/demo-teacher"
+    assert (guidance.lambda_cos, guidance.lambda_con, guidance.lambda_div) == (0.0, 0.0, 0.0)
+    run_train.check_scst_arguments(model_args, guidance)  # what run_train.py checks before it starts
+
+
 def test_run_train_refuses_a_stage_without_a_trained_model_or_with_first_stage_terms(
     tmp_path, data_dir, stage_one, teacher_checkpoint, capsys
 ):
