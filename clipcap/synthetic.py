@@ -275,6 +275,17 @@ _REL = re.compile(
     r"\b(?:{})\b".format("|".join(re.escape(r) for r in sorted(RELATION_PHRASES, key=len, reverse=True)))
 )
 _BARE_NOUN = re.compile(r"\b(?:{})\b".format("|".join(re.escape(n) for n in _NOUNS)))
+# The captions' grammar: an optional frame, a noun phrase, then relations to further noun phrases, clauses joined by
+# ", which is" / ", and" (every reference caption, `reference_captions`, is one of these sentences).
+_NP_TEXT = r"(?:{})\s+(?:(?:{})\s+)?(?:{})".format(
+    "|".join(_COUNT_WORDS), "|".join(COLOURS), "|".join(re.escape(n) for n in _NOUNS)
+)
+_REL_TEXT = "|".join(re.escape(r) for r in sorted(RELATION_PHRASES, key=len, reverse=True))
+_SENTENCE = re.compile(
+    r"(?:(?:a photo of|a picture of|there is|there are)\s+)?{np}(?:\s+(?:{rel})\s+{np})?"
+    r"(?:\s*(?:,\s*which is|,\s*and|,|\s+and|\s+which is)\s+(?:(?:{rel})\s+{np}|{np}\s+(?:{rel})\s+{np}))*"
+    r"\s*\.?".format(np=_NP_TEXT, rel=_REL_TEXT)
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,7 +299,7 @@ class Mention:
 class ParsedCaption:
     mentions: list[Mention]
     relations: list[tuple[Mention, str, Mention]]  # canonical (subject, left_of/above/next_to, object)
-    problems: list[str]  # "no_object", "dangling_relation", "unknown_object"
+    problems: list[str]  # "no_object", "dangling_relation", "unknown_object", "ungrammatical"
 
 
 def noun_phrases(text: str) -> list[tuple[int, int, Mention]]:
@@ -328,35 +339,16 @@ def parse_caption(text: str) -> ParsedCaption:
         relations.append((after, relation, before) if swap else (before, relation, after))
     if not mentions:
         problems.append("no_object")
+    if not problems and not _SENTENCE.fullmatch(text.strip()):
+        problems.append("ungrammatical")  # e.g. noun phrases run together, "next" without "to", a stray word
     return ParsedCaption(mentions, relations, problems)
 
 
-# Every word of the captions' language: the checker reads nothing else (reference_captions writes only these).
-CAPTION_WORDS = frozenset(
-    word
-    for phrase in (
-        *_COUNT_WORDS,
-        *COLOURS,
-        *_NOUNS,
-        *RELATION_PHRASES,
-        *(frame.format("") for frame in CAPTION_FRAMES),
-        "there is are which and left right",
-    )
-    for word in phrase.split()
-)
-_WORD = re.compile(r"[a-z]+|[^a-z\s,]")  # a word, or any character that is neither a letter, a space nor a comma
-
-
-def unknown_words(text: str) -> list[str]:
-    """The words (and stray characters) of a caption outside the captions' language, `CAPTION_WORDS`."""
-    return [word for word in _WORD.findall(text.lower()) if word not in CAPTION_WORDS]
-
-
 def is_parseable(text: str) -> bool:
-    """Whether the checker reads the whole caption: no word outside the captions' language and no parse problem
-    (no_object, dangling_relation, unknown_object). A generator that drifts away from this (reward hacking) shows up
-    here before it shows up in accuracy."""
-    return not unknown_words(text) and not parse_caption(text).problems
+    """Whether the checker reads the whole caption: a sentence of the captions' grammar, so no parse problem
+    (no_object, dangling_relation, unknown_object, ungrammatical), which also rules out any word outside the
+    captions' language. A generator that drifts away from it (reward hacking) shows up here."""
+    return not parse_caption(text).problems
 
 
 def relation_holds(scene: Scene, subject: int, relation: str, obj: int) -> bool:
@@ -413,6 +405,7 @@ CAPTION_ERROR_TYPES = (
     "no_object",
     "dangling_relation",
     "unknown_object",
+    "ungrammatical",
 )
 
 
@@ -421,8 +414,10 @@ def caption_errors(caption: str, scene: Scene) -> list[str]:
 
     Types: wrong_kind, wrong_colour, wrong_count (a mentioned object), wrong_relation, missing_object (a unit the
     caption never mentions; a wrong-kind mention leaves its object missing too), and the parse problems no_object
-    (nothing recognised), dangling_relation (a relation phrase without an object on both sides) and unknown_object
-    (an appliance noun outside a "count colour kind" phrase).
+    (nothing recognised), dangling_relation (a relation phrase without an object on both sides), unknown_object
+    (an appliance noun outside a "count colour kind" phrase) and ungrammatical (none of those, but the caption is
+    not a sentence of the captions' grammar: noun phrases run together, "next" without "to", a word of no phrase).
+    A caption the checker cannot read whole is never counted true.
     """
     parsed = parse_caption(caption)
     errors = list(parsed.problems)

@@ -55,7 +55,15 @@ VARIANTS = {
     "SCST: CLIP-S, lr 2e-5": ("outputs/demo-scst-lr2e-5", SCST, ["--learning_rate", "2e-5"]),
 }
 SCORERS = {"training teacher": "outputs/demo-teacher", "held-out teacher": "outputs/demo-teacher-heldout"}
-ERRORS = ("wrong_kind", "wrong_colour", "wrong_count", "wrong_relation", "missing_object", "unknown_object")
+ERRORS = (
+    "wrong_kind",
+    "wrong_colour",
+    "wrong_count",
+    "wrong_relation",
+    "missing_object",
+    "unknown_object",
+    "ungrammatical",
+)
 
 
 def run(*command: str) -> None:

@@ -108,6 +108,7 @@ def test_semantic_accuracy_counts_every_error_type():
         "errors_no_object": 0,
         "errors_dangling_relation": 0,
         "errors_unknown_object": 0,
+        "errors_ungrammatical": 0,
         "unparseable_fraction": 0.0,
     }
 

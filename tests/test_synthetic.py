@@ -139,20 +139,24 @@ def test_parse_caption_normalises_relations_to_subject_relation_object():
 
 
 @pytest.mark.parametrize(
-    ("caption", "parseable", "unknown"),
+    ("caption", "problems"),
     [
-        ("a photo of two red kettles, which is above a white oven", True, []),
-        ("there are three blue coffeemakers", True, []),
-        ("a red kettle to the left of", False, []),  # dangling relation
-        ("a red kettle kettle", False, []),  # "kettle" outside a noun phrase
-        ("a photo of a red kettle!", False, ["!"]),
-        ("a shiny red kettle", False, ["shiny"]),
-        ("a photo of", False, []),  # no object
+        ("a photo of two red kettles, which is above a white oven", []),
+        ("there are three blue coffeemakers", []),
+        ("a red toaster above a blue kettle, and a green oven to the left of a blue kettle", []),
+        ("a red kettle to the left of", ["dangling_relation"]),
+        ("a red kettle kettle", ["unknown_object"]),
+        ("a photo of", ["no_object"]),
+        ("a photo of a red kettle!", ["ungrammatical"]),
+        ("a shiny red kettle", ["unknown_object", "no_object"]),  # "red kettle" lacks its count word
+        ("a red kettle to the very left of a blue oven", ["ungrammatical"]),  # "the very" belongs to no phrase
+        ("a red kettle next a blue oven a blue oven", ["ungrammatical"]),  # reward hacking of one SCST run
+        ("a red kettle a blue oven", ["ungrammatical"]),
     ],
 )
-def test_is_parseable_reads_only_the_captions_language(caption, parseable, unknown):
-    assert synthetic.is_parseable(caption) == parseable
-    assert synthetic.unknown_words(caption) == unknown
+def test_a_caption_outside_the_captions_grammar_is_a_parse_problem(caption, problems):
+    assert parse_caption(caption).problems == problems
+    assert synthetic.is_parseable(caption) == (problems == [])
 
 
 def test_render_examples_in_two_processes_writes_the_same_files(tmp_path):
