@@ -13,54 +13,28 @@ Every step is skipped when its output exists. Outputs: outputs/demo-ce, outputs/
 outputs/evidence/{evidence.md, semantic_accuracy.png}.
 """
 
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from evidence import SCORERS, evaluate_under_scorers, train, train_heldout_scorer  # noqa: E402
+
 from clipcap.report import comparison_table, plot_metric_curves  # noqa: E402
 
 RUNS = {"CE only": "outputs/demo-ce", "CLIP-guided": "outputs/demo"}
-SCORERS = {"training teacher": "outputs/demo-teacher", "held-out teacher": "outputs/demo-teacher-heldout"}
 ERRORS = ("wrong_kind", "wrong_colour", "wrong_count", "wrong_relation", "missing_object", "unknown_object")
-
-
-def run(*command: str) -> None:
-    print("+", " ".join(command), flush=True)
-    subprocess.run([sys.executable, *command], cwd=ROOT, check=True)
 
 
 def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
-    # 1. The held-out scorer: the demo teacher's recipe, another seed.
-    if not (ROOT / SCORERS["held-out teacher"] / "open_clip_model.safetensors").exists():
-        run(
-            "train_clip_teacher.py",
-            "configs/demo_teacher.yaml",
-            "--seed",
-            "1",
-            "--output_dir",
-            SCORERS["held-out teacher"],
-        )
-    # 2. The CE-only twin of the demo captioner.
-    if not (ROOT / RUNS["CE only"] / "model.safetensors").exists():
-        run(
-            "-m", "accelerate.commands.launch", "--config_file", "accelerate_config.yaml", "run_train.py",
-            "configs/demo.yaml", "--lambda_cos", "0", "--lambda_con", "0", "--output_dir", RUNS["CE only"],
-        )  # fmt: skip
+    # 1. The held-out scorer; 2. the CE-only twin of the demo captioner.
+    train_heldout_scorer()
+    train("configs/demo.yaml", RUNS["CE only"], "--lambda_cos", "0", "--lambda_con", "0")
     # 3. Both captioners under both scorers.
-    results = {}
-    for run_name, model_dir in RUNS.items():
-        for scorer, teacher_dir in SCORERS.items():
-            out = Path(model_dir, "eval" if scorer == "training teacher" else "eval-heldout")
-            if not (ROOT / out / "eval_results.json").exists():
-                run("run_eval.py", model_dir, "--clip_model", "ClipCap-LiT-S", "--clip_pretrained", teacher_dir,
-                    "--output_dir", str(out))  # fmt: skip
-            results[run_name, scorer] = json.loads((ROOT / out / "eval_results.json").read_text())["results"]["model"]
+    results = evaluate_under_scorers(RUNS)
     # 4. The table and the curves.
     names = list(RUNS)
     rows = [("semantic accuracy", "semantic_accuracy", "training teacher")]

@@ -19,12 +19,13 @@ outputs/evidence/scst.md.
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from evidence import SCORERS, evaluate_under_scorers, train, train_heldout_scorer  # noqa: E402
 
 from clipcap.report import comparison_table  # noqa: E402
 from clipcap.synthetic import COLOURS, KINDS, Scene, Unit, noun_phrase, noun_phrases  # noqa: E402
@@ -54,7 +55,6 @@ VARIANTS = {
     "SCST: CLIP-S + CIDEr-D": ("outputs/demo-scst-cider", SCST, ["--scst_cider_weight", "0.2"]),
     "SCST: CLIP-S, lr 2e-5": ("outputs/demo-scst-lr2e-5", SCST, ["--learning_rate", "2e-5"]),
 }
-SCORERS = {"training teacher": "outputs/demo-teacher", "held-out teacher": "outputs/demo-teacher-heldout"}
 ERRORS = (
     "wrong_kind",
     "wrong_colour",
@@ -64,11 +64,6 @@ ERRORS = (
     "unknown_object",
     "ungrammatical",
 )
-
-
-def run(*command: str) -> None:
-    print("+", " ".join(command), flush=True)
-    subprocess.run([sys.executable, *command], cwd=ROOT, check=True)
 
 
 def true_and_false_captions(scene: Scene) -> dict[str, tuple[str, str]]:
@@ -141,33 +136,13 @@ def main() -> int:
     if not (ROOT / START / "model.safetensors").exists():
         print(f"{START} is missing: run `bash demo.sh` first (it trains the demo captioner)", file=sys.stderr)
         return 1
-    # 1. The held-out scorer: the demo teacher's recipe, another seed.
-    if not (ROOT / SCORERS["held-out teacher"] / "open_clip_model.safetensors").exists():
-        run(
-            "train_clip_teacher.py",
-            "configs/demo_teacher.yaml",
-            "--seed",
-            "1",
-            "--output_dir",
-            SCORERS["held-out teacher"],
-        )
-    # 2. The self-critical stage, each variant from the demo captioner.
+    # 1. The held-out scorer; 2. the self-critical stage, each variant from the demo captioner.
+    train_heldout_scorer()
     for output_dir, config, flags in VARIANTS.values():
-        if not (ROOT / output_dir / "model.safetensors").exists():
-            run(
-                "-m", "accelerate.commands.launch", "--config_file", "accelerate_config.yaml", "run_train.py",
-                config, "--output_dir", output_dir, *flags,
-            )  # fmt: skip
+        train(config, output_dir, *flags)
     # 3. Every captioner under both scorers.
     runs = {"before (demo)": START, **{name: output_dir for name, (output_dir, _, _) in VARIANTS.items()}}
-    results = {}
-    for name, model_dir in runs.items():
-        for scorer, teacher_dir in SCORERS.items():
-            out = Path(model_dir, "eval" if scorer == "training teacher" else "eval-heldout")
-            if not (ROOT / out / "eval_results.json").exists():
-                run("run_eval.py", model_dir, "--clip_model", "ClipCap-LiT-S", "--clip_pretrained", teacher_dir,
-                    "--output_dir", str(out))  # fmt: skip
-            results[name, scorer] = json.loads((ROOT / out / "eval_results.json").read_text())["results"]["model"]
+    results = evaluate_under_scorers(runs)
     # 4. The table.
     rows = [("semantic accuracy", "semantic_accuracy", "training teacher")]
     rows += [(f"  {n} object{'s' * (n > 1)}", f"semantic_accuracy_{n}obj", "training teacher") for n in (1, 2, 3)]

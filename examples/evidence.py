@@ -1,0 +1,53 @@
+# Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
+"""What the evidence scripts share: running a project script, the held-out scorer, and `run_eval.py` of every model
+under every scorer. Each step is skipped when its output exists."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# The demo teacher, which training saw, and a held-out one: the demo teacher's recipe with another seed.
+SCORERS = {"training teacher": "outputs/demo-teacher", "held-out teacher": "outputs/demo-teacher-heldout"}
+
+
+def run(*command: str) -> None:
+    """`python COMMAND...` from the repository root; a failure stops the evidence script."""
+    print("+", " ".join(command), flush=True)
+    subprocess.run([sys.executable, *command], cwd=ROOT, check=True)
+
+
+def train_heldout_scorer() -> None:
+    if not (ROOT / SCORERS["held-out teacher"] / "open_clip_model.safetensors").exists():
+        run(
+            "train_clip_teacher.py",
+            "configs/demo_teacher.yaml",
+            "--seed",
+            "1",
+            "--output_dir",
+            SCORERS["held-out teacher"],
+        )
+
+
+def train(config: str, output_dir: str, *flags: str) -> None:
+    """`accelerate launch run_train.py CONFIG --output_dir OUTPUT_DIR FLAGS...`, unless the model is there."""
+    if not (ROOT / output_dir / "model.safetensors").exists():
+        run(
+            "-m", "accelerate.commands.launch", "--config_file", "accelerate_config.yaml", "run_train.py",
+            config, "--output_dir", output_dir, *flags,
+        )  # fmt: skip
+
+
+def evaluate_under_scorers(runs: dict[str, str]) -> dict[tuple[str, str], dict]:
+    """`run_eval.py` of each model directory in `runs` (name -> directory) under each of `SCORERS`: written to
+    `DIR/eval` (training teacher) and `DIR/eval-heldout`; returns each model's scores by (name, scorer)."""
+    results = {}
+    for name, model_dir in runs.items():
+        for scorer, teacher_dir in SCORERS.items():
+            out = Path(model_dir, "eval" if scorer == "training teacher" else "eval-heldout")
+            if not (ROOT / out / "eval_results.json").exists():
+                run("run_eval.py", model_dir, "--clip_model", "ClipCap-LiT-S", "--clip_pretrained", teacher_dir,
+                    "--output_dir", str(out))  # fmt: skip
+            results[name, scorer] = json.loads((ROOT / out / "eval_results.json").read_text())["results"]["model"]
+    return results
