@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from clipcap.synthetic import CAPTION_ERROR_TYPES, caption_errors, is_parseable
+from clipcap.synthetic import CAPTION_ERROR_TYPES, PARSE_PROBLEMS, caption_errors
 
 CLIP_S_WEIGHT = 2.5
 COCO_METRICS = ("bleu", "meteor", "rouge_l", "cider")
@@ -159,7 +159,8 @@ def semantic_accuracy(
 ) -> dict[str, float | int]:
     """Fraction of captions with no error against their `synthetic.Scene`, overall, by number of objects in the
     scene (`semantic_accuracy_<n>obj`), the count of each error type (`errors_<type>`, 0s included), and the fraction
-    of captions the checker cannot read whole (`unparseable_fraction`: `synthetic.is_parseable`).
+    of captions the checker cannot read whole (`unparseable_fraction`: a parse problem among their errors, as
+    `synthetic.is_parseable` says).
     `found_errors`: each caption's `synthetic.caption_errors`, when they are already known."""
     if found_errors is None:
         found_errors = [caption_errors(caption, scene) for caption, scene in zip(captions, scenes, strict=True)]
@@ -173,7 +174,8 @@ def semantic_accuracy(
     for objects in sorted(total):
         result[f"semantic_accuracy_{objects}obj"] = correct[objects] / total[objects]
     result.update({f"errors_{kind}": errors[kind] for kind in CAPTION_ERROR_TYPES})
-    result["unparseable_fraction"] = sum(not is_parseable(c) for c in captions) / max(len(captions), 1)
+    unparseable = sum(any(error in PARSE_PROBLEMS for error in found) for found in found_errors)
+    result["unparseable_fraction"] = unparseable / max(len(found_errors), 1)
     return result
 
 

@@ -123,15 +123,14 @@ class SCSTTrainer(CLIPGuidedTrainer):
         return {"total": total, **parts}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        inputs = dict(inputs)
-        references = inputs.pop("references", None)
         if not model.training:  # evaluation: the first stage's loss (cross-entropy of the references)
+            inputs = {key: value for key, value in inputs.items() if key != "references"}
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if not any(key in inputs for key in IMAGE_INPUTS):
             raise ValueError("the self-critical stage samples from images: the batch has no pixel_values")
         model.eval()  # on-policy: sample and score the distribution the model captions with (module docstring)
         try:
-            loss, outputs = self._self_critical_loss(model, {**inputs, "references": references})
+            loss, outputs = self._self_critical_loss(model, inputs)
         finally:
             model.train()
         return (loss, outputs) if return_outputs else loss

@@ -407,6 +407,8 @@ CAPTION_ERROR_TYPES = (
     "unknown_object",
     "ungrammatical",
 )
+# The errors that say the checker could not read the caption whole (`ParsedCaption.problems`).
+PARSE_PROBLEMS = ("no_object", "dangling_relation", "unknown_object", "ungrammatical")
 
 
 def caption_errors(caption: str, scene: Scene) -> list[str]:
