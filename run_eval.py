@@ -15,14 +15,15 @@ Three captioners are scored alike on every image of the split:
   like the references is the ceiling the model can reach; images with a single reference are left out of its
   reference-based scores.
 
-Scores (`clipcap.metrics`, through the project's `evaluate` modules): CLIP-S and RefCLIP-S with the CLIP teacher (named in every report), BLEU-1..4, METEOR,
-ROUGE-L and CIDEr (pycocoevalcap; SPICE is reported unavailable offline), diversity (distinct-1/2, vocabulary, %
-unique, % novel against the training split's captions, mean length), and, on the synthetic data, semantic accuracy.
+Scores (`clipcap.metrics`, through the project's `evaluate` modules): CLIP-S and RefCLIP-S with the CLIP teacher
+(named in every report), BLEU-1..4, METEOR, ROUGE-L and CIDEr (pycocoevalcap; SPICE is reported unavailable
+offline), diversity (distinct-1/2, vocabulary, % unique, % novel against the training split's captions, mean length),
+and, on the synthetic data, semantic accuracy.
 
 Written to `--output_dir` (default `MODEL_DIR/eval`): `eval_results.json`, `eval_summary.md`, `predictions.jsonl`
 (every caption with its scores), `report.html` (a gallery sorted worst CLIP-S first, sortable by any score, and the
-training curves of `trainer_state.json`), `training_curves.png`, and on synthetic scenes `captions_grid.png` (the first 16
-with their captions, marked right or wrong by the checker). With `--fiftyone_dataset NAME` the captions and
+training curves of `trainer_state.json`), `training_curves.png`, and on synthetic scenes `captions_grid.png` (the first
+16 with their captions, marked right or wrong by the checker). With `--fiftyone_dataset NAME` the captions and
 per-image scores are also written into that FiftyOne dataset (made from the split's image files if it does not
 exist), so that `fo.launch_app(fo.load_dataset(NAME))` shows them.
 
@@ -42,12 +43,12 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
-from clipcap.data import describe_counts, drop_unusable_rows, load_prepared_dataset
+from clipcap.data import CAPTION_COLUMN, IMAGE_COLUMN, describe_counts, drop_unusable_rows, load_prepared_dataset
 from clipcap.fiftyone_data import write_captions
 from clipcap.files import atomic_write_text
 from clipcap.inference import GenerationArguments, caption_images, load_captioner, training_run_args
 from clipcap.memory import keep_freed_memory
-from clipcap.metrics import SPICE_UNAVAILABLE, load_metric, normalize_caption, score_captions
+from clipcap.metrics import SPICE_UNAVAILABLE, load_metric, normalize_caption, scenes_of, score_captions
 from clipcap.report import plot_training_curves, summary_table, write_caption_grid, write_html_report
 from clipcap.teacher import CLIPTeacher, TeacherArguments
 
@@ -104,8 +105,8 @@ def resolve_defaults(args: EvalArguments, teacher: TeacherArguments, run_args: d
     args.dataset_dir = args.dataset_dir or data.get("dataset_dir")
     if not args.dataset_dir:
         raise ValueError(f"{args.model_name_or_path} has no run_args.json naming its data: pass --dataset_dir")
-    args.image_column = args.image_column or data.get("image_column", "image")
-    args.caption_column = args.caption_column or data.get("caption_column", "captions")
+    args.image_column = args.image_column or data.get("image_column", IMAGE_COLUMN)
+    args.caption_column = args.caption_column or data.get("caption_column", CAPTION_COLUMN)
     teacher.clip_model = teacher.clip_model or trained_with.get("clip_model") or "ViT-B-32"
     teacher.clip_pretrained = teacher.clip_pretrained or trained_with.get("clip_pretrained") or "openai"
     args.output_dir = args.output_dir or str(Path(args.model_name_or_path, "eval"))
@@ -124,6 +125,60 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def load_split(args: EvalArguments):
+    """The split to evaluate (rows with no reference or, unless prepare_dataset.py made it, a broken image skipped and
+    counted), its references, the training captions that define novelty, and the skipped-row counts."""
+    required = {args.split: [IMAGE_COLUMN, CAPTION_COLUMN]}
+    if args.training_split:
+        required.setdefault(args.training_split, []).append(CAPTION_COLUMN)
+    dataset, metadata = load_prepared_dataset(args.dataset_dir, required, args.image_column, args.caption_column)
+    split_data = dataset[args.split]
+    if args.max_samples is not None:
+        split_data = split_data.select(range(min(args.max_samples, len(split_data))))
+    total = len(split_data)
+    split_data, drops = drop_unusable_rows(split_data, metadata, f"the {args.split!r} split of {args.dataset_dir}")
+    if drops:
+        kept = len(split_data)
+        logger.warning("Skipped %d of %d %s rows (%s)", total - kept, total, args.split, describe_counts(drops))
+    references = [[r for r in refs if r and r.strip()] for refs in split_data[CAPTION_COLUMN][:]]
+    training_captions = None
+    if args.training_split:
+        training_captions = {
+            normalize_caption(caption)
+            for refs in dataset[args.training_split][CAPTION_COLUMN][:]
+            for caption in refs
+            if caption
+        }
+    logger.info("%d %s images from %s", len(split_data), args.split, args.dataset_dir)
+    return split_data, references, training_captions, drops
+
+
+def write_reports(args: EvalArguments, report: dict, split_data, captions, references, per_image) -> None:
+    """eval_results.json, predictions.jsonl, eval_summary.md, the training curves, the caption grid (synthetic
+    scenes) and report.html, each written whole or not at all: a run stopped here leaves the previous one intact."""
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / "eval_results.json", json.dumps(report, indent=2) + "\n")
+    ids = {key: split_data[key][:] for key in ("sample_id", "filepath") if key in split_data.column_names}
+    lines = []
+    for i, caption in enumerate(captions):
+        row = {"index": i, **{key: values[i] for key, values in ids.items()}}
+        row.update({"caption": caption, "references": references[i]})
+        row.update({key: values[i] for key, values in per_image.items()})
+        lines.append(json.dumps(row) + "\n")
+    atomic_write_text(output_dir / "predictions.jsonl", "".join(lines))
+    table = summary_table(report)
+    atomic_write_text(output_dir / "eval_summary.md", table)
+    curves = plot_training_curves(args.model_name_or_path, output_dir / "training_curves.png")
+    images = split_data[IMAGE_COLUMN][:]
+    if "errors" in per_image:  # synthetic scenes: the first 16 with their captions, marked by the checker
+        write_caption_grid(output_dir / "captions_grid.png", images, captions, per_image["errors"])
+    names = ids.get("filepath") or ids.get("sample_id")
+    write_html_report(output_dir / "report.html", report, images, captions, references, per_image, curves, names)
+    print(table)
+    print(f"Reports in {output_dir}: eval_results.json, eval_summary.md, predictions.jsonl, report.html")
+
+
 def evaluate(args: EvalArguments, teacher_args: TeacherArguments, generation: GenerationArguments) -> int:
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logger.setLevel(logging.INFO)
@@ -137,36 +192,13 @@ def evaluate(args: EvalArguments, teacher_args: TeacherArguments, generation: Ge
     settings = {**model.generation_config.to_diff_dict(), **generate_kwargs}
 
     # 2. The split to evaluate, and the training captions that define novelty.
-    required = {args.split: [args.image_column, args.caption_column]}
-    if args.training_split:
-        required.setdefault(args.training_split, []).append(args.caption_column)
-    dataset, metadata = load_prepared_dataset(args.dataset_dir, required, args.caption_column)
-    split_data = dataset[args.split]
-    if args.max_samples is not None:
-        split_data = split_data.select(range(min(args.max_samples, len(split_data))))
-    total = len(split_data)  # rows with no reference or (unless prepare_dataset.py made it) a broken image: skipped
-    name = f"the {args.split!r} split of {args.dataset_dir}"
-    split_data, drops = drop_unusable_rows(split_data, args.image_column, args.caption_column, metadata, name)
-    if drops:
-        kept = len(split_data)
-        logger.warning("Skipped %d of %d %s rows (%s)", total - kept, total, args.split, describe_counts(drops))
-    references = [[r for r in refs if r and r.strip()] for refs in split_data[args.caption_column][:]]
-    images = split_data[args.image_column][:]
-    training_captions = None
-    if args.training_split:
-        training_captions = {
-            normalize_caption(caption)
-            for refs in dataset[args.training_split][args.caption_column][:]
-            for caption in refs
-            if caption
-        }
-    scenes = split_data["scene"][:] if "scene" in split_data.column_names else None  # synthetic scenes, as JSON
-    logger.info("%d %s images from %s", len(split_data), args.split, args.dataset_dir)
+    split_data, references, training_captions, drops = load_split(args)
+    images = split_data[IMAGE_COLUMN][:]
 
     # 3. The CLIP scorer: the `clip_score` evaluate module with the teacher.
     teacher = CLIPTeacher.from_arguments(teacher_args, model.device, args.allow_pickle)
     clip_metric = load_metric("clip_score", teacher=teacher)
-    image_embeds = teacher.embed_images(images).cpu()
+    image_embeds = teacher.embed_pil_images(images).cpu()
 
     # 4. Caption.
     start = time.perf_counter()
@@ -180,6 +212,7 @@ def evaluate(args: EvalArguments, teacher_args: TeacherArguments, generation: Ge
         "baseline": ([args.baseline_caption] * len(captions), references),
         "references": ([refs[0] for refs in references], [refs[1:] for refs in references]),
     }
+    scenes = scenes_of(split_data)
     results, per_image = {}, {}
     for system, (texts, refs) in candidates.items():
         results[system], per_image[system] = score_captions(
@@ -187,8 +220,6 @@ def evaluate(args: EvalArguments, teacher_args: TeacherArguments, generation: Ge
         )
 
     # 6. Reports.
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     report = {
         "model": args.model_name_or_path,
         "dataset": args.dataset_dir,
@@ -206,27 +237,7 @@ def evaluate(args: EvalArguments, teacher_args: TeacherArguments, generation: Ge
         },
         "results": results,
     }
-    # Each report is written whole or not at all: a run stopped here leaves the previous one intact.
-    atomic_write_text(output_dir / "eval_results.json", json.dumps(report, indent=2) + "\n")
-    ids = {key: split_data[key][:] for key in ("sample_id", "filepath") if key in split_data.column_names}
-    lines = []
-    for i, caption in enumerate(captions):
-        row = {"index": i, **{key: values[i] for key, values in ids.items()}}
-        row.update({"caption": caption, "references": references[i]})
-        row.update({key: values[i] for key, values in per_image["model"].items()})
-        lines.append(json.dumps(row) + "\n")
-    atomic_write_text(output_dir / "predictions.jsonl", "".join(lines))
-    table = summary_table(report)
-    atomic_write_text(output_dir / "eval_summary.md", table)
-    curves = plot_training_curves(args.model_name_or_path, output_dir / "training_curves.png")
-    if "errors" in per_image["model"]:  # synthetic scenes: the first 16 with their captions, marked by the checker
-        write_caption_grid(output_dir / "captions_grid.png", images, captions, per_image["model"]["errors"])
-    names = ids.get("filepath") or ids.get("sample_id")
-    write_html_report(
-        output_dir / "report.html", report, images, captions, references, per_image["model"], curves, names
-    )
-    print(table)
-    print(f"Reports in {output_dir}: eval_results.json, eval_summary.md, predictions.jsonl, report.html")
+    write_reports(args, report, split_data, captions, references, per_image["model"])
 
     # 7. FiftyOne.
     if args.fiftyone_dataset:

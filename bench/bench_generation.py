@@ -49,7 +49,7 @@ def caption_flops(model: ClipCapForCaptioning, num_beams: int, new_tokens: int) 
     config, text = model.config, model.config.text_config
     d, layers, vocab, prefix = text.n_embd, text.n_layer, text.vocab_size, config.prefix_length
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.encode_images(torch.zeros(1, 3, config.image_size, config.image_size))
+        model.get_prefix_embeds(torch.zeros(1, 3, config.image_size, config.image_size))
     layer_matmuls = 2 * layers * 12 * d * d  # per token: QKV 3d^2, output d^2, MLP 8d^2
 
     def attention(context):  # QK^T and AV for one query over `context` keys, every layer
@@ -69,7 +69,7 @@ def naive_beam_search(model: ClipCapForCaptioning, pixel_values: torch.Tensor, n
     embed = model.decoder.get_input_embeddings()
     captions = []
     for image in pixel_values:
-        sequence = model.encode_images(image[None])  # (1, prefix, d), then (beams, prefix + t, d)
+        sequence = model.get_prefix_embeds(image[None])  # (1, prefix, d), then (beams, prefix + t, d)
         tokens, scores = None, None
         for _ in range(new_tokens):
             log_probs = model.decoder(inputs_embeds=sequence).logits[:, -1].log_softmax(dim=-1)

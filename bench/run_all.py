@@ -4,7 +4,7 @@
     python bench/run_all.py --only generation,train_step
 
 Each benchmark writes its own JSON under bench/results/ (see its docstring for what it measures and how); this script
-adds bench/results/summary.json and bench/results/summary.md, the table BENCHMARKS.md shows. Times are medians of
+adds bench/results/summary.json and bench/results/summary.md, the table docs/benchmarks.md shows. Times are medians of
 variants run side by side in one process; the targets are those of the project's benchmark issue.
 """
 

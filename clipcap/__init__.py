@@ -4,6 +4,6 @@
 The model itself is the three standalone top-level files (`configuration_clipcap.py`, `modeling_clipcap.py`,
 `processing_clipcap.py`), which a saved model directory carries for `trust_remote_code`; the scripts
 (`prepare_dataset.py`, `train_clip_teacher.py`, `run_train.py`, `run_eval.py`, `caption.py`) are arguments and a
-`main`. README.md's "Project layout" lists every module and what may import it. Nothing is imported here, so that
+`main`. docs/layout.md lists every module and what may import it. Nothing is imported here, so that
 `import clipcap.synthetic` costs only what that module needs.
 """

@@ -61,7 +61,7 @@ class CaptioningDemo:
             sequence = self.model.generate(pixel_values, **settings)
             rows.append({"decoding": decoding, "caption": self.processor.batch_decode(sequence)[0]})
         if self.clip_metric is not None:
-            image_embeds = self.teacher.embed_images([image]).cpu().expand(len(rows), -1)
+            image_embeds = self.teacher.embed_pil_images([image]).cpu().expand(len(rows), -1)
             scores = self.clip_metric.compute(
                 predictions=[row["caption"] for row in rows], image_embeds=image_embeds, per_caption=True
             )["per_caption"]["clip_s"]
@@ -95,7 +95,7 @@ class CaptioningDemo:
                     image = gr.Image(type="pil", format="png", label="Image", elem_id="image", height=320)
                 with gr.Column(scale=2):
                     picker = gr.Dropdown(
-                        choices, value=None, label="...or a validation scene", elem_id="scene", visible=bool(choices)
+                        choices, value=None, label="...or a validation scene", elem_id="scene-picker", visible=bool(choices)
                     )
                     truth = gr.Markdown(elem_id="truth")
                     seed = gr.Number(value=0, precision=0, label="sampling seed", elem_id="seed")

@@ -9,6 +9,7 @@ import random
 import numpy as np
 import torch
 
+from clipcap.data import CAPTION_COLUMN, IMAGE_COLUMN
 from clipcap.losses import caption_id
 
 # What a batch may carry for the teacher (the trainer takes these out before the model's forward).
@@ -39,15 +40,13 @@ class CaptionCollator:
     def __init__(
         self,
         processor,
-        caption_column: str = "captions",
-        image_column: str = "image",
         teacher=None,
         teacher_images: bool = False,
         teacher_texts: bool = False,
         seed: int | None = None,
         references: bool = False,
     ):
-        self.processor, self.caption_column, self.image_column = processor, caption_column, image_column
+        self.processor = processor
         self.teacher, self.teacher_images, self.teacher_texts = teacher, teacher_images, teacher_texts
         self.references = references
         self.seed, self.epoch = seed, 0
@@ -66,7 +65,7 @@ class CaptionCollator:
     def __call__(self, rows: list[dict]) -> dict:
         choices, captions, usable_references = [], [], []
         for row in rows:
-            references = row[self.caption_column]
+            references = row[CAPTION_COLUMN]
             usable = [i for i, caption in enumerate(references) if caption and caption.strip()]
             if not usable:
                 raise ValueError("a row has no caption; run_train.py and prepare_dataset.py drop such rows")
@@ -74,7 +73,7 @@ class CaptionCollator:
             captions.append(references[choices[-1]])
             usable_references.append([references[i] for i in usable])
         features = "encoder_features" in rows[0] or "frozen_stage_features" in rows[0]
-        images = [row[self.image_column].convert("RGB") for row in rows] if self.reads_images(rows[0]) else []
+        images = [row[IMAGE_COLUMN].convert("RGB") for row in rows] if self.reads_images(rows[0]) else []
         batch = dict(self.processor(images=None if features else images, text=captions))
         if "encoder_features" in rows[0]:
             batch["image_features"] = _float_tensor([row["encoder_features"] for row in rows])

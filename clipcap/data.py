@@ -2,11 +2,13 @@
 """The prepared dataset: a `datasets.DatasetDict` {train, validation} saved with its card, and the contract its
 readers rely on.
 
-The contract, kept here and nowhere else: the `image` column holds images, and the caption column holds each row's
-reference captions as a list of strings (`list[str]`, never a bare string). `prepare_dataset.py` writes datasets so
-(`validate_split`, `make_card`, `save_atomically`); `load_prepared_dataset` checks it on every read
-(`check_caption_column`), so the trainer, the collator, the teacher and the metrics take captions as lists without
-asking. `drop_unusable_rows` removes and counts the rows that no reader can use.
+The contract, kept here and nowhere else: the `image` column (`IMAGE_COLUMN`) holds images, and the `captions` column
+(`CAPTION_COLUMN`) holds each row's reference captions as a list of strings (`list[str]`, never a bare string).
+`prepare_dataset.py` writes datasets so (`validate_split`, `make_card`, `save_atomically`); `load_prepared_dataset`
+checks it on every read (`check_caption_column`) and renames a dataset's own image and caption columns (a script's
+`--image_column` / `--caption_column`) to these two names, once, so that the trainer, the collator, the teacher and
+the metrics read `image` and `captions` without asking. `drop_unusable_rows` removes and counts the rows that no
+reader can use.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from processing_clipcap import gpt2_tokenizer
 
 logger = logging.getLogger(__name__)
 
+IMAGE_COLUMN = "image"
+CAPTION_COLUMN = "captions"
 CARD_METADATA_KEY = "clipcap"
 DROP_REASONS = (
     "missing",
@@ -64,11 +68,17 @@ def load_dataset_metadata(path: str | os.PathLike) -> dict:
 
 
 def load_prepared_dataset(
-    dataset_dir: str, required: dict[str, list[str]], caption_column: str = "captions"
+    dataset_dir: str,
+    required: dict[str, list[str]],
+    image_column: str = IMAGE_COLUMN,
+    caption_column: str = CAPTION_COLUMN,
 ) -> tuple[datasets.DatasetDict, dict]:
     """A DatasetDict saved by `prepare_dataset.py` (a directory) or a Hub dataset id, and its card metadata ({} from
-    the Hub). Each split in `required` must exist with the columns listed for it, and where they include
-    `caption_column` it must hold lists of strings (`check_caption_column`); otherwise one clear error."""
+    the Hub), with its `image_column` and `caption_column` renamed to `IMAGE_COLUMN` and `CAPTION_COLUMN`.
+
+    Each split in `required` must exist with the columns listed for it (`IMAGE_COLUMN` and `CAPTION_COLUMN` stand for
+    the dataset's own names), and its caption column must hold lists of strings (`check_caption_column`); otherwise
+    one clear error that names the dataset's columns."""
     path = Path(dataset_dir)
     if missing_local_path(dataset_dir):
         raise FileNotFoundError(f"no dataset directory {dataset_dir}; make one with prepare_dataset.py")
@@ -78,14 +88,30 @@ def load_prepared_dataset(
         dataset, metadata = datasets.load_from_disk(str(path)), load_dataset_metadata(path)
     else:
         dataset, metadata = datasets.load_dataset(dataset_dir), {}
+    own_names = {IMAGE_COLUMN: image_column, CAPTION_COLUMN: caption_column}
     for split, columns in required.items():
         if split not in dataset:
             raise ValueError(f"{dataset_dir} has no {split!r} split (it has {sorted(dataset)})")
-        if missing := set(columns) - set(dataset[split].column_names):
+        wanted = [own_names.get(column, column) for column in columns]
+        if missing := set(wanted) - set(dataset[split].column_names):
             raise ValueError(f"the {split!r} split of {dataset_dir} lacks the columns {sorted(missing)}")
-        if caption_column in columns:
+        if caption_column in wanted:
             check_caption_column(dataset[split], caption_column, f"the {split!r} split of {dataset_dir}")
+    renames = {own: canonical for canonical, own in own_names.items() if own != canonical}
+    if renames:
+        renamed = {split: _rename(data, renames, split, dataset_dir) for split, data in dataset.items()}
+        dataset = datasets.DatasetDict(renamed)
     return dataset, metadata
+
+
+def _rename(dataset: datasets.Dataset, renames: dict[str, str], split: str, dataset_dir: str) -> datasets.Dataset:
+    present = {own: canonical for own, canonical in renames.items() if own in dataset.column_names}
+    if clashes := sorted(canonical for canonical in present.values() if canonical in dataset.column_names):
+        raise ValueError(
+            f"the {split!r} split of {dataset_dir} already has a column {clashes[0]!r} besides the one given as its "
+            f"{'image' if clashes[0] == IMAGE_COLUMN else 'caption'} column: drop or rename it"
+        )
+    return dataset.rename_columns(present) if present else dataset
 
 
 def check_caption_column(dataset: datasets.Dataset, caption_column: str, name: str) -> None:
@@ -101,33 +127,31 @@ def check_caption_column(dataset: datasets.Dataset, caption_column: str, name: s
         )
 
 
-def drop_unusable_rows(
-    dataset: datasets.Dataset, image_column: str, caption_column: str, metadata: dict, name: str
-) -> tuple[datasets.Dataset, Counter]:
+def drop_unusable_rows(dataset: datasets.Dataset, metadata: dict, name: str) -> tuple[datasets.Dataset, Counter]:
     """The rows one can train on or score, and the others counted by reason: `no_caption` (none, or only empty
     strings), `no_image`, and every image decoded in full (`validate_image_bytes`: `truncated`, `not_an_image`,
     `too_large`, ...) unless this script made the dataset (its card's `metadata` records the drops made then). Only
-    these two columns are read; the result is a selection (nothing copied). `name` ("the 'train' split of DIR")
-    names the data in the error raised when no row is left."""
+    the image and caption columns are read; the result is a selection (nothing copied). `name` ("the 'train' split
+    of DIR") names the data in the error raised when no row is left."""
     check_images = "dropped" not in metadata
-    if check_images and not isinstance(dataset.features[image_column], datasets.Image):
-        raise ValueError(f"the column {image_column!r} holds {dataset.features[image_column]}, not images")
-    columns = dataset.select_columns([caption_column, image_column] if check_images else [caption_column])
+    if check_images and not isinstance(dataset.features[IMAGE_COLUMN], datasets.Image):
+        raise ValueError(f"the column {IMAGE_COLUMN!r} holds {dataset.features[IMAGE_COLUMN]}, not images")
+    columns = dataset.select_columns([CAPTION_COLUMN, IMAGE_COLUMN] if check_images else [CAPTION_COLUMN])
     if check_images:
-        columns = columns.cast_column(image_column, datasets.Image(decode=False))
+        columns = columns.cast_column(IMAGE_COLUMN, datasets.Image(decode=False))
     drops, keep, index = Counter(), [], 0
     for batch in columns.iter(batch_size=256):
-        for i, references in enumerate(batch[caption_column]):
+        for i, references in enumerate(batch[CAPTION_COLUMN]):
             reason = "" if any(r and r.strip() for r in references or []) else "no_caption"
             if not reason and check_images:
-                image = batch[image_column][i]
+                image = batch[IMAGE_COLUMN][i]
                 data = image and (image.get("bytes") or _read_bytes(image.get("path")))
                 reason = validate_image_bytes(data, min_side=1)[1] if data else "no_image"
             if reason:
                 drops[reason] += 1
             else:
                 keep.append(index + i)
-        index += len(batch[caption_column])
+        index += len(batch[CAPTION_COLUMN])
     if not keep:
         raise ValueError(f"{name} has no usable row ({describe_counts(drops) or 'empty'})")
     return (dataset if len(keep) == len(dataset) else dataset.select(keep)), drops
@@ -146,41 +170,45 @@ def _read_bytes(path: str | None) -> bytes | None:
 
 
 def load_splits(
-    dataset_dir: str, limits: dict[str, int | None], image_column: str = "image", caption_column: str = "captions"
+    dataset_dir: str,
+    limits: dict[str, int | None],
+    image_column: str = IMAGE_COLUMN,
+    caption_column: str = CAPTION_COLUMN,
 ) -> tuple[datasets.DatasetDict, dict]:
-    """The splits named in `limits` of a prepared dataset (each cut to its first N rows when N is given), with the
-    unusable rows dropped (`drop_unusable_rows`) and the drops logged, and the card's metadata."""
-    columns = [image_column, caption_column]
-    dataset, metadata = load_prepared_dataset(dataset_dir, {split: columns for split in limits}, caption_column)
+    """The splits named in `limits` of a prepared dataset (each cut to its first N rows when N is given), its image and
+    caption columns named `IMAGE_COLUMN` and `CAPTION_COLUMN` (`load_prepared_dataset`), with the unusable rows
+    dropped (`drop_unusable_rows`) and the drops logged, and the card's metadata."""
+    required = {split: [IMAGE_COLUMN, CAPTION_COLUMN] for split in limits}
+    dataset, metadata = load_prepared_dataset(dataset_dir, required, image_column, caption_column)
     splits = {}
     for split, limit in limits.items():
         data = dataset[split]
         if limit is not None:
             data = data.select(range(min(limit, len(data))))
         name = f"the {split!r} split of {dataset_dir}"
-        splits[split], drops = drop_unusable_rows(data, image_column, caption_column, metadata, name)
+        splits[split], drops = drop_unusable_rows(data, metadata, name)
         if drops:
             kept = len(splits[split])
             logger.warning("Dropped %d of %d %s rows (%s)", len(data) - kept, len(data), split, describe_counts(drops))
     return datasets.DatasetDict(splits), metadata
 
 
-def count_long_captions(dataset: datasets.Dataset, caption_column: str, processor) -> int:
+def count_long_captions(dataset: datasets.Dataset, processor) -> int:
     """How many reference captions are longer than the processor's `max_caption_length` (EOS included); they are
     truncated when tokenised, so the model learns their beginning only."""
-    captions = [caption for references in dataset[caption_column][:] for caption in references if caption]
+    captions = [caption for references in dataset[CAPTION_COLUMN][:] for caption in references if caption]
     lengths = map(len, processor.tokenizer(captions, add_special_tokens=False)["input_ids"]) if captions else []
     return sum(length + 1 > processor.max_caption_length for length in lengths)
 
 
-def add_caption_lengths(dataset: datasets.Dataset, caption_column: str, column: str) -> datasets.Dataset:
+def add_caption_lengths(dataset: datasets.Dataset, column: str) -> datasets.Dataset:
     """A `column` with each row's mean reference length in GPT-2 tokens, for `group_by_length` batching (batches of
     similar lengths waste little compute on padding)."""
     if column in dataset.column_names:
         return dataset
     tokenizer = gpt2_tokenizer()
     lengths = []
-    for references in dataset[caption_column][:]:
+    for references in dataset[CAPTION_COLUMN][:]:
         ids = tokenizer(references, add_special_tokens=False)["input_ids"]
         lengths.append(round(sum(map(len, ids)) / max(len(ids), 1)) + 1)
     return dataset.add_column(column, lengths)
@@ -192,11 +220,11 @@ def add_caption_lengths(dataset: datasets.Dataset, caption_column: str, column: 
 
 
 def _validate_example(example: dict, min_side: int, max_pixels: int, max_side: int | None) -> dict:
-    if not example["captions"]:
-        return {"image": None, "drop_reason": "no_caption", "conversions": []}
+    if not example[CAPTION_COLUMN]:
+        return {IMAGE_COLUMN: None, "drop_reason": "no_caption", "conversions": []}
     data, reason, conversions = validate_image(example["filepath"], min_side, max_pixels, max_side)
     return {
-        "image": {"bytes": data, "path": None} if data else None,
+        IMAGE_COLUMN: {"bytes": data, "path": None} if data else None,
         "drop_reason": reason,
         "conversions": conversions,
     }
@@ -219,7 +247,7 @@ def validate_split(
         features=datasets.Features(
             {
                 **dataset.features,
-                "image": datasets.Image(),
+                IMAGE_COLUMN: datasets.Image(),
                 "drop_reason": datasets.Value("string"),
                 "conversions": datasets.List(datasets.Value("string")),
             }

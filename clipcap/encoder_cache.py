@@ -9,8 +9,10 @@ import hashlib
 import datasets
 import torch
 
+from clipcap.data import IMAGE_COLUMN
 
-def add_encoder_features(dataset, model, processor, image_column: str = "image", batch_size: int = 64):
+
+def add_encoder_features(dataset, model, processor, batch_size: int = 64):
     """Add what the encoder's frozen part computes for every image, once: a frozen encoder's output as the column
     `encoder_features`, or the output of its frozen first stages (`encoder_frozen_stages`) as
     `frozen_stage_features`.
@@ -41,7 +43,7 @@ def add_encoder_features(dataset, model, processor, image_column: str = "image",
 
     @torch.no_grad()
     def compute(batch):
-        pixel_values = processor(images=[image.convert("RGB") for image in batch[image_column]])["pixel_values"]
+        pixel_values = processor(images=[image.convert("RGB") for image in batch[IMAGE_COLUMN]])["pixel_values"]
         pixel_values = pixel_values.to(model.device, model.dtype)
         if encoder.frozen:
             features = model.get_image_features(pixel_values)
@@ -58,7 +60,7 @@ def add_encoder_features(dataset, model, processor, image_column: str = "image",
             batch_size=batch_size,
             desc="Encoder features" if encoder.frozen else "Frozen encoder stages",
             new_fingerprint=datasets.fingerprint.Hasher.hash(
-                [dataset._fingerprint, weights.hexdigest(), image_transform, image_column, column, "encoder-v2"]
+                [dataset._fingerprint, weights.hexdigest(), image_transform, IMAGE_COLUMN, column, "encoder-v2"]
             ),
         )
     finally:

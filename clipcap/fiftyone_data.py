@@ -24,7 +24,8 @@ from pathlib import Path
 import datasets
 
 from clipcap import synthetic
-from clipcap.data import PrepareError
+from clipcap.data import CAPTION_COLUMN, PrepareError
+from clipcap.files import cache_dir
 
 # Classes of the Open Images V7 "Home appliance" subtree used by default (the zoo keeps images with any of them).
 HOME_APPLIANCE_CLASSES = [
@@ -80,7 +81,8 @@ class SourceArguments:
     )
     synthetic_image_size: int = field(default=128, metadata={"help": "Side of the rendered synthetic images."})
     synthetic_image_dir: str | None = field(
-        default=None, metadata={"help": "Where synthetic PNGs are written (default: ~/.cache/clipcap/synthetic/...)."}
+        default=None,
+        metadata={"help": "Where synthetic PNGs go (default: synthetic/ in $CLIPCAP_CACHE, else ~/.cache/clipcap)."},
     )
     num_proc: int = field(default=1, metadata={"help": "Processes for synthetic rendering and image validation."})
     seed: int = field(default=0)
@@ -164,8 +166,7 @@ def captions_from_labels(labels: list[str], counts: bool = True, generic_labels=
 
 
 def _default_synthetic_dir(args: SourceArguments) -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "clipcap" / "synthetic" / f"seed{args.seed}-{args.synthetic_image_size}px"
+    return cache_dir() / "synthetic" / f"seed{args.seed}-{args.synthetic_image_size}px"
 
 
 def split_size(args: SourceArguments, split: str, default: int | None) -> int | None:
@@ -180,6 +181,17 @@ def split_size(args: SourceArguments, split: str, default: int | None) -> int | 
 def load_source(args: SourceArguments) -> tuple[dict, str, Counter]:
     """The source as {split: FiftyOne view}, a one-line description of it, and how many of its samples are in
     neither split, by reason (`LEFT_OUT_REASONS`). Split sizes are capped before any image is made or fetched."""
+    _check_database()
+    if args.source == "synthetic":
+        return _synthetic_source(args)
+    if args.source == "zoo":
+        return _zoo_source(args)
+    dataset, description = _named_dataset(args) if args.source == "name" else _exported_dataset(args)
+    views, left_out = split_samples(dataset, args)
+    return views, description, left_out
+
+
+def _check_database() -> None:
     try:
         import fiftyone as fo
 
@@ -187,85 +199,88 @@ def load_source(args: SourceArguments) -> tuple[dict, str, Counter]:
     except Exception as error:  # noqa: BLE001 - no database is one line, not a traceback
         raise PrepareError(
             f"FiftyOne cannot reach its database ({type(error).__name__}: {str(error).splitlines()[0][:120]}); "
-            "install the local-db extra, or run `python -m clipcap.mongod` and export the FIFTYONE_DATABASE_URI it prints"
+            "install the local-db extra, or run `python -m clipcap.mongod` and export the FIFTYONE_DATABASE_URI it "
+            "prints"
         ) from None
 
-    if args.source == "synthetic":
-        num_train, num_validation = split_size(args, "train", 2000), split_size(args, "validation", 200)
-        image_dir = Path(args.synthetic_image_dir) if args.synthetic_image_dir else _default_synthetic_dir(args)
-        start = time.perf_counter()
-        dataset = synthetic.build_fiftyone_dataset(
-            f"clipcap-synthetic-seed{args.seed}",
-            image_dir,
-            num_train=num_train,
-            num_validation=num_validation,
-            seed=args.seed,
-            image_size=args.synthetic_image_size,
-            progress=args.progress,
-            num_proc=args.num_proc,
-        )
-        seconds = time.perf_counter() - start
-        print(f"Built the synthetic FiftyOne dataset ({len(dataset)} scenes) in {seconds:.1f} s")
-        description = (
-            f"the embedded synthetic home-appliance scenes (clipcap/synthetic.py; seed {args.seed}, "
-            f"{args.synthetic_image_size} px, {num_train} train / {num_validation} validation)"
-        )
-        views = {"train": dataset.match_tags("train"), "validation": dataset.match_tags("validation")}
-        return views, description, Counter()
 
-    if args.source == "zoo":
-        import fiftyone.zoo as foz
+def _synthetic_source(args: SourceArguments) -> tuple[dict, str, Counter]:
+    num_train, num_validation = split_size(args, "train", 2000), split_size(args, "validation", 200)
+    image_dir = Path(args.synthetic_image_dir) if args.synthetic_image_dir else _default_synthetic_dir(args)
+    start = time.perf_counter()
+    dataset = build_fiftyone_dataset(
+        f"clipcap-synthetic-seed{args.seed}",
+        image_dir,
+        num_train=num_train,
+        num_validation=num_validation,
+        seed=args.seed,
+        image_size=args.synthetic_image_size,
+        progress=args.progress,
+        num_proc=args.num_proc,
+    )
+    seconds = time.perf_counter() - start
+    print(f"Built the synthetic FiftyOne dataset ({len(dataset)} scenes) in {seconds:.1f} s")
+    description = (
+        f"the embedded synthetic home-appliance scenes (clipcap/synthetic; seed {args.seed}, "
+        f"{args.synthetic_image_size} px, {num_train} train / {num_validation} validation)"
+    )
+    views = {"train": dataset.match_tags("train"), "validation": dataset.match_tags("validation")}
+    return views, description, Counter()
 
-        splits = {}
-        for split, default in (("train", 10000), ("validation", 100)):
-            count = split_size(args, split, default)
-            try:
-                splits[split] = foz.load_zoo_dataset(
-                    args.zoo_dataset,
-                    split=split,
-                    label_types=args.label_types,
-                    classes=args.classes,
-                    max_samples=count,
-                    shuffle=True,
-                    seed=args.seed,
-                    dataset_name=f"{args.zoo_dataset}-{split}-{count}-seed{args.seed}",
-                ).view()
-            except Exception as error:  # noqa: BLE001 - any download failure becomes one line
-                reason = (str(error).splitlines() or [""])[0]
-                reason = reason if len(reason) <= 100 else reason[:100] + "..."
-                raise PrepareError(
-                    f"could not load '{args.zoo_dataset}' ({split}) from the FiftyOne zoo ({type(error).__name__}: "
-                    f"{reason}). Offline? Use a local FiftyOne dataset (--dataset_name NAME), an export directory "
-                    "(--dataset_dir DIR --dataset_type TYPE), or no source for the embedded synthetic dataset"
-                ) from None
-        classes = ", ".join(args.classes)
-        return splits, f"FiftyOne zoo '{args.zoo_dataset}', classes: {classes}", Counter()
 
-    if args.source == "name":
-        if not fo.dataset_exists(args.dataset_name):
-            known = ", ".join(fo.list_datasets()[:10]) or "none"
-            raise PrepareError(f"no FiftyOne dataset named '{args.dataset_name}' (known: {known})")
-        dataset = fo.load_dataset(args.dataset_name)
-        description = f"FiftyOne dataset '{args.dataset_name}'"
-    else:
-        path = Path(args.export_dir)
-        if not path.is_dir():
-            raise PrepareError(f"--export_dir {args.export_dir} is not a directory")
-        type_name = args.dataset_type or "ImageDirectory"
-        dataset_type = getattr(fo.types, type_name, None)
-        if (
-            dataset_type is None
-            or not isinstance(dataset_type, type)
-            or not issubclass(dataset_type, fo.types.Dataset)
-        ):
-            raise PrepareError(f"--dataset_type {type_name} is not a fiftyone.types dataset type")
+def _zoo_source(args: SourceArguments) -> tuple[dict, str, Counter]:
+    import fiftyone.zoo as foz
+
+    splits = {}
+    for split, default in (("train", 10000), ("validation", 100)):
+        count = split_size(args, split, default)
         try:
-            dataset = fo.Dataset.from_dir(dataset_dir=str(path), dataset_type=dataset_type)
-        except Exception as error:  # noqa: BLE001 - a malformed export becomes one line
-            raise PrepareError(f"could not read {path} as {type_name}: {type(error).__name__}: {error}") from None
-        description = f"the {type_name} export in {path}"
-    views, left_out = split_samples(dataset, args)
-    return views, description, left_out
+            splits[split] = foz.load_zoo_dataset(
+                args.zoo_dataset,
+                split=split,
+                label_types=args.label_types,
+                classes=args.classes,
+                max_samples=count,
+                shuffle=True,
+                seed=args.seed,
+                dataset_name=f"{args.zoo_dataset}-{split}-{count}-seed{args.seed}",
+            ).view()
+        except Exception as error:  # noqa: BLE001 - any download failure becomes one line
+            reason = (str(error).splitlines() or [""])[0]
+            reason = reason if len(reason) <= 100 else reason[:100] + "..."
+            raise PrepareError(
+                f"could not load '{args.zoo_dataset}' ({split}) from the FiftyOne zoo ({type(error).__name__}: "
+                f"{reason}). Offline? Use a local FiftyOne dataset (--dataset_name NAME), an export directory "
+                "(--export_dir DIR --dataset_type TYPE), or no source for the embedded synthetic dataset"
+            ) from None
+    classes = ", ".join(args.classes)
+    return splits, f"FiftyOne zoo '{args.zoo_dataset}', classes: {classes}", Counter()
+
+
+def _named_dataset(args: SourceArguments):
+    import fiftyone as fo
+
+    if not fo.dataset_exists(args.dataset_name):
+        known = ", ".join(fo.list_datasets()[:10]) or "none"
+        raise PrepareError(f"no FiftyOne dataset named '{args.dataset_name}' (known: {known})")
+    return fo.load_dataset(args.dataset_name), f"FiftyOne dataset '{args.dataset_name}'"
+
+
+def _exported_dataset(args: SourceArguments):
+    import fiftyone as fo
+
+    path = Path(args.export_dir)
+    if not path.is_dir():
+        raise PrepareError(f"--export_dir {args.export_dir} is not a directory")
+    type_name = args.dataset_type or "ImageDirectory"
+    dataset_type = getattr(fo.types, type_name, None)
+    if dataset_type is None or not isinstance(dataset_type, type) or not issubclass(dataset_type, fo.types.Dataset):
+        raise PrepareError(f"--dataset_type {type_name} is not a fiftyone.types dataset type")
+    try:
+        dataset = fo.Dataset.from_dir(dataset_dir=str(path), dataset_type=dataset_type)
+    except Exception as error:  # noqa: BLE001 - a malformed export becomes one line
+        raise PrepareError(f"could not read {path} as {type_name}: {type(error).__name__}: {error}") from None
+    return dataset, f"the {type_name} export in {path}"
 
 
 def split_samples(dataset, args: SourceArguments) -> tuple[dict, Counter]:
@@ -306,7 +321,8 @@ def split_samples(dataset, args: SourceArguments) -> tuple[dict, Counter]:
 
 def _label_fields(view, args: SourceArguments) -> list[tuple[str, str]]:
     """(field, kind) of the labels to caption from, in order of preference: `--label_field`; else the first
-    Detections field, then the first Classifications / Classification field (Open Images' `negative_labels` skipped)."""
+    Detections field, then the first Classifications / Classification field (Open Images' `negative_labels`
+    skipped)."""
     import fiftyone as fo
 
     schema = view.get_field_schema()
@@ -362,8 +378,11 @@ def _no_captions_message(schema: dict, caption_field: str) -> str:
 
 
 def extract_records(view, args: SourceArguments) -> tuple[dict, str]:
-    """Column-wise records of a FiftyOne view (filepath, sample id, captions, labels, boxes, scene) and the caption
-    strategy used. Each sample's labels come from the first preferred label field that has any for it."""
+    """Column-wise records of a FiftyOne view (filepath, sample id, captions, labels, boxes, and every dict field as
+    JSON, such as a synthetic scene's description) and the caption strategy used. Each sample's labels come from the
+    first preferred label field that has any for it."""
+    import fiftyone as fo
+
     schema = view.get_field_schema()
     columns = {"filepath": view.values("filepath"), "sample_id": [str(i) for i in view.values("id")]}
     fields = _label_fields(view, args)
@@ -394,9 +413,10 @@ def extract_records(view, args: SourceArguments) -> tuple[dict, str]:
         strategy = f"made from the labels of {sources}, one caption per template: {templates}"
     else:
         raise PrepareError(_no_captions_message(schema, args.caption_field))
-    columns["captions"] = captions
-    if "scene" in schema:  # the synthetic dataset's scene description, for semantic accuracy
-        columns["scene"] = [json.dumps(s, sort_keys=True) for s in view.values("scene")]
+    columns[CAPTION_COLUMN] = captions
+    for name, value in schema.items():  # dict fields (a synthetic scene's description) as JSON text
+        if isinstance(value, fo.DictField) and name not in columns:
+            columns[name] = [json.dumps(v, sort_keys=True) for v in view.values(name)]
     return columns, strategy
 
 
@@ -440,3 +460,53 @@ def write_captions(
     for field_name, values in fields.items():
         dataset.set_values(field_name, values)
     return f"made the persistent FiftyOne dataset '{name}' ({len(paths)} samples) with {len(fields)} fields"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The synthetic scenes as a FiftyOne dataset
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def build_fiftyone_dataset(
+    name: str,
+    image_dir: str | Path,
+    num_train: int = 2000,
+    num_validation: int = 200,
+    seed: int = 0,
+    image_size: int = 128,
+    overwrite: bool = True,
+    progress: bool = True,
+    num_proc: int = 1,
+):
+    """Render the synthetic scenes into `image_dir` and return a FiftyOne dataset of them.
+
+    Each sample is tagged with its split and has `ground_truth` (`Detections` with the Open Images class names and a
+    `colour` attribute), `captions` (the reference captions) and the scene's description (`Scene.sample_fields`).
+    FiftyOne must be importable, with a database (see `clipcap.mongod.fiftyone_database`).
+    """
+    import fiftyone as fo
+
+    if fo.dataset_exists(name):
+        if not overwrite:
+            return fo.load_dataset(name)
+        fo.delete_dataset(name)
+    rendered = synthetic.render_examples(image_dir, num_train, num_validation, seed, image_size, num_proc, progress)
+    samples = [
+        fo.Sample(
+            filepath=str(path),
+            tags=[split],
+            ground_truth=fo.Detections(
+                detections=[
+                    fo.Detection(label=o.kind, bounding_box=o.bounding_box, colour=o.colour) for o in scene.objects
+                ]
+            ),
+            captions=captions,
+            **scene.sample_fields(),
+        )
+        for split, path, scene, captions in rendered
+    ]
+    dataset = fo.Dataset(name)
+    dataset.add_samples(samples, progress=False)
+    dataset.info = {"source": "clipcap synthetic", "seed": seed, "image_size": image_size}
+    dataset.save()
+    return dataset

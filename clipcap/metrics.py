@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from clipcap.synthetic import CAPTION_ERROR_TYPES, PARSE_PROBLEMS, caption_errors
+from clipcap.synthetic import CAPTION_ERROR_TYPES, PARSE_PROBLEMS, SCENE_COLUMN, caption_errors
 
 CLIP_S_WEIGHT = 2.5
 COCO_METRICS = ("bleu", "meteor", "rouge_l", "cider")
@@ -136,6 +136,11 @@ def distinct_n(captions: list[str], n: int) -> float:
     return len(ngrams) / total if total else 0.0
 
 
+def mean_length(captions: list[str]) -> float:
+    """Mean caption length in words (split on whitespace); 0 for no captions."""
+    return sum(len(caption.split()) for caption in captions) / len(captions) if captions else 0.0
+
+
 def diversity(captions: list[str], training_captions: set[str] | None = None) -> dict[str, float | int]:
     """distinct-1/2, vocabulary size (distinct words), % unique captions, mean length in words, and, given the
     training captions (normalised with `normalize_caption`), % novel captions: those not among them."""
@@ -146,7 +151,7 @@ def diversity(captions: list[str], training_captions: set[str] | None = None) ->
         "distinct_2": distinct_n(captions, 2),
         "vocabulary_size": len({word for caption in words for word in caption}),
         "unique_captions_pct": 100 * len(set(normalized)) / len(captions) if captions else 0.0,
-        "mean_length": sum(len(caption.split()) for caption in captions) / len(captions) if captions else 0.0,
+        "mean_length": mean_length(captions),
     }
     if training_captions is not None:
         novel = sum(caption not in training_captions for caption in normalized)
@@ -179,46 +184,60 @@ def semantic_accuracy(
     return result
 
 
+def scenes_of(dataset) -> list[str] | None:
+    """The scene descriptions (`synthetic.Scene` as JSON) of a dataset's rows, which semantic accuracy checks captions
+    against, or None for data without them: only the synthetic scenes have one (`SCENE_COLUMN`)."""
+    return dataset[SCENE_COLUMN][:] if SCENE_COLUMN in dataset.column_names else None
+
+
 def score_captions(
     captions: list[str],
     references: list[list[str]],
-    image_embeds: torch.Tensor,
+    image_embeds: torch.Tensor | None,
     clip_metric,
     training_captions: set[str] | None = None,
     scenes: list[str] | None = None,
+    coco_metrics: tuple[str, ...] = COCO_METRICS,
+    ref_clip_s: bool = True,
 ) -> tuple[dict, dict[str, list]]:
     """Corpus scores and per-image scores of one captioner: CLIP-S and RefCLIP-S (`clip_metric`, the `clip_score`
-    module with its CLIP model, given the images' embeddings by it), the COCO metrics, diversity and, given the scenes
-    (as JSON, a synthetic dataset's `scene` column), semantic accuracy (per image: the list of `errors`).
-    `references[i]` may be empty (no reference-based score for image i)."""
-    clip = clip_metric.compute(
-        predictions=captions, references=references, image_embeds=image_embeds, per_caption=True
-    )
+    module with its CLIP model, given the images' embeddings by it; None: no CLIP score), the COCO metrics
+    (`coco_metrics`), diversity and, given the scenes (`scenes_of`), semantic accuracy (per image: the list of
+    `errors`). `references[i]` may be empty (no reference-based score for image i); `ref_clip_s=False` skips
+    RefCLIP-S (and the embedding of every reference it needs)."""
+    corpus, per_image = {}, {}
+    if clip_metric is not None:
+        clip = clip_metric.compute(
+            predictions=captions,
+            references=references if ref_clip_s else None,
+            image_embeds=image_embeds,
+            per_caption=True,
+        )
+        corpus["clip_s"], per_image["clip_s"] = clip["clip_s"], clip["per_caption"]["clip_s"]
+        if ref_clip_s:
+            corpus["ref_clip_s"] = clip.get("ref_clip_s", float("nan"))
+            per_image["ref_clip_s"] = clip["per_caption"].get("ref_clip_s", [float("nan")] * len(captions))
     scored = [i for i, refs in enumerate(references) if refs]
-    coco, coco_each = {}, {}
     if scored:
         coco = load_metric("coco_captions").compute(
-            predictions=[captions[i] for i in scored], references=[references[i] for i in scored], per_caption=True
+            predictions=[captions[i] for i in scored],
+            references=[references[i] for i in scored],
+            metrics=coco_metrics,
+            per_caption=True,
         )
-        coco_each = coco.pop("per_caption")
-    corpus = {
-        "clip_s": clip["clip_s"],
-        "ref_clip_s": clip.get("ref_clip_s", float("nan")),
-        **coco,
-        "spice": None,
-        **diversity(captions, training_captions),
-        "images": len(captions),
-        "images_with_references": len(scored),
-    }
-    nan = [float("nan")] * len(captions)
-    per_image: dict[str, list] = {
-        "clip_s": clip["per_caption"]["clip_s"],
-        "ref_clip_s": clip["per_caption"].get("ref_clip_s", nan),
-    }
-    for name, values in coco_each.items():
-        per_image[name] = [None] * len(captions)
-        for i, value in zip(scored, values, strict=True):
-            per_image[name][i] = value
+        for name, values in coco.pop("per_caption").items():
+            per_image[name] = [None] * len(captions)
+            for i, value in zip(scored, values, strict=True):
+                per_image[name][i] = value
+        corpus.update(coco)
+    corpus.update(
+        {
+            "spice": None,
+            **diversity(captions, training_captions),
+            "images": len(captions),
+            "images_with_references": len(scored),
+        }
+    )
     if scenes is not None:
         accuracy = load_metric("semantic_accuracy").compute(predictions=captions, references=scenes, per_caption=True)
         per_image["errors"] = accuracy.pop("per_caption")["errors"]

@@ -46,6 +46,15 @@ def _rows(results: dict) -> list[tuple[str, str, int]]:
     return rows
 
 
+def summary_rows(results: dict) -> list[tuple[str, list[str]]]:
+    """(label, one formatted value per captioner) for each row of the summary, in the order every report lists them."""
+    systems = list(results)
+    return [
+        (label, [_format(results[system].get(key), decimals) for system in systems])
+        for key, label, decimals in _rows(results)
+    ]
+
+
 def decoding_settings(generation: dict) -> str:
     """The decoding options of a generation config, without its token ids."""
     return ", ".join(f"{k}={v}" for k, v in sorted(generation.items()) if not k.endswith(("_token_id", "_version")))
@@ -75,9 +84,7 @@ def summary_table(report: dict) -> str:
         "| metric | " + " | ".join(systems) + " |",
         "| --- |" + " ---: |" * len(systems),
     ]
-    for key, label, decimals in _rows(results):
-        values = [_format(results[system].get(key), decimals) for system in systems]
-        lines.append(f"| {label} | " + " | ".join(values) + " |")
+    lines += [f"| {label} | " + " | ".join(values) + " |" for label, values in summary_rows(results)]
     return "\n".join(lines) + "\n"
 
 
@@ -91,21 +98,34 @@ def find_trainer_state(model_dir: str) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def plot_training_curves(model_dir: str, output: Path) -> Path | None:
-    """Plot every loss term (training and evaluation) and the evaluation caption metrics against the step.
-    Returns the PNG written, or None when the model directory has no `trainer_state.json`."""
+def read_log_history(model_dir: str) -> tuple[Path, list[dict]] | None:
+    """The Trainer's log history of a model directory (`find_trainer_state`) and the file it came from, or None."""
     state_path = find_trainer_state(model_dir)
     if state_path is None:
         return None
+    return state_path, json.loads(state_path.read_text())["log_history"]
+
+
+def metric_series(history: list[dict], key: str) -> list[tuple[int, float]]:
+    """(step, value) of every logged `key`, in step order; a step logged twice (a final evaluation that repeats the
+    last one) counts once, with its last value."""
+    return sorted({entry["step"]: entry[key] for entry in history if key in entry and "step" in entry}.items())
+
+
+def plot_training_curves(model_dir: str, output: Path) -> Path | None:
+    """Plot every loss term (training and evaluation) and the evaluation caption metrics against the step.
+    Returns the PNG written, or None when the model directory has no `trainer_state.json`."""
+    found = read_log_history(model_dir)
+    if found is None:
+        return None
+    state_path, history = found
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    history = json.loads(state_path.read_text())["log_history"]
-
     def series(key):
-        points = [(entry["step"], entry[key]) for entry in history if key in entry and "step" in entry]
+        points = metric_series(history, key)
         return list(zip(*points, strict=True)) if points else None
 
     loss_keys = ["loss", "loss_ce", "loss_cos", "loss_con", "loss_div"]
@@ -183,11 +203,9 @@ def write_html_report(
     heading to sort by it). `names` (file paths or sample ids) label the images."""
     escape = html.escape
     results, systems = report["results"], list(report["results"])
-    summary_rows = "\n".join(
-        f"<tr><td>{escape(label)}</td>"
-        + "".join(f"<td>{_format(results[system].get(key), decimals)}</td>" for system in systems)
-        + "</tr>"
-        for key, label, decimals in _rows(results)
+    summary = "\n".join(
+        f"<tr><td>{escape(label)}</td>" + "".join(f"<td>{value}</td>" for value in values) + "</tr>"
+        for label, values in summary_rows(results)
     )
     curves_html = "<p class=meta>No trainer_state.json next to the model: no training curves.</p>"
     if curves is not None:
@@ -230,7 +248,7 @@ References: {escape(report["notes"]["references"])}. SPICE: {escape(report["note
 <h2>Scores</h2>
 <table id="summary"><thead><tr><th>metric</th>{"".join(f"<th>{escape(s)}</th>" for s in systems)}</tr></thead>
 <tbody>
-{summary_rows}
+{summary}
 </tbody></table>
 <h2>Training curves</h2>
 {curves_html}
@@ -289,12 +307,8 @@ def plot_metric_curves(runs: dict[str, str], output: Path, key: str = "eval_sema
 
     figure, axis = plt.subplots(figsize=(6, 4))
     for label, model_dir in runs.items():
-        state_path = find_trainer_state(model_dir)
-        if state_path is None:
-            continue
-        history = json.loads(state_path.read_text())["log_history"]
-        points = sorted({entry["step"]: entry[key] for entry in history if key in entry and "step" in entry}.items())
-        if points:
+        found = read_log_history(model_dir)
+        if found is not None and (points := metric_series(found[1], key)):
             axis.plot(*zip(*points, strict=True), "o-", label=label, markersize=4)
     if not axis.lines:
         plt.close(figure)

@@ -31,7 +31,7 @@ def reward_tokens(caption: str) -> str:
 @torch.no_grad()
 def clip_reward(teacher, captions: list[str], image_embeds: torch.Tensor) -> torch.Tensor:
     """CLIP-S of `captions[i]` with image i, given the images' unit-norm teacher embeddings `(N, D)`; on the CPU."""
-    text_embeds = teacher.encode_texts(captions).float().cpu()
+    text_embeds = teacher.embed_texts(captions).float().cpu()
     return clip_score(image_embeds.float().cpu(), text_embeds)
 
 

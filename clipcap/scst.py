@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from clipcap.collator import TEACHER_INPUTS
+from clipcap.data import CAPTION_COLUMN
+from clipcap.metrics import mean_length, scenes_of
 from clipcap.rewards import CiderDReward, clip_reward
 from clipcap.synthetic import is_parseable
 from clipcap.trainer import CLIPGuidedTrainer
@@ -80,6 +82,8 @@ class SCSTTrainer(CLIPGuidedTrainer):
         Everything else is `CLIPGuidedTrainer`'s; the teacher is needed when `scst_clip_weight > 0`.
     """
 
+    training_stage = "self-critical training with a CLIP reward"
+
     def __init__(self, *args, scst: SCSTArguments, **kwargs):
         super().__init__(*args, **kwargs)
         self.scst = scst
@@ -89,9 +93,9 @@ class SCSTTrainer(CLIPGuidedTrainer):
         if scst.scst_cider_weight > 0:
             if self.train_dataset is None:
                 raise ValueError("the CIDEr-D reward needs the training split's references")
-            self.cider_reward = CiderDReward(self.train_dataset[self.caption_column])
-        columns = self.train_dataset.column_names if self.train_dataset is not None else []
-        self.check_parses = "scene" in columns  # the synthetic scenes' checker reads their captions' language
+            self.cider_reward = CiderDReward(self.train_dataset[CAPTION_COLUMN])
+        # The synthetic scenes' checker reads their captions' language: how many samples leave it is worth a log.
+        self.check_parses = self.train_dataset is not None and scenes_of(self.train_dataset) is not None
 
     def _sampling_config(self, model, samples: int, sample: bool):
         config = copy.deepcopy(model.generation_config)
@@ -201,7 +205,7 @@ class SCSTTrainer(CLIPGuidedTrainer):
                 self.record("train", f"scst_reward_{name}", rewards[name].mean())
         self.record("train", "scst_baseline", baselines.mean())
         self.record("train", "scst_advantage_std", advantages.std(unbiased=False))
-        self.record("train", "scst_sample_length", sum(len(c.split()) for c in captions) / len(captions))
+        self.record("train", "scst_sample_length", mean_length(captions))
         if self.check_parses:
             self.record("train", "scst_unparseable", sum(not is_parseable(c) for c in captions) / len(captions))
         return loss, outputs

@@ -1,10 +1,10 @@
 # Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
-"""The frozen CLIP teacher (open_clip): loading it, the checks that keep its cached embeddings honest, embedding a
-dataset with it, and its retrieval recall.
+"""The frozen CLIP teacher (open_clip): its arguments, loading it, its identity, embedding images and captions with it,
+and its retrieval recall.
 
 The teacher is only ever used without gradients, in eval mode. It is identified by its architecture and weights (the
-open_clip tag, or the SHA-256 of a local checkpoint), so that embeddings cached by `prepare_dataset.py` are never
-mixed with another teacher's at training time.
+open_clip tag, or the SHA-256 of a local checkpoint), so that embeddings cached in a dataset (`clipcap.teacher_cache`)
+are never mixed with another teacher's at training time.
 
 CLIP: Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision";
 open_clip: Ilharco et al. 2021 (github.com/mlfoundations/open_clip).
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import datasets
 import torch
 
 from clipcap.files import file_sha256
@@ -114,19 +113,6 @@ class TeacherIdentity:
     def describe(self) -> str:
         weights = f"sha256 {self.sha256[:12]}" if self.sha256 else f"'{self.pretrained}'"
         return f"{self.arch} ({weights})"
-
-
-def check_teacher_cache(cached: TeacherIdentity | dict | None, teacher: TeacherIdentity) -> None:
-    """Raise a one-line ValueError unless the embeddings in a dataset were made by `teacher`."""
-    if cached is None:
-        raise ValueError("the dataset has no teacher cache")
-    if isinstance(cached, dict):
-        cached = TeacherIdentity.from_dict(cached)
-    if not cached.same_teacher(teacher):
-        raise ValueError(
-            f"the dataset's teacher embeddings were made by {cached.describe()}, but the teacher is "
-            f"{teacher.describe()}; re-run prepare_dataset.py with this teacher, or train without the cache"
-        )
 
 
 class _DropRecords(logging.Filter):
@@ -225,128 +211,33 @@ class CLIPTeacher(torch.nn.Module):
         return next(self.model.parameters()).device
 
     @torch.no_grad()
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def embed_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings of an image batch `(batch, 3, H, W)` already preprocessed by `self.preprocess`."""
         pixel_values = pixel_values.to(self.device).contiguous(memory_format=torch.channels_last)
         return torch.nn.functional.normalize(self.model.encode_image(pixel_values).float(), dim=-1)
 
     @torch.no_grad()
-    def encode_texts(self, texts: list[str]) -> torch.Tensor:
-        return self.encode_tokens(self.tokenizer(texts))
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        """Unit-norm embeddings of caption strings."""
+        return self.embed_input_ids(self.tokenizer(texts))
 
     @torch.no_grad()
-    def encode_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Unit-norm embeddings of captions already tokenised by `self.tokenizer`."""
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings of captions already tokenised by `self.tokenizer` (`(batch, context_length)` ids)."""
         with self._autocast():
             return torch.nn.functional.normalize(self.model.encode_text(input_ids.to(self.device)).float(), dim=-1)
 
     @torch.no_grad()
-    def embed_images(self, images, batch_size: int = 64) -> torch.Tensor:
+    def embed_pil_images(self, images, batch_size: int = 64) -> torch.Tensor:
         """Unit-norm embeddings of PIL images (any sequence, a `datasets` column included, decoded a batch at a
         time), with the teacher's own preprocessing, `batch_size` images per forward pass."""
         chunks = [
-            self.encode_images(
+            self.embed_pixel_values(
                 torch.stack([self.preprocess(image.convert("RGB")) for image in images[i : i + batch_size]])
             )
             for i in range(0, len(images), batch_size)
         ]
         return torch.cat(chunks) if chunks else torch.empty(0, self.identity.embed_dim or 0, device=self.device)
-
-    @torch.no_grad()
-    def encode_text_lists(self, texts: list[list[str]]) -> list[torch.Tensor]:
-        """Embed lists of captions (each image's references) in one pass: one unit-norm `(len(list), D)` tensor per
-        list."""
-        flat = [text for group in texts for text in group]
-        if not flat:
-            return [torch.empty(0, self.identity.embed_dim or 0, device=self.device) for _ in texts]
-        return list(torch.split(self.encode_texts(flat), [len(group) for group in texts]))
-
-
-def embed_dataset(
-    dataset: datasets.Dataset,
-    teacher: CLIPTeacher,
-    image_column: str = "image",
-    caption_column: str = "captions",
-    batch_size: int = 64,
-) -> datasets.Dataset:
-    """Add the teacher's unit-norm `teacher_image_embeds` (D) and `teacher_text_embeds` (one D-vector per reference
-    caption) to a `datasets.Dataset`, through `Dataset.map` (cached by fingerprint).
-
-    Each distinct caption is embedded once: captions repeat (the demo's 38,680 training references hold 19,301
-    distinct texts), and the text tower costs as much per caption as the image tower per image."""
-    text_embeds, text_index = None, {}
-
-    def embed(batch):
-        nonlocal text_embeds
-        if text_embeds is None:  # on the first batch only, so that a cached map() embeds nothing
-            distinct = list(dict.fromkeys(text for references in dataset[caption_column] for text in references))
-            text_index.update((text, i) for i, text in enumerate(distinct))
-            chunks = [teacher.encode_texts(distinct[i : i + 256]).cpu() for i in range(0, len(distinct), 256)]
-            text_embeds = torch.cat(chunks) if chunks else torch.empty(0, teacher.identity.embed_dim or 0)
-        images = teacher.embed_images(batch[image_column])
-        return {
-            "teacher_image_embeds": images.cpu().numpy().tolist(),
-            "teacher_text_embeds": [
-                text_embeds[[text_index[text] for text in references]].numpy().tolist()
-                for references in batch[caption_column]
-            ],
-        }
-
-    features = datasets.Features(
-        {
-            **dataset.features,
-            "teacher_image_embeds": datasets.List(datasets.Value("float32")),
-            "teacher_text_embeds": datasets.List(datasets.List(datasets.Value("float32"))),
-        }
-    )
-    return dataset.map(
-        embed,
-        batched=True,
-        batch_size=batch_size,
-        features=features,
-        desc="Teacher embeddings",
-        # The teacher's identity, not a pickle of its weights, names the result (and finds it again on a rerun).
-        new_fingerprint=datasets.fingerprint.Hasher.hash(
-            [
-                dataset._fingerprint,
-                teacher.identity.to_dict(),
-                teacher.precision,
-                image_column,
-                caption_column,
-                "teacher-embeddings-v4",
-            ]
-        ),
-    )
-
-
-def add_teacher_embeddings(
-    dataset: datasets.DatasetDict,
-    metadata: dict,
-    teacher: CLIPTeacher,
-    train_split: str,
-    use_cache: bool = True,
-    compute_once: bool = True,
-    image_column: str = "image",
-    caption_column: str = "captions",
-) -> datasets.DatasetDict:
-    """Make sure every split carries `teacher`'s embeddings when training needs them.
-
-    A dataset cache (`prepare_dataset.py --clip_model ...`) is used when `use_cache` and it was made by this teacher
-    (`metadata["teacher"]`); a cache made by another teacher is refused. Without a usable cache, every image and
-    caption is embedded once here (`compute_once`), or the columns are left out and the trainer runs the teacher on
-    every batch.
-    """
-    cached = "teacher_image_embeds" in dataset[train_split].column_names
-    if cached and use_cache:
-        check_teacher_cache(metadata.get("teacher"), teacher.identity)
-        logger.info("Using the dataset's cached embeddings of %s", teacher.identity.describe())
-        return dataset
-    if cached:
-        dataset = dataset.remove_columns(["teacher_image_embeds", "teacher_text_embeds"])
-    if compute_once:
-        logger.info("Embedding every image and caption with %s once", teacher.identity.describe())
-        for split in dataset:
-            dataset[split] = embed_dataset(dataset[split], teacher, image_column, caption_column)
-    return dataset
 
 
 @torch.no_grad()

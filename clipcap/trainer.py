@@ -11,11 +11,11 @@ else from the frozen teacher on the fly. The teacher is held by the trainer, nev
 saved in a checkpoint.
 
 Evaluation adds caption metrics to the eval loss: the model captions the evaluation split (batched beam search
-through `clipcap.inference`) and `clipcap.metrics` scores the captions: CLIP-S with the teacher, BLEU-4, CIDEr,
-distinct-2, and, when the split carries synthetic scenes, semantic accuracy. The captions and scores of the latest
-evaluation are the public `last_caption_evaluation`. In a multi-process run each process captions a shard, after every
-process has taken rank 0's BatchNorm statistics (`clipcap.distributed`): all of them caption with the model that is
-saved.
+through `clipcap.inference`) and `clipcap.metrics.score_captions` scores the captions: CLIP-S with the teacher,
+BLEU-1..4, CIDEr, diversity, and, when the split carries synthetic scenes, semantic accuracy. The captions, scores
+and checker errors of the latest evaluation are the public `last_caption_evaluation`. In a multi-process run each
+process captions a shard, after every process has taken rank 0's BatchNorm statistics (`clipcap.distributed`): all of
+them caption with the model that is saved.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from transformers.utils import logging
 
 from clipcap.checkpoints import write_checkpoint_manifest
 from clipcap.collator import TEACHER_INPUTS, CaptionCollator
+from clipcap.data import CAPTION_COLUMN, IMAGE_COLUMN
 from clipcap.distributed import broadcast_buffers, match_gradient_layouts
 from clipcap.inference import caption_images
 from clipcap.losses import (
@@ -42,10 +43,13 @@ from clipcap.losses import (
     gather_features,
     repetition_unlikelihood_loss,
 )
-from clipcap.metrics import distinct_n, load_metric
+from clipcap.metrics import load_metric, scenes_of, score_captions
 from clipcap.training_args import CLIPGuidanceArguments
 
 logger = logging.get_logger(__name__)
+
+# The COCO metrics of the evaluations during training: METEOR and ROUGE-L are left to run_eval.py (METEOR starts Java).
+EVALUATION_COCO_METRICS = ("bleu", "cider")
 
 
 @dataclass
@@ -55,6 +59,7 @@ class CaptionEvaluation:
     step: int
     captions: list[str]
     metrics: dict[str, float] = field(default_factory=dict)
+    errors: list[list[str]] | None = None  # each caption's errors by the checker, on the synthetic scenes
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -78,23 +83,21 @@ class CLIPGuidedTrainer(Trainer):
         guidance (`CLIPGuidanceArguments`): loss weights and teacher options.
         teacher (`clipcap.teacher.CLIPTeacher`, *optional*): the frozen teacher; needed when a term is on and the
             dataset has no cache, and for CLIP-S in evaluation.
-        image_column (`str`), caption_column (`str`): the evaluation split's images and reference captions.
         All other arguments are the `Trainer`'s; `processing_class` should be the `ClipCapProcessor` (it is saved
         with every checkpoint, so a checkpoint directory loads with `from_pretrained` on its own).
     """
+
+    training_stage = "CLIP guidance"  # what the model was trained with, for a Hub commit message
 
     def __init__(
         self,
         *args,
         guidance: CLIPGuidanceArguments,
         teacher=None,
-        image_column: str = "image",
-        caption_column: str = "captions",
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.guidance, self.teacher = guidance, teacher
-        self.image_column, self.caption_column = image_column, caption_column
         self.last_caption_evaluation: CaptionEvaluation | None = None
         self._clip_metric = None  # the clip_score evaluate module with the teacher, loaded at the first evaluation
         # The CLIP terms are batch means, so the cross-entropy is one too, and every term is divided by the number of
@@ -119,8 +122,8 @@ class CLIPGuidedTrainer(Trainer):
                 f"loss term needs teacher {kind} embeddings: the dataset has no cache and no teacher is set"
             )
         if kind == "image":
-            return self.teacher.encode_images(inputs["teacher_pixel_values"])
-        return self.teacher.encode_tokens(inputs["teacher_input_ids"])
+            return self.teacher.embed_pixel_values(inputs["teacher_pixel_values"])
+        return self.teacher.embed_input_ids(inputs["teacher_input_ids"])
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -254,7 +257,7 @@ class CLIPGuidedTrainer(Trainer):
         model.eval()
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         indices = list(range(rank, len(dataset), world))
-        images = dataset.select(indices)[self.image_column]
+        images = dataset.select(indices)[IMAGE_COLUMN]
         captions = caption_images(
             model, self.processing_class, images, batch_size or self.args.eval_caption_batch_size
         )
@@ -264,31 +267,32 @@ class CLIPGuidedTrainer(Trainer):
         return [ordered[i] for i in range(len(dataset))]
 
     def caption_metrics(self, dataset) -> dict[str, float]:
-        """Caption `dataset` and score: CLIP-S (teacher), BLEU-4, CIDEr, distinct-2, semantic accuracy if synthetic.
-        The captions and scores become `last_caption_evaluation`."""
+        """Caption `dataset` and score the captions (`clipcap.metrics.score_captions`): CLIP-S by the teacher,
+        BLEU, CIDEr, diversity, and semantic accuracy on the synthetic scenes. The captions, scores and the checker's
+        errors become `last_caption_evaluation`."""
         predictions = self.caption_dataset(dataset)
-        scores = {}
-        coco = load_metric("coco_captions").compute(
-            predictions=predictions, references=dataset[self.caption_column][:], metrics=("bleu", "cider")
-        )
-        scores["bleu_4"], scores["cider"] = coco["bleu_4"], coco["cider"]
-        scores["distinct_2"] = distinct_n(predictions, 2)
-        scores["mean_length"] = sum(len(p.split()) for p in predictions) / max(len(predictions), 1)
+        image_embeds = None
         if self.teacher is not None:
             if "teacher_image_embeds" in dataset.column_names and self.guidance.use_teacher_cache:
                 image_embeds = torch.tensor(dataset["teacher_image_embeds"][:])
             else:
-                image_embeds = self.teacher.embed_images(dataset[self.image_column]).cpu()
+                image_embeds = self.teacher.embed_pil_images(dataset[IMAGE_COLUMN]).cpu()
             if self._clip_metric is None:
                 self._clip_metric = load_metric("clip_score", teacher=self.teacher)
-            scores["clip_s"] = self._clip_metric.compute(predictions=predictions, image_embeds=image_embeds)["clip_s"]
-        if "scene" in dataset.column_names:
-            accuracy = load_metric("semantic_accuracy").compute(
-                predictions=predictions, references=dataset["scene"][:]
-            )
-            scores.update(accuracy)
-        scores = {key: round(value, 6) if isinstance(value, float) else value for key, value in scores.items()}
-        self.last_caption_evaluation = CaptionEvaluation(self.state.global_step, predictions, scores)
+        corpus, per_image = score_captions(
+            predictions,
+            dataset[CAPTION_COLUMN][:],
+            image_embeds,
+            self._clip_metric,
+            scenes=scenes_of(dataset),
+            coco_metrics=EVALUATION_COCO_METRICS,
+            ref_clip_s=False,
+        )
+        scores = {key: round(value, 6) if isinstance(value, float) else value for key, value in corpus.items()}
+        scores = {key: value for key, value in scores.items() if value is not None}  # SPICE: not computed here
+        self.last_caption_evaluation = CaptionEvaluation(
+            self.state.global_step, predictions, scores, per_image.get("errors")
+        )
         return scores
 
     def final_evaluation(self) -> dict[str, float]:

@@ -109,6 +109,16 @@ class SCSTArguments:
         if self.scst_temperature <= 0:
             raise ValueError(f"scst_temperature={self.scst_temperature} must be > 0")
 
+    @property
+    def needs_teacher_images(self) -> bool:
+        """The stage's CLIP-S reward reads the teacher's embeddings of the images."""
+        return self.scst and self.scst_clip_weight > 0
+
+    @property
+    def needs_references(self) -> bool:
+        """The stage's CIDEr-D reward reads every reference caption of the batch."""
+        return self.scst and self.scst_cider_weight > 0
+
 
 @dataclass
 class ClipCapTrainingArguments(TrainingArguments):

@@ -98,16 +98,16 @@ def reward_sensitivity(teacher_dir: str) -> dict[str, tuple[float, int]]:
     false, by kind of fact (1.0: it always tells them apart; 0.5: chance), and the number of scenes compared."""
     import datasets
 
-    from clipcap.metrics import clip_score
+    from clipcap.metrics import clip_score, scenes_of
     from clipcap.teacher import CLIPTeacher
 
     validation = datasets.load_from_disk(str(ROOT / "data" / "demo"))["validation"]
     teacher = CLIPTeacher.from_pretrained("ClipCap-LiT-S", str(ROOT / teacher_dir), precision="bf16")
-    images = teacher.embed_images(validation["image"])
+    images = teacher.embed_pil_images(validation["image"])
     wins: dict[str, list[bool]] = {}
-    for i, scene_json in enumerate(validation["scene"]):
+    for i, scene_json in enumerate(scenes_of(validation)):
         for fact, (true, false) in true_and_false_captions(Scene.from_json(scene_json)).items():
-            scores = clip_score(images[i].expand(2, -1), teacher.encode_texts([true, false]))
+            scores = clip_score(images[i].expand(2, -1), teacher.embed_texts([true, false]))
             wins.setdefault(fact, []).append(bool(scores[0] > scores[1]))
     return {fact: (sum(w) / len(w), len(w)) for fact, w in sorted(wins.items())}
 

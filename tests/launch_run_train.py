@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from safetensors.torch import save_file  # noqa: E402
 
 import run_train  # noqa: E402
+from clipcap.data import IMAGE_COLUMN  # noqa: E402
 from clipcap.inference import caption_images  # noqa: E402
 from clipcap.trainer import CLIPGuidedTrainer  # noqa: E402
 
@@ -23,7 +24,7 @@ def final_evaluation_and_dump(self):
     out, rank = Path(os.environ["RANK_DIR"]), self.accelerator.process_index
     model = self.accelerator.unwrap_model(self.model).eval()
     save_file({name: tensor.clone() for name, tensor in model.state_dict().items()}, out / f"rank{rank}.safetensors")
-    captions = caption_images(model, self.processing_class, self.eval_dataset[self.image_column], batch_size=8)
+    captions = caption_images(model, self.processing_class, self.eval_dataset[IMAGE_COLUMN], batch_size=8)
     dump = {"captions": captions, "evaluation": self.last_caption_evaluation.captions, "metrics": metrics}
     (out / f"rank{rank}.json").write_text(json.dumps(dump))
     return metrics

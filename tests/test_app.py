@@ -64,9 +64,9 @@ def test_the_demo_captions_three_ways_with_clip_s_and_the_checkers_verdict(app_d
     rows = demo.caption(image, scene)
     assert [row["decoding"] for row in rows] == ["greedy", "beam search", "sampling"]
     assert {row["decoding"]: row["caption"] for row in rows} == expected_captions(model, processor, image)
-    image_embeds = teacher.embed_images([image]).cpu()
+    image_embeds = teacher.embed_pil_images([image]).cpu()
     for row in rows:
-        expected = clip_score(image_embeds, teacher.encode_texts([row["caption"]]).cpu())[0].item()
+        expected = clip_score(image_embeds, teacher.embed_texts([row["caption"]]).cpu())[0].item()
         assert row["clip_s"] == pytest.approx(expected, abs=1e-6)
         errors = synthetic.caption_errors(row["caption"], scene)
         assert row["verdict"] == ("correct" if not errors else ", ".join(errors))
@@ -89,7 +89,7 @@ def free_port() -> int:
 def test_the_app_in_a_real_browser(app_dirs, teacher_checkpoint, tmp_path):
     """app.py serves on 127.0.0.1; headless Chromium uploads an image and reads the three captions back, then picks
     a validation scene and reads the checker's verdict. Set CLIPCAP_APP_MODEL to serve another model directory (its
-    own teacher and scenes), and CLIPCAP_APP_SCREENSHOT to keep the screenshot (README's docs/app.png)."""
+    own teacher and scenes), and CLIPCAP_APP_SCREENSHOT to keep the screenshot (docs/app.png, shown in docs/app.md)."""
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (Debian/Ubuntu: apt-get install chromium): the browser test needs it")
     from playwright.sync_api import sync_playwright
@@ -145,7 +145,7 @@ def test_the_app_in_a_real_browser(app_dirs, teacher_checkpoint, tmp_path):
             assert shown == expected
 
             # A validation scene: its true description, its captions, and the checker's verdict on each.
-            page.click("#scene input")
+            page.click("#scene-picker input")
             page.get_by_role("option").nth(1).click()
             details = f"#{element_id('greedy')}-details"
             done = "(e => e && e.innerText.includes('checker:') && !e.innerText.includes('processing'))"

@@ -172,7 +172,7 @@ def test_the_evaluate_modules_load_from_the_installed_project_anywhere(tmp_path)
     """From a directory outside the repository, in a fresh `python -I`: the installed project's module loads by path,
     with no network, and scores as in this process."""
     from clipcap.metrics import load_metric
-    from tests.test_synthetic import ROW  # a red toaster to the left of two blue kettles
+    from tests.synthetic.scenes import ROW  # a red toaster to the left of two blue kettles
 
     captions = ["a red toaster to the left of two blue kettles", "a green toaster to the left of two blue kettles"]
     ran = run_isolated(EVALUATE_RUN, ROW.to_json(), tmp_path)

@@ -28,7 +28,7 @@ from clipcap.metrics import (
 )
 from clipcap.teacher import CLIPTeacher
 from tests.conftest import ROOT, tiny_dataset, train_argv
-from tests.test_synthetic import COLUMN, ROW
+from tests.synthetic.scenes import COLUMN, ROW
 
 # ------------------------------------------------------------------------------------------------------------ metrics
 
@@ -157,10 +157,10 @@ def test_clip_score_module_equals_clip_s_and_ref_clip_s_of_the_teacher(teacher_c
     images = [synthetic.render_scene(scene, size=48) for scene in (ROW, COLUMN, ROW)]
     captions = SCENE_CAPTIONS[:3]
     references = [["a red toaster", "two kettles"], [], ["a toaster"]]
-    image_embeds = teacher.embed_images(images).cpu()
-    caption_embeds = teacher.encode_texts(captions).cpu()
+    image_embeds = teacher.embed_pil_images(images).cpu()
+    caption_embeds = teacher.embed_texts(captions).cpu()
     expected_clip_s = clip_score(image_embeds, caption_embeds)
-    flat = teacher.encode_texts([text for refs in references for text in refs]).cpu()
+    flat = teacher.embed_texts([text for refs in references for text in refs]).cpu()
     expected_ref = ref_clip_score(expected_clip_s, caption_embeds, list(torch.split(flat, [2, 0, 1])))
 
     metric = load_metric("clip_score", teacher=teacher)
@@ -182,7 +182,7 @@ def test_clip_score_module_equals_clip_s_and_ref_clip_s_of_the_teacher(teacher_c
     }
     # A caption given for every image (the generic baseline) is embedded once.
     generic = metric.compute(predictions=["a kitchen"] * 3, image_embeds=image_embeds, per_caption=True)
-    one = teacher.encode_texts(["a kitchen"]).cpu()
+    one = teacher.embed_texts(["a kitchen"]).cpu()
     assert generic["per_caption"]["clip_s"] == clip_score(image_embeds, one.expand(3, -1)).tolist()
     with pytest.raises(ValueError, match="needs the images, or their embeddings"):
         metric.compute(predictions=captions)

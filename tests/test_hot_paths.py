@@ -13,8 +13,9 @@ from transformers import GPT2Config, GPT2LMHeadModel, NoRepeatNGramLogitsProcess
 import run_train
 from clipcap.collator import CaptionCollator
 from clipcap.encoder_cache import add_encoder_features
+from clipcap.pretrained import from_pretrained_parts
 from configuration_clipcap import FAST_GELU
-from modeling_clipcap import ClipCapForCaptioning, NoRepeatNGramBlocker
+from modeling_clipcap import NoRepeatNGramBlocker
 from processing_clipcap import ClipCapProcessor
 from tests.conftest import ROOT, TINY_DECODER, tiny_config, tiny_dataset, tiny_model, train_argv
 
@@ -186,7 +187,7 @@ def test_decoders_run_gpt2s_gelu_as_one_kernel(tmp_path):
     torch.manual_seed(0)
     gpt2 = GPT2LMHeadModel(GPT2Config(**TINY_DECODER, vocab_size=50257)).eval()  # GPT-2's own "gelu_new"
     gpt2.save_pretrained(tmp_path / "gpt2")
-    model = ClipCapForCaptioning.from_pretrained_parts(tiny_config(decoder_name_or_path=str(tmp_path / "gpt2")))
+    model = from_pretrained_parts(tiny_config(decoder_name_or_path=str(tmp_path / "gpt2")))
     assert model.config.text_config.activation_function == FAST_GELU
     ids = torch.tensor([[464, 3290, 318, 257, 1332]])
     expected = gpt2(input_ids=ids).logits

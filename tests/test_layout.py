@@ -1,12 +1,16 @@
 """The project's layout rules, read from the import graph of its source files (nothing is imported or run).
 
-- The model's own files (configuration, modeling, pipeline, processing) import nothing of the project but each other: a saved
-  model directory carries them for `trust_remote_code`.
+- The model's own files (configuration, modeling, pipeline, processing) import nothing of the project but each
+  other: a saved model directory carries them for `trust_remote_code`.
 - No script imports another script, and no module of `clipcap/` imports a script.
 - Project imports stand at module top, never inside a function or class body.
 - The library and the model files have no import cycle.
-- pyproject.toml installs the model files and the `clipcap` package, no script and no generic top-level name, and
-  README.md's "Project layout" names every module.
+- pyproject.toml installs the model files and the `clipcap` package with its subpackages, no script and no generic
+  top-level name, and the "Project layout" of docs/layout.md (linked from README.md) names every module.
+- The model files hold modules only: no weight supply (downloads, packaged weights, checksums, conversions), which
+  lives in `clipcap.pretrained` and which a saved model never needs. (The processor loads its tokenizer.)
+- One place knows which column holds a synthetic scene's description: no module outside the `clipcap.synthetic`
+  package and `clipcap.metrics` names it (the trainer, the scripts, the app and FiftyOne read it through them).
 """
 
 import ast
@@ -16,11 +20,41 @@ from tests.conftest import ROOT
 
 SCRIPTS = {"run_train", "prepare_dataset", "run_eval", "caption", "train_clip_teacher", "app"}
 MODEL_FILES = {"configuration_clipcap", "modeling_clipcap", "pipeline_clipcap", "processing_clipcap"}
-LIBRARY = {f"clipcap.{path.stem}" for path in (ROOT / "clipcap").glob("*.py") if path.stem != "__init__"}
+
+
+def package_modules(package: str) -> set[str]:
+    """Every module of `package`, through its subpackages (a subpackage is a module too: its `__init__.py`)."""
+    directory = ROOT / package.replace(".", "/")
+    modules = {f"{package}.{path.stem}" for path in directory.glob("*.py") if path.stem != "__init__"}
+    for subpackage in (path.parent.name for path in directory.glob("*/__init__.py")):
+        modules |= {f"{package}.{subpackage}"} | package_modules(f"{package}.{subpackage}")
+    return modules
 
 
 def source_path(module: str):
-    return ROOT / (module.replace(".", "/") + ".py")
+    path = ROOT / module.replace(".", "/")
+    return path / "__init__.py" if (path / "__init__.py").is_file() else path.with_suffix(".py")
+
+
+LIBRARY = package_modules("clipcap")
+SUBPACKAGES = {module for module in LIBRARY if source_path(module).name == "__init__.py"}
+
+
+def imported_modules(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
+    """The modules an import statement of `module` names: `from package import module` names that module, a
+    relative import inside a package resolves against it."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    source = node.module
+    if node.level:
+        package = module if source_path(module).name == "__init__.py" else module.rpartition(".")[0]
+        if not package:  # `from .configuration_clipcap import ...` inside a model directory
+            return [node.module]
+        parts = package.split(".")
+        package = ".".join(parts[: len(parts) - node.level + 1])
+        source = f"{package}.{node.module}" if node.module else package
+    names = [f"{source}.{alias.name}" if f"{source}.{alias.name}" in LIBRARY else source for alias in node.names]
+    return list(dict.fromkeys(names))
 
 
 def project_imports(module: str, text: str | None = None) -> list[tuple[str, int, bool]]:
@@ -33,18 +67,9 @@ def project_imports(module: str, text: str | None = None) -> list[tuple[str, int
             top_level.update(id(child) for block in (node.body, *(h.body for h in node.handlers)) for child in block)
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # `from .configuration_clipcap import ...` inside a model directory
-                names = [node.module]
-            elif node.module == "clipcap":  # `from clipcap import synthetic`
-                names = [f"clipcap.{alias.name}" for alias in node.names]
-            else:
-                names = [node.module]
-        else:
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
             continue
-        for name in names:
+        for name in imported_modules(module, node):
             if name in SCRIPTS or name in MODEL_FILES or name in LIBRARY:
                 found.append((name, node.lineno, id(node) in top_level))
     return found
@@ -56,6 +81,21 @@ def test_the_layout_finds_every_module():
     # The walk sees a lazy import and a script import where there is one (the checker itself can fail).
     probe = "import run_eval\n\n\ndef f():\n    from clipcap import teacher\n"
     assert project_imports("probe", probe) == [("run_eval", 1, True), ("clipcap.teacher", 5, False)]
+    # A subpackage's modules, its `__init__.py` as the package, its relative imports; a model file's relative import.
+    assert {"clipcap.synthetic", "clipcap.synthetic.grammar", "clipcap.synthetic.__main__"} <= LIBRARY
+    assert SUBPACKAGES == {"clipcap.synthetic"}
+    assert source_path("clipcap.synthetic") == ROOT / "clipcap" / "synthetic" / "__init__.py"
+    assert source_path("clipcap.synthetic.grammar") == ROOT / "clipcap" / "synthetic" / "grammar.py"
+    probe = "from .grammar import X\nfrom . import scene\nfrom .. import files\nfrom clipcap.synthetic import Scene\n"
+    assert project_imports("clipcap.synthetic.checker", probe) == [
+        ("clipcap.synthetic.grammar", 1, True),
+        ("clipcap.synthetic.scene", 2, True),
+        ("clipcap.files", 3, True),
+        ("clipcap.synthetic", 4, True),
+    ]
+    assert project_imports("clipcap.synthetic", "from .scene import Scene\n") == [("clipcap.synthetic.scene", 1, True)]
+    probe = "from .configuration_clipcap import ClipCapConfig\n"
+    assert project_imports("modeling_clipcap", probe) == [("configuration_clipcap", 1, True)]
 
 
 def test_model_files_import_only_each_other():
@@ -94,17 +134,95 @@ def test_no_import_cycles():
         visit(module)
 
 
+# What fetching, checking or converting weights takes; none of it belongs in a model file.
+WEIGHT_SUPPLY_MODULES = {"hashlib", "importlib", "safetensors", "zipfile", "tempfile", "urllib", "huggingface_hub"}
+WEIGHT_SUPPLY_CALLS = {"get_model_weights", "load_state_dict_from_url", "hf_hub_download", "from_pretrained"}
+
+
+def weight_supply(text: str) -> list[str]:
+    """What in a source `text` fetches, checks or converts weights: an import of a module of
+    `WEIGHT_SUPPLY_MODULES`, a call of `WEIGHT_SUPPLY_CALLS` on anything but the class itself (`super()`,
+    `cls`), or a `pretrained=` argument that is not False."""
+    found = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            found += [
+                f"import {name} (line {node.lineno})" for name in names if name.split(".")[0] in WEIGHT_SUPPLY_MODULES
+            ]
+        elif isinstance(node, ast.Call):
+            function = node.func
+            name = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", "")
+            own = isinstance(function, ast.Attribute) and (
+                (isinstance(function.value, ast.Call) and getattr(function.value.func, "id", "") == "super")
+                or getattr(function.value, "id", "") == "cls"
+            )
+            if name in WEIGHT_SUPPLY_CALLS and not own:
+                found.append(f"{name}() (line {node.lineno})")
+            for keyword in node.keywords:
+                if keyword.arg == "pretrained" and not (
+                    isinstance(keyword.value, ast.Constant) and keyword.value.value is False
+                ):
+                    found.append(f"pretrained= (line {node.lineno})")
+    return found
+
+
+def test_model_files_hold_no_weight_supply():
+    for module in MODEL_FILES - {"processing_clipcap"}:  # the processor does load its tokenizer files
+        assert not (found := weight_supply(source_path(module).read_text())), f"{module}: {found}"
+    # The check sees each kind of weight supply (it can fail), and the weight supply does live in clipcap.pretrained.
+    probe = (
+        "import hashlib\nfrom safetensors.torch import load_file\nm = timm.create_model(n, pretrained=True)\n"
+        "GPT2LMHeadModel.from_pretrained(p)\nsuper().from_pretrained(p)\nm = create(n, pretrained=False)\n"
+    )
+    assert weight_supply(probe) == [
+        "import hashlib (line 1)",
+        "import safetensors.torch (line 2)",
+        "pretrained= (line 3)",
+        "from_pretrained() (line 4)",
+    ]
+    assert weight_supply(source_path("clipcap.pretrained").read_text())
+
+
+SCENE_COLUMN_OWNERS = {"clipcap.metrics"} | {m for m in LIBRARY if m.startswith("clipcap.synthetic")}
+
+
+def scene_column_mentions(text: str) -> list[int]:
+    """Lines of a source `text` that name the scene column: the string "scene", or `SCENE_COLUMN`."""
+    lines = []
+    for node in ast.walk(ast.parse(text)):
+        literal = isinstance(node, ast.Constant) and node.value == "scene"
+        constant = (
+            (isinstance(node, ast.Name) and node.id == "SCENE_COLUMN")
+            or (isinstance(node, ast.Attribute) and node.attr == "SCENE_COLUMN")
+            or (isinstance(node, ast.alias) and node.name == "SCENE_COLUMN")
+        )
+        if literal or constant:
+            lines.append(getattr(node, "lineno", 0))
+    return lines
+
+
+def test_only_the_synthetic_package_and_the_metrics_name_the_scene_column():
+    for module in (SCRIPTS | MODEL_FILES | LIBRARY) - SCENE_COLUMN_OWNERS:
+        assert not (lines := scene_column_mentions(source_path(module).read_text())), f"{module}, lines {lines}"
+    probe = 'x = row["scene"]\nfrom clipcap.synthetic import SCENE_COLUMN\ny = synthetic.SCENE_COLUMN\nz = "scenes"\n'
+    assert len(scene_column_mentions(probe)) == 3
+    assert scene_column_mentions(source_path("clipcap.metrics").read_text())
+
+
 def test_pyproject_installs_the_model_files_and_the_package_only():
     pyproject = (ROOT / "pyproject.toml").read_text()  # read as text: tomllib is Python 3.11+, the project 3.10+
     (modules,) = re.findall(r"^py-modules = \[(.*)\]$", pyproject, re.MULTILINE)
     (packages,) = re.findall(r"^packages = \[(.*)\]$", pyproject, re.MULTILINE)
-    assert set(re.findall(r'"(\w+)"', modules)) == MODEL_FILES and re.findall(r'"(\w+)"', packages) == ["clipcap"]
+    assert set(re.findall(r'"(\w+)"', modules)) == MODEL_FILES
+    assert re.findall(r'"([\w.]+)"', packages) == ["clipcap", *sorted(SUBPACKAGES)]
 
 
-def test_readme_project_layout_names_every_module():
-    readme = (ROOT / "README.md").read_text()
-    layout = readme[readme.index("## Project layout") :]
+def test_the_project_layout_page_names_every_module():
+    assert "(docs/layout.md)" in (ROOT / "README.md").read_text()  # the front page links it
+    page = (ROOT / "docs" / "layout.md").read_text()
+    layout = page[page.index("## Project layout") :]
     layout = layout[: layout.index("\n## ", 1)]
-    named = set(re.findall(r"`((?:clipcap/)?\w+\.py)`", layout))
-    expected = {f"{m}.py" for m in SCRIPTS | MODEL_FILES} | {f"{m.replace('.', '/')}.py" for m in LIBRARY}
-    assert expected <= named, f"README's Project layout misses {sorted(expected - named)}"
+    named = set(re.findall(r"`((?:\w+/)*\w+\.py)`", layout))
+    expected = {source_path(m).relative_to(ROOT).as_posix() for m in SCRIPTS | MODEL_FILES | LIBRARY}
+    assert expected <= named, f"docs/layout.md's Project layout misses {sorted(expected - named)}"

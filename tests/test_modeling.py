@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from clipcap.pretrained import from_pretrained_parts
 from configuration_clipcap import ClipCapConfig
 from modeling_clipcap import ClipCapForCaptioning
 from tests.conftest import TINY_DECODER, tiny_config, tiny_model
@@ -30,7 +31,7 @@ def test_loss_is_cross_entropy_over_caption_tokens_only(mapper_type, features, p
 
     # By hand: run the decoder on [prefix; caption] and score each real caption token, EOS included, with the logits
     # of the position before it. Prefix positions and padding have no target.
-    prefix = model.encode_images(pixel_values)
+    prefix = model.get_prefix_embeds(pixel_values)
     embeds = torch.cat([prefix, model.decoder.transformer.wte(input_ids)], dim=1)
     mask = torch.cat([torch.ones(4, 4, dtype=torch.long), attention_mask], dim=1)
     full_logits = model.decoder(inputs_embeds=embeds, attention_mask=mask).logits
@@ -97,7 +98,7 @@ def manual_greedy(model, pixel_values, max_new_tokens, starts=None):
     each image's caption start (token ids), which the decoder reads after the prefix."""
     captions = []
     for i, image in enumerate(pixel_values):
-        embeds = model.encode_images(image[None])
+        embeds = model.get_prefix_embeds(image[None])
         tokens = list(starts[i]) if starts else []
         if tokens:
             embeds = torch.cat([embeds, model.decoder.transformer.wte(torch.tensor(tokens))[None]], dim=1)
@@ -233,7 +234,7 @@ def local_gpt2(tmp_path):
 
 def test_from_pretrained_parts_loads_a_local_gpt2(local_gpt2):
     gpt2, path = local_gpt2
-    model = ClipCapForCaptioning.from_pretrained_parts(tiny_config(decoder_name_or_path=path))
+    model = from_pretrained_parts(tiny_config(decoder_name_or_path=path))
     assert model.config.text_config.n_inner == 48  # the decoder's shape follows the checkpoint
     for name, tensor in gpt2.state_dict().items():
         assert torch.equal(model.decoder.state_dict()[name], tensor), name
@@ -253,14 +254,14 @@ def test_a_local_decoder_directory_brings_its_own_tokenizer(tmp_path):
     gpt2.resize_token_embeddings(len(tokenizer))
     gpt2.save_pretrained(tmp_path / "tuned")
     tokenizer.save_pretrained(tmp_path / "tuned")
-    model = ClipCapForCaptioning.from_pretrained_parts(tiny_config(decoder_name_or_path=str(tmp_path / "tuned")))
+    model = from_pretrained_parts(tiny_config(decoder_name_or_path=str(tmp_path / "tuned")))
     processor = ClipCapProcessor.from_config(model.config)
     assert len(processor.tokenizer) == model.config.text_config.vocab_size == 50258
     assert processor.tokenizer("a <|appliance|>").input_ids == [64, 220, 50257]
 
     (tmp_path / "bare").mkdir()
     gpt2.save_pretrained(tmp_path / "bare")  # weights only
-    bare = ClipCapForCaptioning.from_pretrained_parts(tiny_config(decoder_name_or_path=str(tmp_path / "bare")))
+    bare = from_pretrained_parts(tiny_config(decoder_name_or_path=str(tmp_path / "bare")))
     assert len(ClipCapProcessor.from_config(bare.config).tokenizer) == 50257
     small = tiny_config(text_config={**TINY_DECODER, "vocab_size": 50000})
     with pytest.raises(ValueError, match="the tokenizer has 50258 tokens but the decoder's vocabulary only 50000"):
@@ -269,7 +270,7 @@ def test_a_local_decoder_directory_brings_its_own_tokenizer(tmp_path):
 
 def test_from_pretrained_parts_fails_offline_with_one_clear_line():
     with pytest.raises(OSError) as error:
-        ClipCapForCaptioning.from_pretrained_parts(tiny_config(decoder_name_or_path="distilgpt2"))
+        from_pretrained_parts(tiny_config(decoder_name_or_path="distilgpt2"))
     message = str(error.value)
     assert message.startswith("Could not load decoder weights from 'distilgpt2'") and "\n" not in message
 
@@ -326,5 +327,5 @@ def test_bf16_autocast_training_step_on_cpu(pixel_values):
 def test_freezing_a_random_encoder_warns(local_gpt2, caplog):
     config = tiny_config(decoder_name_or_path=local_gpt2[1], freeze_encoder=True)
     with caplog.at_level("WARNING"):
-        ClipCapForCaptioning.from_pretrained_parts(config)
+        from_pretrained_parts(config)
     assert "freezes a random encoder" in caplog.text

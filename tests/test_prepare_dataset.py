@@ -230,8 +230,8 @@ def test_synthetic_default_end_to_end(fiftyone_db, tmp_path):
 def test_export_directory_source_makes_captions_from_labels(fiftyone_db, tmp_path):
     import fiftyone as fo
 
-    dataset = synthetic.build_fiftyone_dataset("export-me", tmp_path / "images", 8, 0, seed=5, image_size=48,
-                                               progress=False)  # fmt: skip
+    dataset = fiftyone_data.build_fiftyone_dataset("export-me", tmp_path / "images", 8, 0, seed=5, image_size=48,
+                                                   progress=False)  # fmt: skip
     dataset.export(
         export_dir=str(tmp_path / "export"),
         dataset_type=fo.types.FiftyOneImageDetectionDataset,
@@ -424,8 +424,8 @@ def test_every_sample_of_a_tagged_export_is_in_a_split_or_counted(fiftyone_db, t
     counted by reason in the output, the metadata and the card; so are the samples --num_train leaves out."""
     import fiftyone as fo
 
-    dataset = synthetic.build_fiftyone_dataset("tag-mix", tmp_path / "images", 32, 0, seed=3, image_size=32,
-                                               progress=False)  # fmt: skip
+    dataset = fiftyone_data.build_fiftyone_dataset("tag-mix", tmp_path / "images", 32, 0, seed=3, image_size=32,
+                                                   progress=False)  # fmt: skip
     ids = dataset.values("id")
     dataset.select(ids[20:24]).set_values("tags", [["validation"]] * 4)
     dataset.select(ids[24:30]).set_values("tags", [[]] * 6)
@@ -512,7 +512,8 @@ def test_teacher_cache_shapes_unit_norm_identity_and_refusal(fiftyone_db, tmp_pa
     import torch
 
     from clipcap.files import file_sha256
-    from clipcap.teacher import CLIPTeacher, check_teacher_cache
+    from clipcap.teacher import CLIPTeacher
+    from clipcap.teacher_cache import check_teacher_cache
 
     first, second = tiny_clip_checkpoints
     args = synthetic_args(
@@ -533,9 +534,9 @@ def test_teacher_cache_shapes_unit_norm_identity_and_refusal(fiftyone_db, tmp_pa
             texts = np.asarray(row["teacher_text_embeds"])
             assert texts.shape == (len(row["captions"]), 16)
             assert np.allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-5)
-            expected = teacher.encode_texts(row["captions"]).numpy()
+            expected = teacher.embed_texts(row["captions"]).numpy()
             assert np.allclose(texts, expected, atol=1e-5)
-        expected = teacher.embed_images(dataset_dict[split]["image"]).numpy()
+        expected = teacher.embed_pil_images(dataset_dict[split]["image"]).numpy()
         assert np.allclose(images, expected, atol=1e-5)
 
     assert metadata["teacher"]["sha256"] == file_sha256(first)
@@ -544,7 +545,7 @@ def test_teacher_cache_shapes_unit_norm_identity_and_refusal(fiftyone_db, tmp_pa
     other = CLIPTeacher.from_pretrained("ClipCap-Test-Tiny", second).identity
     with pytest.raises(ValueError, match="made by ClipCap-Test-Tiny \\(sha256 .*re-run prepare_dataset.py"):
         check_teacher_cache(metadata["teacher"], other)
-    assert isinstance(teacher.encode_images(torch.zeros(1, 3, 32, 32)), torch.Tensor)
+    assert isinstance(teacher.embed_pixel_values(torch.zeros(1, 3, 32, 32)), torch.Tensor)
 
 
 def test_teacher_offline_tag_is_one_line(caplog):

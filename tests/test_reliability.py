@@ -1,4 +1,4 @@
-"""The promises of RELIABILITY.md: a killed run resumes exactly, a non-finite loss stops training before it touches
+"""The promises of docs/reliability.md: a killed run resumes exactly, a non-finite loss stops training before it touches
 the weights, checkpoints are used only when whole, weights load only from safetensors, tokens never reach a file."""
 
 import json
@@ -473,8 +473,8 @@ def test_prepare_dataset_config_errors_are_one_line(tmp_path, capsys):
 def test_imagenet_weights_are_hash_checked_and_unpickled_weights_only(monkeypatch):
     import torchvision
 
+    from clipcap.pretrained import load_backbone
     from configuration_clipcap import ClipCapConfig
-    from modeling_clipcap import load_backbone
 
     reference = torchvision.models.mobilenet_v2()
     calls = []
@@ -484,8 +484,8 @@ def test_imagenet_weights_are_hash_checked_and_unpickled_weights_only(monkeypatc
         return reference.state_dict()
 
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", fake_download)
-    backbone, library = load_backbone(ClipCapConfig(encoder_pretrained=True), pretrained=True)
-    assert library == "torchvision" and len(calls) == 1
+    backbone = load_backbone(ClipCapConfig(encoder_pretrained=True), pretrained=True)
+    assert isinstance(backbone, torchvision.models.MobileNetV2) and len(calls) == 1
     url, kwargs = calls[0]
     assert url.endswith(".pth") and kwargs["check_hash"] is True and kwargs["weights_only"] is True
     assert all(torch.equal(value, backbone.state_dict()[key]) for key, value in reference.state_dict().items())

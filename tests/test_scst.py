@@ -214,8 +214,8 @@ def test_the_reward_is_the_weighted_parts_and_a_zero_clip_weight_never_calls_the
     assert logged["scst_reward"] == pytest.approx(total, rel=1e-5)
     captions = trainer.processing_class.batch_decode(sampled[0])
     if "clip_s" in parts:  # CLIP-S of each sample with its image, by the teacher
-        images = inner.encode_images(batch["teacher_pixel_values"]).repeat_interleave(3, dim=0)
-        by_hand = clip_score(images, inner.encode_texts(captions)).mean().item()
+        images = inner.embed_pixel_values(batch["teacher_pixel_values"]).repeat_interleave(3, dim=0)
+        by_hand = clip_score(images, inner.embed_texts(captions)).mean().item()
         assert logged["scst_reward_clip_s"] == pytest.approx(by_hand, rel=1e-5)
     if "cider" in parts:
         references = [refs for refs in batch["references"] for _ in range(3)]
@@ -250,7 +250,7 @@ def test_the_demo_preset_is_the_stage_from_the_demo_captioner():
     assert model_args.model_name_or_path == "outputs/demo" and data_args.dataset_dir == "data/demo"
     assert teacher_args.clip_pretrained == "outputs/demo-teacher"
     assert (guidance.lambda_cos, guidance.lambda_con, guidance.lambda_div) == (0.0, 0.0, 0.0)
-    run_train.check_scst_arguments(model_args, guidance)  # what run_train.py checks before it starts
+    run_train.check_arguments(model_args, data_args, guidance, scst, training_args)  # run_train.py checks them first
 
 
 def test_run_train_refuses_a_stage_without_a_trained_model_or_with_first_stage_terms(

