@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random ClipCap models, real GPT-2 tokenizer, and a private MongoDB for FiftyOne.
+"""Shared fixtures: tiny random ClipCap models, real GPT-2 tokenizer, a private MongoDB for FiftyOne, and the tiny
+data, teacher and trained models that several test files share (built once a session).
 
 No test touches the network: Hub and download paths are forced offline here.
 """
@@ -20,9 +21,11 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import run_train  # noqa: E402
 from clipcap import synthetic  # noqa: E402
 from configuration_clipcap import ClipCapConfig  # noqa: E402
 from modeling_clipcap import ClipCapForCaptioning  # noqa: E402
+from processing_clipcap import ClipCapProcessor  # noqa: E402
 
 # A 2-layer, 32-wide GPT-2 with the real GPT-2 vocabulary (so the real tokenizer fits).
 TINY_DECODER = {"n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 64}
@@ -82,7 +85,8 @@ def fiftyone_db(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Tiny synthetic data, a tiny open_clip teacher and tiny training runs (test_training.py, test_evaluation.py)
+# Tiny synthetic data, a tiny open_clip teacher and tiny training runs, built once a session and shared by the
+# test files of the trainer, the scripts and the modules under them
 # ---------------------------------------------------------------------------------------------------------------------
 
 TINY_TEACHER = {
@@ -115,14 +119,14 @@ def tiny_dataset(num_train: int = 12, num_validation: int = 4, size: int = 48) -
     return datasets.DatasetDict(splits)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "synthetic"
     tiny_dataset().save_to_disk(str(path))
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def teacher_checkpoint(tmp_path_factory):
     """A random tiny open_clip teacher saved as a checkpoint; its architecture registered with open_clip."""
     import open_clip
@@ -176,3 +180,63 @@ def train_argv(data_dir, output_dir, steps: int = 2, config: dict | None = None,
     for key, value in arguments.items():
         argv += [f"--{key}", str(value)]
     return argv
+
+
+@pytest.fixture(scope="session")
+def stage_one(tmp_path_factory, data_dir):
+    """A tiny captioner after two steps of the first stage: where the self-critical stage starts."""
+    out = tmp_path_factory.mktemp("stage_one") / "model"
+    assert run_train.main(train_argv(data_dir, out, do_eval="false")) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def image_data_dir(tmp_path_factory):
+    """The tiny synthetic dataset with its images also on disk (a `filepath` column, as prepare_dataset.py writes)."""
+    root = tmp_path_factory.mktemp("eval-data")
+    dataset = tiny_dataset()
+    for split in dataset:
+        paths = []
+        for i, image in enumerate(dataset[split]["image"]):
+            paths.append(str(root / "images" / split / f"{i:03d}.png"))
+            (root / "images" / split).mkdir(parents=True, exist_ok=True)
+            image.save(paths[-1])
+        dataset[split] = dataset[split].add_column("filepath", paths)
+    dataset.save_to_disk(str(root / "data"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory, image_data_dir, teacher_checkpoint):
+    """Two training steps with every CLIP loss on; the directory run_train.py leaves (run_args.json, trainer state)."""
+    out = tmp_path_factory.mktemp("model") / "model"
+    argv = train_argv(
+        image_data_dir / "data",
+        out,
+        steps=2,
+        do_eval="false",
+        clip_model="ClipCap-Test-Teacher",
+        clip_pretrained=str(teacher_checkpoint),
+        lambda_cos=1.0,
+        lambda_con=0.1,
+        generation_max_new_tokens=8,
+    )
+    assert run_train.main(argv) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def app_dirs(tmp_path_factory, teacher_checkpoint):
+    """A tiny model and the tiny synthetic dataset on disk, for app.py."""
+    root = tmp_path_factory.mktemp("app")
+    model = tiny_model()
+    model.save_pretrained(root / "model")
+    ClipCapProcessor.from_config(model.config).save_pretrained(root / "model")
+    tiny_dataset().save_to_disk(str(root / "data"))
+    return root
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPCAP_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"

@@ -1,5 +1,5 @@
-"""The captioning app (app.py, clipcap/captioning_app.py): its captions equal `generate`'s, and in a real browser
-(headless Chromium driven by Playwright) an uploaded image gets them back on the page."""
+"""app.py: served on 127.0.0.1, in a real browser (headless Chromium driven by Playwright) an uploaded image gets its
+captions back on the page, equal to `generate`'s, and a validation scene the checker's verdict."""
 
 import os
 import shutil
@@ -10,17 +10,17 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from clipcap import synthetic
-from clipcap.captioning_app import DECODINGS, CaptioningDemo, ValidationScene, element_id
-from clipcap.metrics import clip_score
-from clipcap.teacher import CLIPTeacher
+from clipcap.captioning_app import DECODINGS, element_id
 from processing_clipcap import ClipCapProcessor
-from tests.conftest import ROOT, tiny_dataset, tiny_model
+from tests.conftest import ROOT, tiny_dataset
+from tests.helpers import expected_captions
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
 # Chromium's own connections (updates, sync, ...) are refused on a closed network; these flags keep it from trying.
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -31,52 +31,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def expected_captions(model, processor, image) -> dict[str, str]:
-    """Each decoding's caption as `generate` writes it, sampling seeded with 0 as the app seeds it."""
-    pixel_values = processor(images=[image.convert("RGB")])["pixel_values"]
-    captions = {}
-    for decoding, settings in DECODINGS.items():
-        torch.manual_seed(0)
-        captions[decoding] = processor.batch_decode(model.generate(pixel_values, **settings))[0]
-    return captions
-
-
-@pytest.fixture(scope="module")
-def app_dirs(tmp_path_factory, teacher_checkpoint):
-    """A tiny model and the tiny synthetic dataset on disk, for app.py."""
-    root = tmp_path_factory.mktemp("app")
-    model = tiny_model()
-    model.save_pretrained(root / "model")
-    ClipCapProcessor.from_config(model.config).save_pretrained(root / "model")
-    tiny_dataset().save_to_disk(str(root / "data"))
-    return root
-
-
-def test_the_demo_captions_three_ways_with_clip_s_and_the_checkers_verdict(app_dirs, teacher_checkpoint):
-    model = tiny_model()
-    processor = ClipCapProcessor.from_pretrained(app_dirs / "model")
-    teacher = CLIPTeacher.from_pretrained("ClipCap-Test-Teacher", str(teacher_checkpoint))
-    scene, captions = synthetic.make_example(0, "validation", 0)
-    image = synthetic.render_scene(scene, size=48)
-    demo = CaptioningDemo(model, processor, teacher, [ValidationScene(image, scene, captions[0])])
-    rows = demo.caption(image, scene)
-    assert [row["decoding"] for row in rows] == ["greedy", "beam search", "sampling"]
-    assert {row["decoding"]: row["caption"] for row in rows} == expected_captions(model, processor, image)
-    image_embeds = teacher.embed_pil_images([image]).cpu()
-    for row in rows:
-        expected = clip_score(image_embeds, teacher.embed_texts([row["caption"]]).cpu())[0].item()
-        assert row["clip_s"] == pytest.approx(expected, abs=1e-6)
-        errors = synthetic.caption_errors(row["caption"], scene)
-        assert row["verdict"] == ("correct" if not errors else ", ".join(errors))
-    # A true caption is marked correct; no teacher and no scene, nothing to score.
-    assert CaptioningDemo(model, processor).caption(image)[0]["clip_s"] is None
-    assert demo.describe({"clip_s": 1.5, "verdict": "correct"}) == "CLIP-S 1.500 · checker: correct"
-    assert demo.describe({"clip_s": None, "verdict": "wrong_colour"}) == "checker: wrong (wrong_colour)"
-    assert synthetic.caption_errors(captions[0], scene) == []
-    # Another seed, another sample (with this tiny random model the samples differ).
-    assert len({demo.caption(image, seed=seed)[2]["caption"] for seed in range(4)}) > 1
 
 
 def free_port() -> int:

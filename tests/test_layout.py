@@ -11,10 +11,16 @@
   lives in `clipcap.pretrained` and which a saved model never needs. (The processor loads its tokenizer.)
 - One place knows which column holds a synthetic scene's description: no module outside the `clipcap.synthetic`
   package and `clipcap.metrics` names it (the trainer, the scripts, the app and FiftyOne read it through them).
+- The tests mirror the modules: each test file is named after the module it tests (`tests/test_<module>.py` for a
+  script, a model file or a module of `clipcap`, `tests/synthetic/test_<module>.py` for one of `clipcap.synthetic`),
+  and no test file imports another (what they share is in conftest.py and helpers.py).
+
+And the test session itself has the Hub offline (conftest.py).
 """
 
 import ast
 import re
+from pathlib import PurePosixPath
 
 from tests.conftest import ROOT
 
@@ -226,3 +232,91 @@ def test_the_project_layout_page_names_every_module():
     named = set(re.findall(r"`((?:\w+/)*\w+\.py)`", layout))
     expected = {source_path(m).relative_to(ROOT).as_posix() for m in SCRIPTS | MODEL_FILES | LIBRARY}
     assert expected <= named, f"docs/layout.md's Project layout misses {sorted(expected - named)}"
+
+
+# Named after no module: the layout's own rules, and the smoke example (examples/overfit_smoke.py).
+FREELY_NAMED_TESTS = {"test_layout", "test_examples"}
+TOP_MODULES = SCRIPTS | MODEL_FILES | {m.split(".")[1] for m in LIBRARY if m.count(".") == 1 and m not in SUBPACKAGES}
+SYNTHETIC_MODULES = {m.rpartition(".")[2] for m in LIBRARY if m.startswith("clipcap.synthetic.")}
+TEST_NAMES = {  # the names a test file may have in each folder; `python -m clipcap.synthetic` (__main__) is the cli
+    "tests": {f"test_{name}" for name in TOP_MODULES} | FREELY_NAMED_TESTS,
+    "tests/synthetic": {f"test_{'cli' if name == '__main__' else name}" for name in SYNTHETIC_MODULES},
+}
+
+
+def misnamed_test_files(paths: list[str]) -> list[str]:
+    """The test files among `paths` (relative to the repository) that are named after no module of their folder's."""
+    return sorted(p for p in paths if PurePosixPath(p).stem not in TEST_NAMES.get(str(PurePosixPath(p).parent), ()))
+
+
+def imported_test_modules(module: str, text: str) -> list[str]:
+    """The test modules (`tests.test_*`, `tests.synthetic.test_*`, relative `.test_*`) that the source `text` of the
+    tests' module `module` imports, at module top or inside a function."""
+    package = module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            source = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                source = f"{base}.{source}" if source else base
+            names = [source] + [f"{source}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found += [n for n in names if n.split(".")[0] == "tests" and n.rpartition(".")[2].startswith("test_")]
+    return found
+
+
+def test_the_tests_mirror_the_modules_and_no_test_file_imports_another():
+    files = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "tests").rglob("test_*.py"))
+    assert not (misnamed := misnamed_test_files(files)), f"test files named after no module: {misnamed}"
+    for path in (ROOT / "tests").rglob("*.py"):
+        module = path.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".")
+        assert not (imported := imported_test_modules(module, path.read_text())), f"{module} imports {imported}"
+    # The checks see every test file, and each can fail: thematic names, a module's test in another module's folder,
+    # a folder of no package; a test module imported at top, relatively, by name from its package, inside a function.
+    assert {"tests/test_checkpoints.py", "tests/test_modeling_clipcap.py", "tests/synthetic/test_cli.py"} <= set(files)
+    probe = [
+        "tests/test_reliability.py",
+        "tests/test_trainer.py",
+        "tests/test_modeling.py",
+        "tests/test_modeling_clipcap.py",
+        "tests/synthetic/test_trainer.py",
+        "tests/synthetic/test_cli.py",
+        "tests/test_cli.py",
+        "tests/deep/test_cli.py",
+        "tests/test_layout.py",
+    ]
+    assert misnamed_test_files(probe) == [
+        "tests/deep/test_cli.py",
+        "tests/synthetic/test_trainer.py",
+        "tests/test_modeling.py",
+        "tests/test_reliability.py",
+    ]
+    probe = (
+        "from tests.test_training import CountingTeacher\nfrom .test_run_train import log_keys\n"
+        "from tests import helpers, test_cli\nimport tests.synthetic.test_checker\nfrom tests.conftest import ROOT\n"
+        "from .synthetic.scenes import ROW\n\n\ndef f():\n    from tests.test_scst import make_scst_trainer\n"
+    )
+    assert imported_test_modules("tests.test_probe", probe) == [
+        "tests.test_training",
+        "tests.test_run_train",
+        "tests.test_cli",
+        "tests.synthetic.test_checker",
+        "tests.test_scst",
+    ]
+    assert imported_test_modules("tests.synthetic.test_probe", "from .test_grammar import X\n") == [
+        "tests.synthetic.test_grammar"
+    ]
+
+
+def test_the_test_session_has_the_hub_offline():
+    """conftest sets HF_HUB_OFFLINE before huggingface_hub and datasets read it (both read it once, on import): set
+    after them, every Hub lookup in the suite retried over the network for about 25 s before failing."""
+    import datasets
+    from huggingface_hub import constants
+
+    assert constants.HF_HUB_OFFLINE and datasets.config.HF_HUB_OFFLINE

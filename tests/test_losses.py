@@ -1,4 +1,5 @@
-"""The CLIP-guided loss terms against values computed by hand on small tensors."""
+"""clipcap/losses.py: the CLIP-guided loss terms against values computed by hand on small tensors, and the
+contrastive loss over features gathered from two processes equal to the whole batch's."""
 
 import math
 
@@ -107,3 +108,42 @@ def test_losses_have_gradients_for_the_student():
     )
     total.backward()
     assert z.grad.abs().sum() > 0 and logits.grad.abs().sum() > 0
+
+
+def _gather_worker(rank: int, world: int, init_file: str, z_all, t_all, ids_all, results):
+    import torch.distributed as dist
+
+    from clipcap.losses import contrastive_loss, gather_features
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    rows = slice(rank * 2, rank * 2 + 2)
+    z = z_all[rows].clone().requires_grad_()
+    z_gathered, t_gathered, ids_gathered = gather_features(z, t_all[rows], ids_all[rows])
+    loss = contrastive_loss(z_gathered, t_gathered, 3.0, ids_gathered)
+    loss.backward()
+    results[rank] = (loss.item(), z.grad.clone())
+    dist.destroy_process_group()
+
+
+def test_gathered_contrastive_loss_matches_the_whole_batch(tmp_path):
+    """Two gloo processes with two rows each: the loss over gathered features equals the one-process loss over the
+    four rows, and each process's gradient is its rows' share of the whole-batch gradient (times the world size, as
+    DDP then averages the gradients over processes)."""
+    import torch.multiprocessing as mp
+
+    from clipcap.losses import contrastive_loss
+
+    torch.manual_seed(0)
+    z_all = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    t_all = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    ids_all = torch.tensor([1, 2, 1, 3])
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(_gather_worker, args=(2, str(tmp_path / "init"), z_all, t_all, ids_all, results), nprocs=2, join=True)
+    z = z_all.clone().requires_grad_()
+    whole = contrastive_loss(z, t_all, 3.0, ids_all)
+    whole.backward()
+    for rank in (0, 1):
+        loss, grad = results[rank]
+        assert loss == pytest.approx(whole.item(), abs=1e-6)
+        assert torch.allclose(grad, z.grad[rank * 2 : rank * 2 + 2], atol=1e-6)

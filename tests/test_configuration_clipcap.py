@@ -1,3 +1,6 @@
+"""configuration_clipcap.py (`ClipCapConfig`): its defaults, a JSON round trip, a partial decoder config read against
+DistilGPT2, encoder names of torchvision and timm, and one clear error for each invalid value."""
+
 import pytest
 from transformers import GPT2Config
 

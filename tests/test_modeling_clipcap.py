@@ -1,17 +1,30 @@
+"""modeling_clipcap.py (`ClipCapForCaptioning`): the loss is the cross-entropy over caption tokens, gradients reach
+the trainable parts only, generation equals a hand-written loop and transformers' own path (the fast paths bench/
+measures: batched n-gram blocking, the prefix run once per image, the LM head on the last position, a frozen encoder's
+features standing in for the images, channels-last convolutions), saving and loading is exact, weights load from
+safetensors only unless pickle is allowed (docs/reliability.md), and a saved model loads through the Auto classes in a
+fresh process, as a Hub user would load it."""
+
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from transformers import GPT2Config, GPT2LMHeadModel
+from safetensors.torch import load_file
+from transformers import NoRepeatNGramLogitsProcessor
 
-from clipcap.pretrained import from_pretrained_parts
 from configuration_clipcap import ClipCapConfig
-from modeling_clipcap import ClipCapForCaptioning
-from tests.conftest import TINY_DECODER, tiny_config, tiny_model
+from modeling_clipcap import ClipCapForCaptioning, NoRepeatNGramBlocker
+from processing_clipcap import ClipCapProcessor
+from tests.conftest import ROOT, tiny_config, tiny_model
+from tests.helpers import run_isolated
 
 EOS = 50256
+
+
 ALL_MAPPERS = [("mlp", "pooled"), ("transformer", "pooled"), ("transformer", "grid")]
 
 
@@ -186,6 +199,111 @@ def test_caption_does_not_depend_on_the_batch(num_beams, pixel_values):
     assert len(set(batched)) > 1
 
 
+def test_ngram_blocker_bans_what_completes_a_seen_ngram():
+    ids = torch.tensor([[5, 6, 7, 5, 6], [1, 2, 3, 4, 1]])
+    scores = torch.zeros(2, 10)
+    blocked = NoRepeatNGramBlocker(3)(ids, scores)
+    # Row 0 ends with (5, 6), which was followed by 7; row 1 ends with (4, 1), never seen before.
+    assert blocked[0].isinf().nonzero().flatten().tolist() == [7]
+    assert not blocked[1].isinf().any()
+    assert blocked.data_ptr() == scores.data_ptr()  # in place
+    with pytest.raises(ValueError, match="ngram_size=0"):
+        NoRepeatNGramBlocker(0)
+
+
+@pytest.mark.parametrize("ngram_size", [1, 2, 3, 4])
+def test_ngram_blocker_equals_transformers_processor(ngram_size):
+    generator = torch.Generator().manual_seed(ngram_size)
+    for length in (0, 1, 2, 3, 5, 12, 30):
+        ids = torch.randint(0, 6, (40, length), generator=generator)  # a small vocabulary: many repeats
+        scores = torch.randn(40, 10, generator=generator)
+        expected = NoRepeatNGramLogitsProcessor(ngram_size)(ids, scores.clone())
+        assert torch.equal(NoRepeatNGramBlocker(ngram_size)(ids, scores.clone()), expected), length
+
+
+def test_generate_uses_the_batched_blocker_and_no_ngram_repeats(pixel_values, monkeypatch):
+    calls = {"batched": 0, "transformers": 0}
+
+    def counting(cls, name):
+        original = cls.__call__
+
+        def call(self, input_ids, scores):
+            calls[name] += 1
+            return original(self, input_ids, scores)
+
+        monkeypatch.setattr(cls, "__call__", call)
+
+    counting(NoRepeatNGramBlocker, "batched")
+    counting(NoRepeatNGramLogitsProcessor, "transformers")
+    model = tiny_model()
+    captions = model.generate(pixel_values, num_beams=3, max_new_tokens=12, no_repeat_ngram_size=2, eos_token_id=None)
+    assert calls == {"batched": 12, "transformers": 0}
+    for row in captions.tolist():
+        bigrams = list(zip(row, row[1:], strict=False))
+        assert len(bigrams) == len(set(bigrams)), row
+
+
+def decoder_calls(model):
+    """Record the sequence shape of every decoder and LM-head call."""
+    calls = {"decoder": [], "lm_head": []}
+    hooks = [
+        model.decoder.transformer.register_forward_pre_hook(
+            lambda module, args, kwargs: calls["decoder"].append(tuple(kwargs["inputs_embeds"].shape[:2])),
+            with_kwargs=True,
+        ),
+        model.decoder.lm_head.register_forward_pre_hook(
+            lambda module, args: calls["lm_head"].append(args[0].shape[1])
+        ),
+    ]
+    return calls, hooks
+
+
+def test_prefix_runs_once_per_image_and_the_lm_head_on_the_last_position(pixel_values):
+    model = tiny_model()
+    calls, hooks = decoder_calls(model)
+    model.generate(pixel_values, num_beams=3, max_new_tokens=4, eos_token_id=None)
+    for hook in hooks:
+        hook.remove()
+    prefix = model.config.prefix_length
+    # All but the last prefix position once per image; then per beam the last prefix position, then one token a step.
+    assert calls["decoder"] == [(4, prefix - 1), (12, 1), (12, 1), (12, 1), (12, 1)]
+    assert calls["lm_head"] == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"num_beams": 1},
+        {"num_beams": 4},
+        {"num_beams": 3, "num_return_sequences": 2},
+        {"do_sample": True, "top_k": 5, "num_return_sequences": 2},
+    ],
+)
+def test_fast_generation_equals_transformers_own_path(pixel_values, options):
+    """Prefix once per image, LM head on the last position, batched n-gram blocking: the same captions and scores as
+    transformers' own cache (prefix per beam) with the LM head over every position."""
+    model = tiny_model()
+    common = {"max_new_tokens": 8, "no_repeat_ngram_size": 2, "return_dict_in_generate": True, "output_scores": True}
+    torch.manual_seed(3)
+    fast = model.generate(pixel_values, **common, **options)
+    torch.manual_seed(3)
+    plain = model.generate(pixel_values, **common, **options, cache_implementation="dynamic", logits_to_keep=0)
+    assert torch.equal(fast.sequences, plain.sequences)
+    for fast_scores, plain_scores in zip(fast.scores, plain.scores, strict=True):
+        assert torch.allclose(fast_scores, plain_scores, atol=1e-5)
+
+
+def test_image_features_stand_in_for_the_images(pixel_values):
+    model = tiny_model(freeze_encoder=True)
+    ids = torch.tensor([[10, 20, 30, 50256]] * 4)
+    features = model.get_image_features(pixel_values)
+    from_images = model(pixel_values=pixel_values, input_ids=ids, labels=ids)
+    from_features = model(image_features=features, input_ids=ids, labels=ids)
+    assert torch.equal(from_images.logits, from_features.logits) and torch.equal(from_images.loss, from_features.loss)
+    captions = model.generate(pixel_values, max_new_tokens=5)
+    assert torch.equal(captions, model.generate(image_features=features, max_new_tokens=5))
+
+
 def test_generation_defaults_are_saved_with_the_model(tmp_path):
     model = tiny_model()
     model.generation_config.num_beams = 3
@@ -223,56 +341,90 @@ def test_save_load_round_trip_is_exact(mapper_type, features, pixel_values, tmp_
     assert loaded.config.freeze_encoder and not any(p.requires_grad for p in loaded.encoder.parameters())
 
 
-@pytest.fixture
-def local_gpt2(tmp_path):
-    """A small GPT-2 saved to a local directory, as `decoder_name_or_path` would find `distilgpt2` online."""
-    torch.manual_seed(0)
-    gpt2 = GPT2LMHeadModel(GPT2Config(**TINY_DECODER, n_inner=48))
-    gpt2.save_pretrained(tmp_path / "gpt2")
-    return gpt2, str(tmp_path / "gpt2")
+def test_model_weights_load_from_safetensors_only_unless_pickle_is_allowed(tmp_path):
+    from modeling_clipcap import ClipCapForCaptioning
+    from processing_clipcap import ClipCapProcessor
+    from tests.conftest import tiny_model
+
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    ClipCapProcessor.from_config(model.config).save_pretrained(tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(state, tmp_path / "pytorch_model.bin")
+
+    with pytest.raises(OSError, match=r"has its weights only as a pickle \(pytorch_model.bin\).*allow_pickle=True"):
+        ClipCapForCaptioning.from_pretrained(tmp_path)
+    from modeling_clipcap import pickle_only_weights
+
+    (tmp_path / "optimizer.pt").write_bytes(b"")  # the Trainer's state in a checkpoint is not named as weights
+    assert pickle_only_weights(tmp_path) == ["pytorch_model.bin"]
+    loaded = ClipCapForCaptioning.from_pretrained(tmp_path, allow_pickle=True)
+    assert all(torch.equal(loaded.state_dict()[key], value) for key, value in state.items())
+
+    # The command-line tools say the same in one line and exit non-zero; --allow_pickle opts in.
+    import caption
+
+    image = tmp_path / "image.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "red").save(image)
+    process = subprocess.run(
+        [sys.executable, "caption.py", str(tmp_path), str(image)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert process.returncode == caption.EXIT_FAILED
+    assert process.stderr.strip().splitlines()[-1].startswith("caption.py: cannot load the model ")
+    assert "pickle" in process.stderr and "--allow_pickle" in process.stderr
+    assert caption.main([str(tmp_path), str(image), "--allow_pickle", "--progress", "false"]) == caption.EXIT_OK
 
 
-def test_from_pretrained_parts_loads_a_local_gpt2(local_gpt2):
-    gpt2, path = local_gpt2
-    model = from_pretrained_parts(tiny_config(decoder_name_or_path=path))
-    assert model.config.text_config.n_inner == 48  # the decoder's shape follows the checkpoint
-    for name, tensor in gpt2.state_dict().items():
-        assert torch.equal(model.decoder.state_dict()[name], tensor), name
-    assert model.decoder.lm_head.weight.data_ptr() == model.decoder.transformer.wte.weight.data_ptr()
+AUTO_LOAD = """
+import json, sys, torch
+from transformers import AutoConfig, AutoModel, AutoProcessor
+path = sys.argv[1]
+config = AutoConfig.from_pretrained(path, trust_remote_code=True)
+model = AutoModel.from_pretrained(path, trust_remote_code=True)
+processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
+pixel_values = torch.load(path + "/pixels.pt")
+captions = model.generate(pixel_values, num_beams=3, max_new_tokens=6)
+project_modules = [m for m in ("configuration_clipcap", "modeling_clipcap", "processing_clipcap") if m in sys.modules]
+print(json.dumps({
+    "classes": [type(config).__module__, type(model).__module__, type(processor).__module__],
+    "names": [type(config).__name__, type(model).__name__, type(processor).__name__],
+    "captions": captions.tolist(),
+    "decoded": processor.batch_decode(captions),
+    "project_modules": project_modules,
+}))
+"""
 
 
-def test_a_local_decoder_directory_brings_its_own_tokenizer(tmp_path):
-    """A fine-tuned GPT-2 saved with its tokenizer, which has an added token: the processor uses that tokenizer, not
-    the packaged GPT-2 BPE; a directory without tokenizer files gets the GPT-2 BPE; a tokenizer larger than the
-    decoder's vocabulary is refused."""
-    from processing_clipcap import ClipCapProcessor, gpt2_tokenizer
-
-    tokenizer = gpt2_tokenizer()
-    tokenizer.add_tokens(["<|appliance|>"])
-    torch.manual_seed(0)
-    gpt2 = GPT2LMHeadModel(GPT2Config(**TINY_DECODER))
-    gpt2.resize_token_embeddings(len(tokenizer))
-    gpt2.save_pretrained(tmp_path / "tuned")
-    tokenizer.save_pretrained(tmp_path / "tuned")
-    model = from_pretrained_parts(tiny_config(decoder_name_or_path=str(tmp_path / "tuned")))
+def test_auto_classes_load_with_trust_remote_code_in_a_fresh_process(tmp_path, pixel_values):
+    model = tiny_model()
     processor = ClipCapProcessor.from_config(model.config)
-    assert len(processor.tokenizer) == model.config.text_config.vocab_size == 50258
-    assert processor.tokenizer("a <|appliance|>").input_ids == [64, 220, 50257]
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    torch.save(pixel_values, tmp_path / "pixels.pt")
+    expected = model.generate(pixel_values, num_beams=3, max_new_tokens=6)
 
-    (tmp_path / "bare").mkdir()
-    gpt2.save_pretrained(tmp_path / "bare")  # weights only
-    bare = from_pretrained_parts(tiny_config(decoder_name_or_path=str(tmp_path / "bare")))
-    assert len(ClipCapProcessor.from_config(bare.config).tokenizer) == 50257
-    small = tiny_config(text_config={**TINY_DECODER, "vocab_size": 50000})
-    with pytest.raises(ValueError, match="the tokenizer has 50258 tokens but the decoder's vocabulary only 50000"):
-        ClipCapProcessor.from_config(small, tokenizer=tokenizer)
-
-
-def test_from_pretrained_parts_fails_offline_with_one_clear_line():
-    with pytest.raises(OSError) as error:
-        from_pretrained_parts(tiny_config(decoder_name_or_path="distilgpt2"))
-    message = str(error.value)
-    assert message.startswith("Could not load decoder weights from 'distilgpt2'") and "\n" not in message
+    loaded = run_isolated(AUTO_LOAD, tmp_path, tmp_path)
+    assert loaded["names"] == ["ClipCapConfig", "ClipCapForCaptioning", "ClipCapProcessor"]
+    assert all(module.startswith("transformers_modules.") for module in loaded["classes"])
+    assert loaded["project_modules"] == []
+    assert loaded["captions"] == expected.tolist()
+    assert loaded["decoded"] == processor.batch_decode(expected)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["auto_map"] == {
+        "AutoConfig": "configuration_clipcap.ClipCapConfig",
+        "AutoModel": "modeling_clipcap.ClipCapForCaptioning",
+        "AutoModelForImageTextToText": "modeling_clipcap.ClipCapForCaptioning",
+    }
+    assert saved["custom_pipelines"] == {
+        "image-text-to-text": {
+            "impl": "pipeline_clipcap.ClipCapCaptioningPipeline",
+            "pt": ["AutoModelForImageTextToText"],
+            "type": "multimodal",
+        }
+    }
 
 
 def test_default_model_parameter_count():
@@ -313,6 +465,38 @@ def test_grid_needs_a_features_trunk_for_torchvision_models():
         ClipCapForCaptioning(tiny_config(encoder_name="resnet18", encoder_features="grid", mapper_type="transformer"))
 
 
+def test_encoder_frozen_stages_get_no_gradient_and_keep_their_statistics(tmp_path):
+    from .conftest import tiny_model
+
+    model = tiny_model(encoder_frozen_stages=2).train()
+    features = model.encoder.backbone.features
+    assert not any(p.requires_grad for p in features[:2].parameters())
+    assert all(p.requires_grad for p in features[2:].parameters())
+    assert not features[0].training and not features[1].training and features[2].training
+    statistics = features[0][1].running_mean.clone()
+    pixels = torch.randn(2, 3, 64, 64)
+    ids = torch.tensor([[11, 12, 13], [14, 15, 16]])
+    outputs = model(pixel_values=pixels, input_ids=ids, labels=ids)
+    outputs.loss.backward()
+    assert all(p.grad is None for p in features[:2].parameters())
+    assert features[2].conv[0][0].weight.grad is not None
+    assert torch.equal(features[0][1].running_mean, statistics)  # BatchNorm in eval mode: statistics untouched
+    # The state dict is the same as an unfrozen model's (nothing registered twice); loading keeps the freezing.
+    assert list(model.state_dict()) == list(tiny_model().state_dict())
+    model.save_pretrained(tmp_path / "m")
+    loaded = ClipCapForCaptioning.from_pretrained(tmp_path / "m")
+    assert not any(p.requires_grad for p in loaded.encoder.backbone.features[:2].parameters())
+    with pytest.raises(ValueError, match="encoder_frozen_stages=-1"):
+        ClipCapConfig(encoder_frozen_stages=-1)
+
+
+def test_channels_last_encoder_matches_nchw(pixel_values):
+    model = tiny_model()
+    nchw = torch.nn.functional.adaptive_avg_pool2d(model.encoder.backbone.features(pixel_values), 1).flatten(1)
+    # The same sums in another order: equal to float32 rounding (features up to about 4 here).
+    torch.testing.assert_close(model.get_image_features(pixel_values), nchw, rtol=1e-5, atol=1e-4)
+
+
 def test_bf16_autocast_training_step_on_cpu(pixel_values):
     model = tiny_model().train()
     input_ids, attention_mask, labels = caption_batch()
@@ -322,10 +506,3 @@ def test_bf16_autocast_training_step_on_cpu(pixel_values):
     out.loss.backward()
     assert torch.isfinite(out.loss)
     assert all(p.grad.dtype == torch.float32 for p in model.decoder.parameters() if p.grad is not None)
-
-
-def test_freezing_a_random_encoder_warns(local_gpt2, caplog):
-    config = tiny_config(decoder_name_or_path=local_gpt2[1], freeze_encoder=True)
-    with caplog.at_level("WARNING"):
-        from_pretrained_parts(config)
-    assert "freezes a random encoder" in caplog.text

@@ -1,3 +1,6 @@
+"""examples/overfit_smoke.py, the smoke example: a small model learns to caption four images, end to end (training,
+saving, reloading, beam search)."""
+
 import sys
 from pathlib import Path
 

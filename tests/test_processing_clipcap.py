@@ -1,11 +1,17 @@
+"""processing_clipcap.py (`ClipCapProcessor`): the real GPT-2 tokenizer (or a decoder directory's own), captions
+with EOS, padding and labels, truncation to `max_caption_length`, images of any mode as normalised RGB tensors in the
+encoder's transform, and a save/load round trip."""
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transformers import GPT2Config, GPT2LMHeadModel
 
+from clipcap.pretrained import from_pretrained_parts
 from configuration_clipcap import ClipCapConfig
 from processing_clipcap import ClipCapProcessor, encoder_image_transform, gpt2_tokenizer
-from tests.conftest import tiny_config, tiny_model
+from tests.conftest import TINY_DECODER, tiny_config, tiny_model
 
 EOS = 50256
 
@@ -93,3 +99,30 @@ def test_processor_output_feeds_the_model():
 def test_needs_images_or_text():
     with pytest.raises(ValueError, match="needs `images`, `text`, or both"):
         ClipCapProcessor.from_config(ClipCapConfig(decoder_name_or_path=None))()
+
+
+def test_a_local_decoder_directory_brings_its_own_tokenizer(tmp_path):
+    """A fine-tuned GPT-2 saved with its tokenizer, which has an added token: the processor uses that tokenizer, not
+    the packaged GPT-2 BPE; a directory without tokenizer files gets the GPT-2 BPE; a tokenizer larger than the
+    decoder's vocabulary is refused."""
+    from processing_clipcap import ClipCapProcessor, gpt2_tokenizer
+
+    tokenizer = gpt2_tokenizer()
+    tokenizer.add_tokens(["<|appliance|>"])
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(**TINY_DECODER))
+    gpt2.resize_token_embeddings(len(tokenizer))
+    gpt2.save_pretrained(tmp_path / "tuned")
+    tokenizer.save_pretrained(tmp_path / "tuned")
+    model = from_pretrained_parts(tiny_config(decoder_name_or_path=str(tmp_path / "tuned")))
+    processor = ClipCapProcessor.from_config(model.config)
+    assert len(processor.tokenizer) == model.config.text_config.vocab_size == 50258
+    assert processor.tokenizer("a <|appliance|>").input_ids == [64, 220, 50257]
+
+    (tmp_path / "bare").mkdir()
+    gpt2.save_pretrained(tmp_path / "bare")  # weights only
+    bare = from_pretrained_parts(tiny_config(decoder_name_or_path=str(tmp_path / "bare")))
+    assert len(ClipCapProcessor.from_config(bare.config).tokenizer) == 50257
+    small = tiny_config(text_config={**TINY_DECODER, "vocab_size": 50000})
+    with pytest.raises(ValueError, match="the tokenizer has 50258 tokens but the decoder's vocabulary only 50000"):
+        ClipCapProcessor.from_config(small, tokenizer=tokenizer)
