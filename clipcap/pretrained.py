@@ -105,7 +105,9 @@ def packaged_weights(name: str) -> dict[str, torch.Tensor]:
     """The state dict of the packaged ImageNet weights `name` (a key of `PACKAGED_WEIGHTS`), in timm's names.
 
     The first call checks the packaged file's SHA-256, unpickles it with `weights_only=True`, renames its tensors to
-    timm's and writes them as safetensors to `cache_dir()`; later calls read the safetensors file.
+    timm's and writes them as safetensors to `cache_dir()`; later calls read the safetensors file. Neither draws from
+    torch's global random generator, so what is built after them (and trained from a seed) does not depend on
+    whether the cache was already there.
     """
     entry = PACKAGED_WEIGHTS[name]
     cached = cache_dir() / f"{entry.architecture}-{entry.sha256[:12]}.safetensors"
@@ -114,7 +116,8 @@ def packaged_weights(name: str) -> dict[str, torch.Tensor]:
     source = torch.load(packaged_file(entry), map_location="cpu", weights_only=True)
     import timm
 
-    names = timm.create_model(entry.architecture, pretrained=False).state_dict()
+    with torch.random.fork_rng(devices=[]):  # the throwaway model's initialisation leaves the global RNG as it was,
+        names = timm.create_model(entry.architecture, pretrained=False).state_dict()  # so a first call trains alike
     shapes_match = len(names) == len(source) and all(
         target.shape == tensor.shape for target, tensor in zip(names.values(), source.values())
     )

@@ -62,6 +62,30 @@ def test_encoder_pretrained_names_the_packaged_weights(cache):
         load_backbone(ClipCapConfig(encoder_pretrained=PACKAGED), pretrained=PACKAGED)
 
 
+@needs_packaged_weights
+def test_a_first_conversion_builds_the_same_model_as_the_cached_weights(cache):
+    """Converting the packaged weights (an empty cache) draws nothing from torch's global generator, so a model built
+    from a seed is the same whether the cache was there or not (a first demo run trains as every later one)."""
+
+    def build():
+        torch.manual_seed(0)
+        config = ClipCapConfig(
+            encoder_name="timm/tf_efficientnet_lite0",
+            encoder_pretrained=PACKAGED,
+            decoder_name_or_path=None,
+            text_config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 32},
+            prefix_length=2,
+        )
+        return from_pretrained_parts(config).state_dict(), torch.get_rng_state()
+
+    assert not cache.exists()
+    cold, cold_rng = build()
+    assert [p.name for p in cache.glob("*.safetensors")] == ["tf_efficientnet_lite0-579344248a93.safetensors"]
+    warm, warm_rng = build()
+    assert torch.equal(cold_rng, warm_rng)
+    assert len(cold) == len(warm) and all(torch.equal(tensor, warm[name]) for name, tensor in cold.items())
+
+
 def _fake_package(root, name: str, payload: bytes) -> None:
     (root / name / "models").mkdir(parents=True)
     (root / name / "__init__.py").write_text("")
