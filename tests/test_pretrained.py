@@ -41,15 +41,20 @@ def test_packaged_efficientnet_lite0_classifies_imagenet_photos(cache):
     assert all(torch.equal(again[k], v) for k, v in classifier.state_dict().items())
 
 
-@needs_packaged_weights
-def test_encoder_pretrained_names_the_packaged_weights(cache):
-    config = ClipCapConfig(
+def packaged_encoder_config() -> ClipCapConfig:
+    """A tiny model around the packaged ImageNet EfficientNet-Lite0."""
+    return ClipCapConfig(
         encoder_name="timm/tf_efficientnet_lite0",
         encoder_pretrained=PACKAGED,
         decoder_name_or_path=None,
         text_config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 32},
         prefix_length=2,
     )
+
+
+@needs_packaged_weights
+def test_encoder_pretrained_names_the_packaged_weights(cache):
+    config = packaged_encoder_config()
     model = from_pretrained_parts(config)
     expected = packaged_weights(PACKAGED)
     backbone = model.encoder.backbone.state_dict()
@@ -69,14 +74,7 @@ def test_a_first_conversion_builds_the_same_model_as_the_cached_weights(cache):
 
     def build():
         torch.manual_seed(0)
-        config = ClipCapConfig(
-            encoder_name="timm/tf_efficientnet_lite0",
-            encoder_pretrained=PACKAGED,
-            decoder_name_or_path=None,
-            text_config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 32},
-            prefix_length=2,
-        )
-        return from_pretrained_parts(config).state_dict(), torch.get_rng_state()
+        return from_pretrained_parts(packaged_encoder_config()).state_dict(), torch.get_rng_state()
 
     assert not cache.exists()
     cold, cold_rng = build()
