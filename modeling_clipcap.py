@@ -39,7 +39,7 @@ from transformers import (
     NoRepeatNGramLogitsProcessor,
     PreTrainedModel,
 )
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput
 
 try:  # imported as a module of a Hub repo (trust_remote_code) ...
     from .configuration_clipcap import ClipCapConfig, resolve_encoder_library
@@ -47,8 +47,6 @@ try:  # imported as a module of a Hub repo (trust_remote_code) ...
 except ImportError:  # ... or as a top-level module of this project
     from configuration_clipcap import ClipCapConfig, resolve_encoder_library
     from pipeline_clipcap import ClipCapCaptioningPipeline
-
-logger = logging.get_logger(__name__)
 
 # The Auto classes that serve a saved model, and the pipeline its config names (its file travels with this one).
 AUTO_CLASSES = ("AutoModel", "AutoModelForImageTextToText")

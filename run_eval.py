@@ -153,7 +153,7 @@ def load_split(args: EvalArguments):
     return split_data, references, training_captions, drops
 
 
-def write_reports(args: EvalArguments, report: dict, split_data, captions, references, per_image) -> None:
+def write_reports(args: EvalArguments, report: dict, split_data, images, captions, references, per_image) -> None:
     """eval_results.json, predictions.jsonl, eval_summary.md, the training curves, the caption grid (synthetic
     scenes) and report.html, each written whole or not at all: a run stopped here leaves the previous one intact."""
     output_dir = Path(args.output_dir)
@@ -170,7 +170,6 @@ def write_reports(args: EvalArguments, report: dict, split_data, captions, refer
     table = summary_table(report)
     atomic_write_text(output_dir / "eval_summary.md", table)
     curves = plot_training_curves(args.model_name_or_path, output_dir / "training_curves.png")
-    images = split_data[IMAGE_COLUMN][:]
     if "errors" in per_image:  # synthetic scenes: the first 16 with their captions, marked by the checker
         write_caption_grid(output_dir / "captions_grid.png", images, captions, per_image["errors"])
     names = ids.get("filepath") or ids.get("sample_id")
@@ -237,7 +236,7 @@ def evaluate(args: EvalArguments, teacher_args: TeacherArguments, generation: Ge
         },
         "results": results,
     }
-    write_reports(args, report, split_data, captions, references, per_image["model"])
+    write_reports(args, report, split_data, images, captions, references, per_image["model"])
 
     # 7. FiftyOne.
     if args.fiftyone_dataset:
