@@ -385,6 +385,8 @@ def train(model_args, data_args, teacher_args, guidance, scst, training_args) ->
         teacher_texts=guidance.needs_teacher_texts,
         seed=training_args.seed,
         references=scst.needs_references,
+        hard_negatives=guidance.hard_negative_kinds,
+        hard_negatives_per_caption=guidance.con_hard_negatives_per_caption,
     )
     train_dataset = cache_frozen_encoder(train_dataset, model, processor, collator, model_args, scst, training_args)
     trainer_class, stage = (SCSTTrainer, {"scst": scst}) if scst.scst else (CLIPGuidedTrainer, {})

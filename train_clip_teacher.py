@@ -12,9 +12,14 @@ caption drawn at random per image per step. Two starting points (architectures i
   tower fine-tuned, or locked with `--lock_image_tower` (clipcap/lit_teacher.py);
 * from scratch: `ClipCap-Domain-S`, a small ViT and text transformer.
 
+With `--hard_negatives` the loss is NegCLIP's (Yuksekgonul et al. 2023): each caption brings captions with the same
+words and one fact false (`clipcap.hard_negatives`) into its image's softmax, and `--counterfactual_images` puts
+scenes with one fact changed (`clipcap.synthetic.counterfactual`) in the same batch as the originals. Every evaluation
+(each epoch, and every `--eval_steps`) has the retrieval recall and the compositional test (`clipcap.compositional`).
+
 The result is a directory that `run_train.py` takes as `clip_model` / `clip_pretrained` and open_clip loads as any
 checkpoint; `teacher.json` in it records the architecture, the checksum, the validation retrieval recall and the
-arguments.
+arguments, the compositional test and the curve.
 
     python train_clip_teacher.py configs/demo_teacher.yaml
     python train_clip_teacher.py --dataset_dir data/synthetic --output_dir outputs/teacher --model ClipCap-Domain-S
@@ -28,20 +33,27 @@ import random
 import shutil
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import open_clip
 import torch
+from PIL import ImageOps
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
 
 from clipcap.cli import parse_config_and_flags
+from clipcap.compositional import compositional_test, format_table
 from clipcap.data import CAPTION_COLUMN, IMAGE_COLUMN, load_prepared_dataset
 from clipcap.files import file_sha256
+from clipcap.hard_negatives import NEGATIVE_KINDS, draw_hard_negatives, judge_of
 from clipcap.lit_teacher import create_teacher_model, save_text_tower
+from clipcap.losses import caption_id, contrastive_loss, hard_negative_pair_loss
 from clipcap.memory import keep_freed_memory
+from clipcap.metrics import scenes_of
+from clipcap.synthetic import Scene
+from clipcap.synthetic.counterfactual import COUNTERFACTUAL_KINDS, counterfactual, mirrored_caption
 from clipcap.teacher import MODEL_CONFIG_DIR, TEACHER_CHECKPOINT_NAME, register_model_configs, retrieval_recall
 
 logger = logging.getLogger("train_clip_teacher")
@@ -84,6 +96,49 @@ class TeacherTrainingArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training images."})
     seed: int = field(default=0, metadata={"help": "Seed of the initialisation and the caption draws."})
     device: str = field(default="auto", metadata={"help": "'auto' (CUDA when available), 'cpu', 'cuda', ..."})
+    eval_steps: int | None = field(
+        default=None, metadata={"help": "Also evaluate (recall, compositional test) every N steps: the curve."}
+    )
+    hard_negatives: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated kinds of hard negative captions (clipcap.hard_negatives.NEGATIVE_KINDS, e.g. "
+            "swap_colours,swap_kinds,swap_phrases,converse_relation): NegCLIP's loss, each caption's negatives in "
+            "its image's softmax. Judged false by the scene (synthetic) or the labels (Open Images)."
+        },
+    )
+    hard_negatives_per_caption: int = field(
+        default=1, metadata={"help": "Hard negative captions drawn per caption of the batch (kinds at random)."}
+    )
+    hard_negative_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the pairwise term: each hard negative against its own caption alone."},
+    )
+    counterfactual_images: float = field(
+        default=0.0,
+        metadata={
+            "help": "Fraction of each batch's synthetic scenes that bring a counterfactual partner (one fact changed, "
+            "same seed; clipcap.synthetic.counterfactual) into the batch, with its caption changed the same way."
+        },
+    )
+    counterfactual_kinds: str = field(
+        default="swap_colours,swap_kinds,mirror", metadata={"help": "Comma-separated counterfactual kinds."}
+    )
+
+    def __post_init__(self):
+        kinds = _names(self.hard_negatives)
+        if unknown := [k for k in kinds if k not in NEGATIVE_KINDS]:
+            raise ValueError(f"unknown hard_negatives {unknown}; known: {', '.join(NEGATIVE_KINDS)}")
+        if unknown := [k for k in _names(self.counterfactual_kinds) if k not in COUNTERFACTUAL_KINDS]:
+            raise ValueError(f"unknown counterfactual_kinds {unknown}; known: {', '.join(COUNTERFACTUAL_KINDS)}")
+        if not 0.0 <= self.counterfactual_images <= 1.0:
+            raise ValueError("counterfactual_images is a fraction of the batch, between 0 and 1")
+        if self.hard_negative_weight and not kinds:
+            raise ValueError("hard_negative_weight needs hard_negatives")
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def parse_args(argv: list[str] | None = None) -> TeacherTrainingArguments:
@@ -139,48 +194,169 @@ def make_optimizer(model, args: TeacherTrainingArguments, total_steps: int):
     return optimizer, scheduler
 
 
+class BatchMaker:
+    """The images and captions of one contrastive batch, and their hard negatives.
+
+    Each image brings one of its reference captions, drawn at random. With `counterfactual_images`, a fraction of
+    the batch's synthetic scenes also bring their counterfactual (`clipcap.synthetic.counterfactual`: one fact
+    changed, same seed) with its caption, so that each pair is the other's hard negative on both sides. With
+    `hard_negatives`, each caption brings up to `hard_negatives_per_caption` captions with one fact made false
+    (`clipcap.hard_negatives`), judged by its scene or, for photos, by their labels. `counts` tallies what was made.
+    """
+
+    def __init__(self, train, args: TeacherTrainingArguments):
+        self.captions = train[CAPTION_COLUMN][:]
+        self.images = train.select_columns([IMAGE_COLUMN])  # decoded a batch at a time
+        scenes = scenes_of(train)
+        self.scenes = [Scene.from_json(scene) for scene in scenes] if scenes is not None else None
+        self.labels = train["labels"][:] if self.scenes is None and "labels" in train.column_names else None
+        self.kinds, self.counterfactual_kinds = _names(args.hard_negatives), _names(args.counterfactual_kinds)
+        self.per_caption, self.counterfactual_fraction = args.hard_negatives_per_caption, args.counterfactual_images
+        self.rng = random.Random(f"train_clip_teacher/hard-negatives/{args.seed}")  # apart from the caption draws
+        self.counts: Counter = Counter()
+        if self.kinds and self.scenes is None and self.labels is None:
+            logger.warning(
+                "hard_negatives: the dataset has neither scenes nor labels to judge negatives by; none made"
+            )
+
+    def __call__(self, index: list[int]) -> tuple[list, list[str], list[str], list[int]]:
+        """`(images, captions, negatives, owners)`: caption i is true of image i; negative k was made from caption
+        `owners[k]`."""
+        images = list(self.images[index][IMAGE_COLUMN])
+        captions = [random.choice(self.captions[i]) for i in index]
+        scenes = [self.scenes[i] if self.scenes is not None else None for i in index]
+        rows = list(index)
+        if self.counterfactual_fraction:
+            for k in range(round(self.counterfactual_fraction * len(index))):
+                made = self._counterfactual(scenes[k], captions[k], images[k])
+                self.counts["counterfactual_tried"] += 1
+                if made is not None:
+                    kind, scene, image, caption = made
+                    self.counts[f"counterfactual_{kind}"] += 1
+                    images.append(image)
+                    captions.append(caption)
+                    scenes.append(scene)
+                    rows.append(rows[k])
+        negatives, owners = [], []
+        if self.kinds:
+            judges = [judge_of(scene, self.labels[row] if self.labels else None) for row, scene in zip(rows, scenes)]
+            negatives, owners, kinds = draw_hard_negatives(captions, judges, self.kinds, self.per_caption, self.rng)
+            self.counts.update(f"negative_{kind}" for kind in kinds)
+        return images, captions, negatives, owners
+
+    def _counterfactual(self, scene: Scene | None, caption: str, image):
+        if scene is not None:
+            return counterfactual(scene, caption, image.convert("RGB"), self.rng, self.counterfactual_kinds)
+        if "mirror" in self.counterfactual_kinds:  # a photo: only its mirror, when the caption says left or right
+            mirrored = mirrored_caption(caption)
+            if mirrored != caption.lower():
+                return "mirror", None, ImageOps.mirror(image.convert("RGB")), mirrored
+        return None
+
+
+def without_padding_columns(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """Token ids without the columns that are padding in every row, for a Hugging Face text tower (which masks
+    padding, so its embeddings do not change): the captions are about half the context length, and so is the cost."""
+    from open_clip.hf_model import HFTextEncoder
+
+    if not isinstance(getattr(model, "text", None), HFTextEncoder):
+        return input_ids
+    used = (input_ids != model.text.config.pad_token_id).any(dim=0).nonzero()
+    return input_ids[:, : int(used.max()) + 1] if len(used) else input_ids
+
+
+def batch_loss(model, tokenizer, preprocess, batch, args: TeacherTrainingArguments, device) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE over the batch's images and captions (identical captions not each other's negatives),
+    with the hard negative captions in each image's softmax (NegCLIP) and, weighted by `hard_negative_weight`, each
+    against its own caption alone (`clipcap.losses`)."""
+    images, captions, negatives, owners = batch
+    texts = without_padding_columns(model, tokenizer(captions + negatives)).to(device)
+    out = model(preprocess_images(preprocess, images).to(device), texts)
+    image_features, text_features = out["image_features"], out["text_features"]
+    positives, negative_features = text_features[: len(captions)], text_features[len(captions) :]
+    ids = torch.tensor([caption_id(caption) for caption in captions], device=device)
+    scale = out["logit_scale"]
+    loss = contrastive_loss(image_features, positives, scale, ids, negatives=negative_features)
+    if args.hard_negative_weight:
+        owners = torch.tensor(owners, dtype=torch.long, device=device)
+        loss = loss + args.hard_negative_weight * hard_negative_pair_loss(
+            image_features, positives, negative_features, owners, scale
+        )
+    return loss
+
+
+@torch.no_grad()
+def evaluate_teacher(model, tokenizer, images: torch.Tensor, references: list[list[str]], scenes) -> dict:
+    """Validation retrieval recall and, on synthetic scenes, the compositional test (`clipcap.compositional`)."""
+    record = retrieval_recall(model, images, references, tokenizer)
+    if scenes is not None:
+        device = next(model.parameters()).device
+        image_embeds = torch.cat(
+            [model.encode_image(images[i : i + 64].to(device), normalize=True) for i in range(0, len(images), 64)]
+        )
+
+        def embed_texts(texts):
+            return torch.cat(
+                [
+                    model.encode_text(tokenizer(texts[i : i + 256]).to(device), normalize=True)
+                    for i in range(0, len(texts), 256)
+                ]
+            )
+
+        results = compositional_test(
+            image_embeds.float().cpu(), lambda t: embed_texts(t).float().cpu(), scenes, references
+        )
+        record["compositional"] = {kind: round(score["accuracy"], 4) for kind, score in results.items()}
+        record["compositional_scenes"] = {kind: score["scenes"] for kind, score in results.items()}
+    return record
+
+
 def train_steps(model, preprocess, tokenizer, train, validation, optimizer, scheduler, args, total_steps, device):
-    """Train for `total_steps`: each epoch a fresh order, one random reference caption per image per step, open_clip's
-    `ClipLoss`; the validation retrieval recall after each epoch. Returns the per-epoch history."""
+    """Train for `total_steps`: each epoch a fresh order, one random reference caption per image per step (and the
+    batch's counterfactuals and hard negatives, `BatchMaker`); the validation recall and compositional test after
+    each epoch and every `eval_steps`. Returns the history and what the batches held."""
     steps_per_epoch = math.ceil(len(train) / args.batch_size)
     validation_images = preprocess_images(preprocess, validation[IMAGE_COLUMN][:])
     validation_captions = validation[CAPTION_COLUMN][:]
-    train_captions = train[CAPTION_COLUMN][:]
-    train_images = train.select_columns([IMAGE_COLUMN])  # decoded a batch at a time
-    loss_fn = open_clip.ClipLoss()
+    validation_scenes = scenes_of(validation)
+    make_batch = BatchMaker(train, args)
     history = []
     generator = torch.Generator().manual_seed(args.seed)
     progress = tqdm(total=total_steps, desc="teacher", unit="step")
-    epoch_loss, epoch_rows, epoch = 0.0, 0, 0
+    window_loss, window_rows, epoch = 0.0, 0, 0
 
-    def evaluate(epoch_done: float):
-        recall = retrieval_recall(model, validation_images, validation_captions, tokenizer)
-        history.append({"epoch": round(epoch_done, 3), "train_loss": epoch_loss / max(1, epoch_rows), **recall})
-        logger.info("epoch %.2f: %s", epoch_done, json.dumps(history[-1]))
+    def evaluate(step: int):
+        nonlocal window_loss, window_rows
+        record = evaluate_teacher(model, tokenizer, validation_images, validation_captions, validation_scenes)
+        entry = {
+            "step": step,
+            "epoch": round(step / steps_per_epoch, 3),
+            "train_loss": window_loss / max(1, window_rows),
+        }
+        history.append({**entry, **record})
+        logger.info("step %d: %s", step, json.dumps(history[-1]))
+        window_loss, window_rows = 0.0, 0
+        model.train()
 
     model.train()
-    for epoch_now, index in batches(len(train), args.batch_size, total_steps, generator):
-        if epoch_now != epoch:
-            evaluate(epoch_now)
-            model.train()
-            epoch_loss, epoch_rows, epoch = 0.0, 0, epoch_now
-        images = preprocess_images(preprocess, train_images[index][IMAGE_COLUMN])
-        texts = tokenizer([random.choice(train_captions[i]) for i in index]).to(device)
-        out = model(images.to(device), texts)
-        loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+    for step, (epoch_now, index) in enumerate(batches(len(train), args.batch_size, total_steps, generator)):
+        if epoch_now != epoch or (args.eval_steps and step and step % args.eval_steps == 0):
+            evaluate(step)
+            epoch = epoch_now
+        loss = batch_loss(model, tokenizer, preprocess, make_batch(index), args, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         with torch.no_grad():  # CLIP clamps its temperature at 100
             model.logit_scale.clamp_(0, math.log(100))
-        epoch_loss += loss.item() * len(index)
-        epoch_rows += len(index)
+        window_loss += loss.item() * len(index)
+        window_rows += len(index)
         progress.update()
         progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
     progress.close()
-    evaluate(total_steps / steps_per_epoch)
-    return history
+    evaluate(total_steps)
+    return history, dict(sorted(make_batch.counts.items()))
 
 
 def save_teacher(model, text_tower, args: TeacherTrainingArguments, checkpoint: Path) -> None:
@@ -235,7 +411,7 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
 
     # 3. Train, with the retrieval recall after each epoch.
     start = time.perf_counter()
-    history = train_steps(
+    history, batch_counts = train_steps(
         model, preprocess, tokenizer, train, validation, optimizer, scheduler, args, total_steps, device
     )
 
@@ -249,6 +425,14 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
         "model_config": json.loads(config_file.read_text()) if config_file.exists() else None,
         "validation": history[-1],
         "history": history,
+        "hard_negatives": {
+            "kinds": _names(args.hard_negatives),
+            "per_caption": args.hard_negatives_per_caption,
+            "pair_weight": args.hard_negative_weight,
+            "counterfactual_images": args.counterfactual_images,
+            "counterfactual_kinds": _names(args.counterfactual_kinds) if args.counterfactual_images else [],
+            "made": batch_counts,
+        },
         "train_seconds": round(time.perf_counter() - start, 1),
         "dataset_dir": str(args.dataset_dir),
         "arguments": asdict(args),
@@ -271,6 +455,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{validation['image_to_text_R@1']:.3f}, text->image R@1 {validation['text_to_image_R@1']:.3f} "
         f"({record['train_seconds']:.0f} s)"
     )
+    if "compositional" in validation:
+        scores = {
+            kind: {"accuracy": accuracy, "scenes": validation["compositional_scenes"][kind]}
+            for kind, accuracy in validation["compositional"].items()
+        }
+        print("Compositional test (validation scenes; how often the true caption outscores the negative):")
+        print(format_table(scores))
     return 0
 
 

@@ -10,10 +10,19 @@ import numpy as np
 import torch
 
 from clipcap.data import CAPTION_COLUMN, IMAGE_COLUMN
+from clipcap.hard_negatives import draw_hard_negatives, judge_of
 from clipcap.losses import caption_id
+from clipcap.metrics import scene_of
 
 # What a batch may carry for the teacher (the trainer takes these out before the model's forward).
-TEACHER_INPUTS = ("teacher_image_embeds", "teacher_pixel_values", "teacher_text_embeds", "teacher_input_ids")
+TEACHER_INPUTS = (
+    "teacher_image_embeds",
+    "teacher_pixel_values",
+    "teacher_text_embeds",
+    "teacher_input_ids",
+    "teacher_negative_input_ids",
+    "hard_negative_owners",
+)
 
 
 def _float_tensor(rows: list) -> torch.Tensor:
@@ -45,10 +54,13 @@ class CaptionCollator:
         teacher_texts: bool = False,
         seed: int | None = None,
         references: bool = False,
+        hard_negatives: tuple[str, ...] = (),
+        hard_negatives_per_caption: int = 1,
     ):
         self.processor = processor
         self.teacher, self.teacher_images, self.teacher_texts = teacher, teacher_images, teacher_texts
         self.references = references
+        self.hard_negatives, self.hard_negatives_per_caption = tuple(hard_negatives), hard_negatives_per_caption
         self.seed, self.epoch = seed, 0
 
     def reads_images(self, columns) -> bool:
@@ -91,6 +103,21 @@ class CaptionCollator:
                 batch["teacher_text_embeds"] = _float_tensor(chosen)
             else:
                 batch["teacher_input_ids"] = self.teacher.tokenizer(captions)
+        if self.hard_negatives and self.teacher_texts:
+            self._add_hard_negatives(batch, rows, captions)
         if self.references:
             batch["references"] = usable_references
         return batch
+
+    def _add_hard_negatives(self, batch: dict, rows: list[dict], captions: list[str]) -> None:
+        """The teacher's tokens of each drawn caption's hard negatives (`clipcap.hard_negatives`, judged by the row's
+        scene or labels) and the row each was made from, drawn as reproducibly as the captions are."""
+        key = "/".join(str(row.get("row_index", "")) for row in rows)
+        seed = f"{self.seed}/{self.epoch}/{key}" if self.seed is not None else int(torch.randint(2**31, ()))
+        judges = [judge_of(scene_of(row), row.get("labels")) for row in rows]
+        negatives, owners, _ = draw_hard_negatives(
+            captions, judges, self.hard_negatives, self.hard_negatives_per_caption, random.Random(seed)
+        )
+        if negatives:
+            batch["teacher_negative_input_ids"] = self.teacher.tokenizer(negatives)
+            batch["hard_negative_owners"] = torch.tensor(owners)

@@ -7,7 +7,7 @@ Every loss returns a scalar mean over the batch.
 | term | function |
 | --- | --- |
 | `L_cos` | `cosine_alignment_loss`: distils the teacher's image embedding into the student |
-| `L_con` | `contrastive_loss`: CLIP's symmetric InfoNCE between z and t, identical captions not negatives |
+| `L_con` | `contrastive_loss`: CLIP's symmetric InfoNCE between z and t, identical captions not negatives, hard negative captions (NegCLIP) as extra negatives; `hard_negative_pair_loss`: each hard negative against its own caption |
 | `L_div` | `repetition_unlikelihood_loss` (Welleck et al. 2019) + `cross_image_similarity_loss` |
 """
 
@@ -56,14 +56,23 @@ def positive_mask(caption_ids: torch.Tensor) -> torch.Tensor:
 
 
 def contrastive_loss(
-    z: torch.Tensor, t: torch.Tensor, logit_scale: float, caption_ids: torch.Tensor | None = None
+    z: torch.Tensor,
+    t: torch.Tensor,
+    logit_scale: float | torch.Tensor,
+    caption_ids: torch.Tensor | None = None,
+    negatives: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Symmetric InfoNCE between student image embeddings `z` and teacher caption embeddings `t` (CLIP's loss).
+    """Symmetric InfoNCE between image embeddings `z` and caption embeddings `t` (CLIP's loss), with NegCLIP's hard
+    negatives when given.
 
     Row i's positive is caption i. With `caption_ids` (an integer per row identifying the caption text), a row whose
     caption is identical to row i's is not a negative of row i: it is left out of row i's softmax, in both directions
     (image -> text and text -> image). Without that, identical captions would be pushed apart from images they
     describe, and the loss could not fall below log(number of duplicates).
+
+    `negatives` (K, D) are embeddings of captions that describe no image of the batch (hard negatives: a caption
+    with one fact made false, `clipcap.hard_negatives`): as in NegCLIP (Yuksekgonul et al. 2023) they join every
+    image's softmax over captions, and not the text -> image direction, which has no image for them.
     """
     logits = logit_scale * z.float() @ t.float().T
     targets = torch.arange(len(z), device=z.device)
@@ -71,9 +80,26 @@ def contrastive_loss(
         duplicates = positive_mask(caption_ids).bool()
         duplicates.fill_diagonal_(False)
         logits = logits.masked_fill(duplicates, float("-inf"))
-    image_to_text = torch.nn.functional.cross_entropy(logits, targets)
     text_to_image = torch.nn.functional.cross_entropy(logits.T, targets)
+    if negatives is not None and len(negatives):
+        logits = torch.cat([logits, logit_scale * z.float() @ negatives.float().T], dim=1)
+    image_to_text = torch.nn.functional.cross_entropy(logits, targets)
     return (image_to_text + text_to_image) / 2
+
+
+def hard_negative_pair_loss(
+    z: torch.Tensor, t: torch.Tensor, negatives: torch.Tensor, owners: torch.Tensor, logit_scale: float | torch.Tensor
+) -> torch.Tensor:
+    """Each hard negative against its own image's true caption alone: the mean over negatives k of
+    `-log sigmoid(s * (cos(z_o, t_o) - cos(z_o, n_k)))`, o = `owners[k]` the row whose caption negative k was made
+    from (a two-way softmax, so that a fine difference is not drowned by the batch's easy negatives). 0 without
+    negatives."""
+    if not len(negatives):
+        return z.new_zeros(())
+    owners = owners.to(z.device)
+    positive = (z[owners].float() * t[owners].float()).sum(-1)
+    negative = (z[owners].float() * negatives.float()).sum(-1)
+    return torch.nn.functional.softplus(logit_scale * (negative - positive)).mean()
 
 
 def repetition_unlikelihood_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

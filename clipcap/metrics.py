@@ -190,6 +190,11 @@ def scenes_of(dataset) -> list[str] | None:
     return dataset[SCENE_COLUMN][:] if SCENE_COLUMN in dataset.column_names else None
 
 
+def scene_of(row: dict) -> str | None:
+    """The scene description of one dataset row (a dict), or None when the data has none (`scenes_of`'s row form)."""
+    return row.get(SCENE_COLUMN)
+
+
 def score_captions(
     captions: list[str],
     references: list[list[str]],

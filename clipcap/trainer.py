@@ -140,10 +140,19 @@ class CLIPGuidedTrainer(Trainer):
         if guidance.lambda_con > 0:
             with torch.no_grad():
                 text_embeds = self._teacher_embeddings(teacher_inputs, "text").to(outputs.z.device)
+                negatives = None
+                if "teacher_negative_input_ids" in teacher_inputs:  # NegCLIP's hard negatives, this process's own
+                    negatives = self.teacher.embed_input_ids(teacher_inputs["teacher_negative_input_ids"])
             z, ids = outputs.z, caption_ids.to(outputs.z.device)
             if guidance.gather_negatives:
                 z, text_embeds, ids = gather_features(z, text_embeds, ids)
-            terms["con"] = contrastive_loss(z, text_embeds, guidance.contrastive_logit_scale, ids)
+            terms["con"] = contrastive_loss(
+                z,
+                text_embeds,
+                guidance.contrastive_logit_scale,
+                ids,
+                negatives=None if negatives is None else negatives.to(z.device),
+            )
         if guidance.lambda_div > 0:
             labels = inputs["labels"]
             terms["div"] = repetition_unlikelihood_loss(outputs.logits, labels) + cross_image_similarity_loss(

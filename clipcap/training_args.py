@@ -12,6 +12,8 @@ from transformers import TrainingArguments
 from transformers.integrations import is_tensorboard_available
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 
+from clipcap.hard_negatives import NEGATIVE_KINDS
+
 logger = logging.getLogger(__name__)
 
 
@@ -38,11 +40,27 @@ class CLIPGuidanceArguments:
         default=True,
         metadata={"help": "Without a cache, embed every image and caption with the teacher once before training."},
     )
+    con_hard_negatives: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated kinds of hard negative captions (clipcap.hard_negatives.NEGATIVE_KINDS) that join "
+            "L_con's softmax over captions for z (NegCLIP on the student), embedded by the teacher at each step."
+        },
+    )
+    con_hard_negatives_per_caption: int = field(
+        default=1, metadata={"help": "Hard negatives drawn per caption of the batch for L_con."}
+    )
 
     def __post_init__(self):
         for name in ("lambda_cos", "lambda_con", "lambda_div"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if unknown := [kind for kind in self.hard_negative_kinds if kind not in NEGATIVE_KINDS]:
+            raise ValueError(f"unknown con_hard_negatives {unknown}; known: {', '.join(NEGATIVE_KINDS)}")
+
+    @property
+    def hard_negative_kinds(self) -> tuple[str, ...]:
+        return tuple(kind.strip() for kind in self.con_hard_negatives.split(",") if kind.strip())
 
     @property
     def needs_teacher_images(self) -> bool:

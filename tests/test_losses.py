@@ -10,6 +10,7 @@ from clipcap.losses import (
     contrastive_loss,
     cosine_alignment_loss,
     cross_image_similarity_loss,
+    hard_negative_pair_loss,
     positive_mask,
     repetition_unlikelihood_loss,
 )
@@ -60,6 +61,47 @@ def test_contrastive_identical_captions_are_not_negatives():
     perfect = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     assert contrastive_loss(perfect, t, 100.0, ids).item() == pytest.approx(0.0, abs=1e-6)
     assert contrastive_loss(perfect, t, 100.0).item() == pytest.approx(2 / 3 * math.log(2), abs=1e-4)
+
+
+def test_hard_negatives_join_only_the_image_to_text_softmax_by_hand():
+    """NegCLIP: a negative caption is one more column of every image's softmax, and no row of text->image."""
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    t = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    negatives = torch.tensor([[0.8, 0.6]])
+    scale = 2.0
+    # Extra logits 2 * z @ n = [1.6, 1.2]: row 0 -log(e^2 / (e^2 + e^1.2 + e^1.6)), row 1 -log(e^1.6 / (1 + e^1.6 + e^1.2))
+    i2t = (
+        -math.log(math.exp(2) / (math.exp(2) + math.exp(1.2) + math.exp(1.6)))
+        - math.log(math.exp(1.6) / (1 + math.exp(1.6) + math.exp(1.2)))
+    ) / 2
+    t2i = (-math.log(math.exp(2) / (math.exp(2) + 1)) - math.log(math.exp(1.6) / (math.exp(1.2) + math.exp(1.6)))) / 2
+    assert contrastive_loss(z, t, scale, negatives=negatives).item() == pytest.approx((i2t + t2i) / 2, abs=1e-6)
+    assert contrastive_loss(z, t, scale, negatives=negatives[:0]).item() == pytest.approx(
+        contrastive_loss(z, t, scale).item(), abs=1e-7
+    )
+
+
+def test_contrastive_loss_is_open_clips_without_ids_or_negatives():
+    import open_clip
+
+    torch.manual_seed(0)
+    z = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    t = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    scale = torch.tensor(14.3)
+    assert contrastive_loss(z, t, scale).item() == pytest.approx(open_clip.ClipLoss()(z, t, scale).item(), abs=1e-6)
+
+
+def test_hard_negative_pair_loss_by_hand():
+    """Each negative against its own row's true caption alone: softplus(s * (cos(z, n) - cos(z, t)))."""
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    t = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    negatives = torch.tensor([[0.8, 0.6], [1.0, 0.0], [0.0, 1.0]])
+    owners = torch.tensor([0, 0, 1])
+    # row 0: true 1, negatives 0.8 and 1.0; row 1: true 0.8, negative 1.0
+    expected = [math.log1p(math.exp(3 * (0.8 - 1))), math.log1p(math.exp(0)), math.log1p(math.exp(3 * (1 - 0.8)))]
+    loss = hard_negative_pair_loss(z, t, negatives, owners, 3.0)
+    assert loss.item() == pytest.approx(sum(expected) / 3, abs=1e-6)
+    assert hard_negative_pair_loss(z, t, negatives[:0], owners[:0], 3.0).item() == 0.0
 
 
 def test_repetition_unlikelihood_by_hand():

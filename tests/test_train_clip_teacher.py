@@ -36,3 +36,74 @@ def test_train_clip_teacher_saves_a_checkpoint_open_clip_loads(tmp_path, data_di
     assert teacher.identity.sha256 == record["sha256"] == file_sha256(out / "open_clip_model.safetensors")
     # A second run does not overwrite the teacher unless asked to.
     assert train_clip_teacher.main(argv) == 1
+
+
+def test_a_teacher_trained_with_hard_negatives_records_them_and_its_compositional_test(
+    tmp_path, data_dir, teacher_checkpoint, capsys
+):
+    """NegCLIP's loss with caption hard negatives and counterfactual image pairs: the batches held them (counted in
+    teacher.json), every evaluation has the compositional test of each kind, and the teacher loads and is scored by
+    `python -m clipcap.compositional`."""
+    from clipcap import compositional
+    from clipcap.hard_negatives import NEGATIVE_KINDS
+
+    import train_clip_teacher
+
+    out = tmp_path / "teacher"
+    argv = ["--dataset_dir", str(data_dir), "--output_dir", str(out), "--model", "ClipCap-Test-Teacher"]
+    argv += ["--max_steps", "4", "--batch_size", "6", "--warmup_steps", "1", "--eval_steps", "2"]
+    argv += ["--hard_negatives", "swap_colours,swap_kinds,swap_phrases,change_count"]
+    argv += ["--hard_negatives_per_caption", "2", "--hard_negative_weight", "0.5", "--counterfactual_images", "0.5"]
+    assert train_clip_teacher.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| colours of two objects swapped |" in printed
+    record = json.loads((out / "teacher.json").read_text())
+    made = record["hard_negatives"]["made"]
+    # 4 steps of 6 images (12 per epoch), half of each batch tried for a counterfactual.
+    assert made["counterfactual_tried"] == 4 * 3
+    assert 0 < sum(v for k, v in made.items() if k.startswith("counterfactual_") and k != "counterfactual_tried") <= 12
+    assert {k for k in made if k.startswith("negative_")} <= {
+        "negative_swap_colours",
+        "negative_swap_kinds",
+        "negative_swap_phrases",
+        "negative_change_count",
+    }
+    assert sum(v for k, v in made.items() if k.startswith("negative_")) > 4 * 6  # about two per caption
+    assert record["hard_negatives"]["kinds"] == ["swap_colours", "swap_kinds", "swap_phrases", "change_count"]
+    # Evaluations at steps 2 and 4 (the end): each with every kind scored on the 4 validation scenes.
+    assert [entry["step"] for entry in record["history"]] == [2, 4]
+    for entry in record["history"]:
+        assert set(entry["compositional"]) == set(NEGATIVE_KINDS)
+        assert entry["compositional_scenes"]["change_count"] == 4
+        for kind, accuracy in entry["compositional"].items():
+            scenes = entry["compositional_scenes"][kind]
+            assert accuracy * scenes == pytest.approx(round(accuracy * scenes), abs=1e-3)
+    assert (
+        compositional.main(
+            [
+                "--clip_model",
+                "ClipCap-Test-Teacher",
+                "--clip_pretrained",
+                str(out),
+                "--dataset_dir",
+                str(data_dir),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    scored = json.loads(capsys.readouterr().out)
+    assert {kind: round(score["accuracy"], 4) for kind, score in scored.items()} == record["validation"][
+        "compositional"
+    ]
+
+
+def test_hard_negative_arguments_are_checked():
+    import train_clip_teacher
+
+    with pytest.raises(ValueError, match="unknown hard_negatives \\['swap'\\]"):
+        train_clip_teacher.TeacherTrainingArguments(hard_negatives="swap")
+    with pytest.raises(ValueError, match="unknown counterfactual_kinds"):
+        train_clip_teacher.TeacherTrainingArguments(counterfactual_kinds="rotate")
+    with pytest.raises(ValueError, match="hard_negative_weight needs hard_negatives"):
+        train_clip_teacher.TeacherTrainingArguments(hard_negative_weight=1.0)

@@ -15,6 +15,7 @@ from tests.helpers import CountingTeacher
 
 
 def make_trainer(tmp_path, data_dir, teacher, **guidance):
+    """A tiny CLIP-guided trainer and one collated batch of 4 training rows."""
     from clipcap.collator import CaptionCollator
     from clipcap.trainer import CLIPGuidedTrainer
     from clipcap.training_args import ClipCapTrainingArguments, CLIPGuidanceArguments
@@ -33,6 +34,8 @@ def make_trainer(tmp_path, data_dir, teacher, **guidance):
         teacher=teacher,
         teacher_images=guidance.needs_teacher_images,
         teacher_texts=guidance.needs_teacher_texts,
+        seed=0,
+        hard_negatives=guidance.hard_negative_kinds,
     )
     args = ClipCapTrainingArguments(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True)
     dataset = datasets.load_from_disk(str(data_dir))
@@ -74,6 +77,29 @@ def test_zero_weight_skips_term_and_teacher(
     weight = {"loss_ce": 1.0, "loss_cos": weights.get("lambda_cos", 0), "loss_con": weights.get("lambda_con", 0)}
     weight["loss_div"] = weights.get("lambda_div", 0)
     assert loss.item() == pytest.approx(sum(weight[name] * float(value) for name, value in terms.items()), rel=1e-5)
+
+
+def test_l_con_takes_the_teachers_embeddings_of_the_hard_negatives(tmp_path, data_dir, teacher_checkpoint):
+    """NegCLIP on the student: L_con equals `contrastive_loss` with the teacher's embeddings of the batch's hard
+    negatives in z's softmax over captions, and is larger than without them."""
+    from clipcap.losses import contrastive_loss
+    from clipcap.teacher import CLIPTeacher
+
+    teacher = CLIPTeacher.from_pretrained("ClipCap-Test-Teacher", str(teacher_checkpoint))
+    trainer, batch = make_trainer(
+        tmp_path, data_dir, teacher, lambda_con=1.0, con_hard_negatives="swap_colours,swap_phrases,change_count"
+    )
+    assert len(batch["hard_negative_owners"]) == 4  # each of the 4 captions has a count to change
+    trainer.model.eval()
+    with torch.no_grad():
+        trainer.compute_loss(trainer.model, batch)
+        z = trainer.model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"]).z
+        captions = teacher.embed_input_ids(batch["teacher_input_ids"])
+        negatives = teacher.embed_input_ids(batch["teacher_negative_input_ids"])
+    scale = trainer.guidance.contrastive_logit_scale
+    expected = contrastive_loss(z, captions, scale, batch["caption_ids"], negatives=negatives)
+    assert float(trainer._term_sums["eval"]["loss_con"]) == pytest.approx(expected.item(), rel=1e-5)
+    assert expected.item() > contrastive_loss(z, captions, scale, batch["caption_ids"]).item()
 
 
 @pytest.mark.parametrize(("term", "bad"), [("ce", float("inf")), ("div", float("nan"))])
