@@ -10,9 +10,11 @@ negative images. A counterfactual here is exact, because the scene is known:
 | --- | --- | --- |
 | `swap_colours` | two units exchange their colours | the two units' colours exchanged |
 | `swap_kinds` | two units exchange their kinds (each drawn inside its old box) | the two units' nouns exchanged |
+| `swap_units` | two units exchange places (colours and kinds; each count stays where it was) | both exchanged |
 | `mirror` | mirrored left to right (the image's pixels, as for a photo) | left and right exchanged |
 
-A counterfactual is kept only when the checker finds its caption true of it and the original caption false of it.
+The kind is drawn first, each as often, then the units it edits, so that the one mirror of a scene is drawn as often
+as its many pairs of units. A counterfactual is kept only when the checker finds its caption true of it and the original caption false of it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .grammar import GRAMMAR
 from .rendering import render_scene
 from .scene import KINDS, Scene
 
-COUNTERFACTUAL_KINDS = ("swap_colours", "swap_kinds", "mirror")
+COUNTERFACTUAL_KINDS = ("swap_colours", "swap_kinds", "swap_units", "mirror")
 _LEFT_RIGHT = {"left": "right", "right": "left"}
 
 
@@ -61,6 +63,15 @@ def swap_kinds(scene: Scene, i: int, j: int) -> Scene:
             obj.kind = new.units[obj.unit].kind
             obj.bounding_box = _fit(obj.bounding_box, obj.kind)
     return new
+
+
+def swap_units(scene: Scene, i: int, j: int) -> Scene:
+    """The scene with units `i` and `j` in each other's places: each takes the other's colour and kind (each drawn
+    inside its old box), so that what is left of / above what is exchanged and each place keeps its count."""
+    return swap_kinds(swap_colours(scene, i, j), i, j)
+
+
+_EDITS = {"swap_colours": swap_colours, "swap_kinds": swap_kinds, "swap_units": swap_units}
 
 
 def mirror(scene: Scene) -> Scene:
@@ -110,16 +121,20 @@ def mirrored_caption(caption: str) -> str:
     return "".join(out) + text[last:]
 
 
-def _options(scene: Scene, kinds) -> list[tuple]:
+def _options(scene: Scene, kinds, rng: random.Random) -> list[tuple]:
+    """Every edit of `kinds` for `scene`, in the order they are tried: kinds in a random order, each kind's edits
+    shuffled."""
+    unknown = [kind for kind in kinds if kind not in COUNTERFACTUAL_KINDS]
+    if unknown:
+        raise ValueError(f"unknown counterfactual kind {unknown[0]!r}; known: {', '.join(COUNTERFACTUAL_KINDS)}")
     pairs = [(i, j) for i in range(len(scene.units)) for j in range(i + 1, len(scene.units))]
+    order = list(dict.fromkeys(kinds))
+    rng.shuffle(order)
     options = []
-    for kind in kinds:
-        if kind == "mirror":
-            options.append((kind,))
-        elif kind in ("swap_colours", "swap_kinds"):
-            options += [(kind, i, j) for i, j in pairs]
-        else:
-            raise ValueError(f"unknown counterfactual kind {kind!r}; known: {', '.join(COUNTERFACTUAL_KINDS)}")
+    for kind in order:
+        edits = [(kind,)] if kind == "mirror" else [(kind, i, j) for i, j in pairs]
+        rng.shuffle(edits)
+        options += edits
     return options
 
 
@@ -131,13 +146,11 @@ def counterfactual(
 
     Colour and kind swaps are rendered from the new description with the scene's own `render_seed` at the image's
     size; the mirror is the image's pixels mirrored."""
-    options = _options(scene, kinds)
-    rng.shuffle(options)
-    for kind, *units in options:
+    for kind, *units in _options(scene, kinds, rng):
         if kind == "mirror":
             new, new_caption = mirror(scene), mirrored_caption(caption)
         else:
-            new = (swap_colours if kind == "swap_colours" else swap_kinds)(scene, *units)
+            new = _EDITS[kind](scene, *units)
             new_caption = recaption(caption, scene, new)
         if caption_errors(new_caption, new) or not caption_errors(caption, new):
             continue  # the edit changed nothing the caption says, or its caption is not true of it

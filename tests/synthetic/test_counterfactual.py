@@ -13,6 +13,7 @@ from clipcap.synthetic.counterfactual import (
     recaption,
     swap_colours,
     swap_kinds,
+    swap_units,
 )
 from tests.synthetic.scenes import COLUMN, ROW
 
@@ -54,6 +55,27 @@ def test_swap_kinds_redraws_each_unit_inside_its_old_box():
     caption = recaption(CAPTION, ROW, new)
     assert caption == "a photo of a red kettle to the left of two blue toasters"
     assert caption_errors(caption, new) == [] and caption_errors(CAPTION, new)
+
+
+def test_swap_units_exchanges_places_and_keeps_each_count_where_it_was():
+    new = swap_units(ROW, 0, 1)
+    assert [(u.kind, u.colour, u.count) for u in new.units] == [("Kettle", "blue", 1), ("Toaster", "red", 2)]
+    caption = recaption(CAPTION, ROW, new)
+    assert caption == "a photo of a blue kettle to the left of two red toasters"
+    assert caption_errors(caption, new) == [] and caption_errors(CAPTION, new)
+    # In a column, what is above what is exchanged.
+    column = swap_units(COLUMN, 0, 1)
+    column_caption = recaption("a white microwave oven above a black refrigerator", COLUMN, column)
+    assert column_caption == "a black refrigerator above a white microwave oven"
+    assert caption_errors(column_caption, column) == []
+    assert caption_errors("a white microwave oven above a black refrigerator", column)
+
+
+def test_the_kind_is_drawn_first_so_the_one_mirror_is_drawn_as_often_as_a_swap():
+    image = render_scene(ROW, 32)
+    drawn = [counterfactual(ROW, CAPTION, image, random.Random(seed))[0] for seed in range(200)]
+    counts = {kind: drawn.count(kind) for kind in ("swap_colours", "swap_kinds", "swap_units", "mirror")}
+    assert sum(counts.values()) == 200 and all(35 <= n <= 65 for n in counts.values()), counts
 
 
 def test_mirror_flips_boxes_side_and_left_right():
