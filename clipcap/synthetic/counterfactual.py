@@ -13,8 +13,9 @@ negative images. A counterfactual here is exact, because the scene is known:
 | `swap_units` | two units exchange places (colours and kinds; each count stays where it was) | both exchanged |
 | `mirror` | mirrored left to right (the image's pixels, as for a photo) | left and right exchanged |
 
-The kind is drawn first, each as often, then the units it edits, so that the one mirror of a scene is drawn as often
-as its many pairs of units. A counterfactual is kept only when the checker finds its caption true of it and the original caption false of it.
+The kind is drawn first, then the units it edits, so that the one mirror of a scene is tried first as often as each
+kind of swap (not once among its many pairs of units); the next kind is tried when one changes nothing. A
+counterfactual is kept only when the checker finds its caption true of it and the original caption false of it.
 """
 
 from __future__ import annotations
