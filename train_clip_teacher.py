@@ -54,7 +54,14 @@ from clipcap.memory import keep_freed_memory
 from clipcap.metrics import scenes_of
 from clipcap.synthetic import Scene
 from clipcap.synthetic.counterfactual import COUNTERFACTUAL_KINDS, counterfactual, mirrored_caption
-from clipcap.teacher import MODEL_CONFIG_DIR, TEACHER_CHECKPOINT_NAME, register_model_configs, retrieval_recall
+from clipcap.teacher import (
+    MODEL_CONFIG_DIR,
+    TEACHER_CHECKPOINT_NAME,
+    encode_images,
+    encode_texts,
+    register_model_configs,
+    retrieval_recall,
+)
 
 logger = logging.getLogger("train_clip_teacher")
 
@@ -290,21 +297,11 @@ def evaluate_teacher(model, tokenizer, images: torch.Tensor, references: list[li
     """Validation retrieval recall and, on synthetic scenes, the compositional test (`clipcap.compositional`)."""
     record = retrieval_recall(model, images, references, tokenizer)
     if scenes is not None:
-        device = next(model.parameters()).device
-        image_embeds = torch.cat(
-            [model.encode_image(images[i : i + 64].to(device), normalize=True) for i in range(0, len(images), 64)]
-        )
-
-        def embed_texts(texts):
-            return torch.cat(
-                [
-                    model.encode_text(tokenizer(texts[i : i + 256]).to(device), normalize=True)
-                    for i in range(0, len(texts), 256)
-                ]
-            )
-
         results = compositional_test(
-            image_embeds.float().cpu(), lambda t: embed_texts(t).float().cpu(), scenes, references
+            encode_images(model, images).float().cpu(),
+            lambda texts: encode_texts(model, tokenizer, texts, batch_size=256).float().cpu(),
+            scenes,
+            references,
         )
         record["compositional"] = {kind: round(score["accuracy"], 4) for kind, score in results.items()}
         record["compositional_scenes"] = {kind: score["scenes"] for kind, score in results.items()}

@@ -241,6 +241,28 @@ class CLIPTeacher(torch.nn.Module):
 
 
 @torch.no_grad()
+def encode_images(model, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Unit-norm embeddings of preprocessed `images` by an open_clip `model`, `batch_size` at a time."""
+    device = next(model.parameters()).device
+    return torch.cat(
+        [
+            model.encode_image(images[i : i + batch_size].to(device), normalize=True)
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+
+
+def encode_texts(model, tokenizer, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+    """Unit-norm embeddings of `texts` by an open_clip `model` and its tokenizer, `batch_size` at a time."""
+    device = next(model.parameters()).device
+    return torch.cat(
+        [
+            model.encode_text(tokenizer(texts[i : i + batch_size]).to(device), normalize=True)
+            for i in range(0, len(texts), batch_size)
+        ]
+    )
+
+
 def retrieval_recall(model, images: torch.Tensor, captions: list[list[str]], tokenizer, batch_size: int = 64) -> dict:
     """Image->text and text->image recall@1 of an open_clip `model` over a split, every reference caption included.
 
@@ -249,20 +271,9 @@ def retrieval_recall(model, images: torch.Tensor, captions: list[list[str]], tok
     text is among its references.
     """
     model.eval()
-    device = next(model.parameters()).device
     texts = [caption for references in captions for caption in references]
-    image_embeds = torch.cat(
-        [
-            model.encode_image(images[i : i + batch_size].to(device), normalize=True)
-            for i in range(0, len(images), batch_size)
-        ]
-    )
-    text_embeds = torch.cat(
-        [
-            model.encode_text(tokenizer(texts[i : i + batch_size]).to(device), normalize=True)
-            for i in range(0, len(texts), batch_size)
-        ]
-    )
+    image_embeds = encode_images(model, images, batch_size)
+    text_embeds = encode_texts(model, tokenizer, texts, batch_size)
     similarity = (image_embeds @ text_embeds.T).float().cpu()
     reference_sets = [set(references) for references in captions]
     best_text = similarity.argmax(dim=1).tolist()
