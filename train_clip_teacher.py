@@ -129,7 +129,7 @@ class TeacherTrainingArguments:
         },
     )
     counterfactual_kinds: str = field(
-        default="swap_colours,swap_kinds,mirror", metadata={"help": "Comma-separated counterfactual kinds."}
+        default=",".join(COUNTERFACTUAL_KINDS), metadata={"help": "Comma-separated counterfactual kinds."}
     )
 
     def __post_init__(self):

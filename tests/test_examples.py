@@ -4,11 +4,15 @@ saving, reloading, beam search)."""
 import sys
 from pathlib import Path
 
+import datasets
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-import overfit_smoke  # noqa: E402
+import overfit_smoke
+
+from tests.helpers import needs_packaged_weights
 
 
 @pytest.mark.slow
@@ -22,3 +26,65 @@ def test_small_model_learns_to_caption_four_images(tmp_path):
     pairs = overfit_smoke.main(output_dir=str(tmp_path / "smoke"))
     assert [caption for caption, _ in pairs] == [reference for _, reference in pairs]
     assert (tmp_path / "smoke" / "model.safetensors").is_file()
+
+
+def test_probe_oracle_puts_each_object_in_its_slot_left_to_right_or_top_to_bottom():
+    """The oracle "grid" of examples/frozen_tower_probe.py: object j (in reading order) is slot j, with its colour,
+    kind and layout one-hot and its box; the rest of the slots are empty."""
+    import frozen_tower_probe
+
+    from clipcap.synthetic.scene import COLOURS, KINDS, LAYOUTS
+
+    def obj(colour, kind, x, y):
+        return {"colour": colour, "kind": kind, "bounding_box": [x, y, 0.2, 0.2], "unit": 0}
+
+    row = {"layout": "row", "objects": [obj("red", "Kettle", 0.6, 0.1), obj("blue", "Toaster", 0.1, 0.5)]}
+    column = {"layout": "column", "objects": [obj("green", "Oven", 0.1, 0.7), obj("red", "Kettle", 0.5, 0.2)]}
+    grid = frozen_tower_probe.oracle([row, column], slots=3)
+    colours, kinds, layouts = list(COLOURS), list(KINDS), list(LAYOUTS)
+    assert grid.shape == (2, len(colours) + len(kinds) + len(layouts) + 4, 1, 3)
+
+    def slot(i, j):
+        cell = grid[i, :, 0, j]
+        hot = cell[:-4].nonzero().flatten().tolist()
+        names = [colours[hot[0]], kinds[hot[1] - len(colours)], layouts[hot[2] - len(colours) - len(kinds)]]
+        return names, cell[-4:].tolist()
+
+    # the toaster (x 0.1) is left of the kettle (x 0.6); in the column the kettle (y 0.2) is above the oven
+    assert slot(0, 0) == (["blue", "Toaster", "row"], pytest.approx([0.1, 0.5, 0.2, 0.2]))
+    assert slot(0, 1)[0] == ["red", "Kettle", "row"]
+    assert slot(1, 0)[0] == ["red", "Kettle", "column"] and slot(1, 1)[0] == ["green", "Oven", "column"]
+    assert grid[:, :, 0, 2].abs().sum() == 0
+
+
+@pytest.mark.slow
+@needs_packaged_weights
+def test_probe_caches_the_locked_towers_and_trains_heads_on_them(data_dir, tmp_path, capsys):
+    """The cache holds each split's trunk grid and oracle, two captions per training scene with their negatives (each
+    false by the checker); training on it prints the compositional test at steps 0 and 2."""
+    import frozen_tower_probe
+
+    from clipcap.hard_negatives import scene_judge
+
+    cache_dir = tmp_path / "probe"
+    frozen_tower_probe.main(["cache", "--dataset_dir", str(data_dir), "--cache_dir", str(cache_dir)])
+    train, validation = (torch.load(cache_dir / f"{split}.pt") for split in ("train", "validation"))
+    assert train["grid"].shape == (12, 1280, 4, 4) and validation["grid"].shape == (4, 1280, 4, 4)
+    assert train["oracle"].shape[0] == 12
+    texts = torch.load(cache_dir / "texts.pt", weights_only=False)
+    data = datasets.load_from_disk(str(data_dir))["train"]
+    assert texts["rows"].bincount().tolist() == [min(2, len(c)) for c in data["captions"]]
+    assert texts["embeds"].shape == (len(texts["texts"]), 384)
+    assert len(texts["owners"]) == len(texts["negatives"]) > 0
+    for text, row in zip(texts["texts"], texts["rows"].tolist(), strict=True):
+        assert text in data["captions"][row]
+    for negative, owner in zip(texts["negative_texts"], texts["owners"].tolist(), strict=True):
+        row = int(texts["rows"][owner])
+        assert scene_judge(data["scene"][row])(negative), (negative, data["scene"][row])
+        assert negative != texts["texts"][owner]
+    assert texts["owners"].bincount().max() <= len(frozen_tower_probe.NEGATIVE_KINDS)  # one per kind at most
+    capsys.readouterr()
+    frozen_tower_probe.main(["train", "--cache_dir", str(cache_dir), "--steps", "2", "--batch_size", "8"])
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in printed] == ["0", "2"]
+    assert "'swap_colours'" in printed[-1] and "'R@1'" in printed[-1]

