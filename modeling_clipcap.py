@@ -7,21 +7,21 @@ through an MLP or a small transformer with learned queries. Departures from the 
     the `z` embedding this model computes (a head into the teacher's space);
   * captions end with EOS, which is a trained target, and padding/prefix positions are ignored with label -100
     (ClipCap padded with token 0 and masked only in attention);
-  * `logits` are returned for the caption positions only, aligned with `labels` (no shift needed), and the LM head
-    never runs on prefix positions;
   * generation is transformers' `GenerationMixin.generate` fed with the prefix as `inputs_embeds` (beam search with a
     KV cache), instead of ClipCap's hand-written, cache-less `generate_beam`; the prefix goes through the decoder once
     per image rather than once per beam (`_prefix_cache`), the LM head runs on the last position only
     (`logits_to_keep`), and n-gram blocking is one batched tensor operation per step (`NoRepeatNGramBlocker`);
   * a frozen encoder's features can be computed once and passed as `image_features` (see
     `clipcap.encoder_cache.add_encoder_features`), so training skips the encoder and the image decoding altogether.
-Speed figures and what each change bought: docs/benchmarks.md.
+Speed figures and what each change bought: docs/benchmarks.md. As in ClipCap, the prefix's last position predicts the
+first caption token and `logits` cover the prefix and the caption (GIT and BLIP-2 return theirs so too).
 
 This file holds modules only: every part is built from random weights, and a saved model loads with `from_pretrained`
 from its own files. Where pretrained weights come from (downloads, packaged ImageNet weights, a model assembled from
 pretrained parts) is `clipcap.pretrained`, which a saved model never needs.
 """
 
+import copy
 import os
 import warnings
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import (
+    Cache,
     DynamicCache,
     GenerationConfig,
     GenerationMixin,
@@ -39,7 +40,9 @@ from transformers import (
     NoRepeatNGramLogitsProcessor,
     PreTrainedModel,
 )
-from transformers.utils import ModelOutput
+from transformers import initialization as init
+from transformers.utils import ModelOutput, can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
 
 try:  # imported as a module of a Hub repo (trust_remote_code) ...
     from .configuration_clipcap import ClipCapConfig, resolve_encoder_library
@@ -101,7 +104,11 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, config: ClipCapConfig, backbone: nn.Module | None = None):
         super().__init__()
-        backbone = build_backbone(config) if backbone is None else backbone
+        if backbone is None:
+            backbone = build_backbone(config)
+        else:  # weights from elsewhere (ImageNet): `post_init` and `init_weights` leave them as they are
+            for tensor in (*backbone.parameters(), *backbone.buffers()):
+                tensor._is_hf_initialized = True
         library, _ = resolve_encoder_library(config.encoder_name)
         self.library, self.features = library, config.encoder_features
         if library == "timm":
@@ -114,8 +121,9 @@ class ImageEncoder(nn.Module):
             hidden_size = _strip_last_linear(backbone)
         elif hasattr(backbone, "features"):  # mobilenet, efficientnet, convnext, vgg, ...: a convolutional trunk
             self.backbone = backbone.features
-            with torch.no_grad():
-                hidden_size = self.backbone(torch.zeros(1, 3, 64, 64)).shape[1]
+            hidden_size = probed(
+                ("channels", config.encoder_name), lambda: self.backbone(torch.zeros(1, 3, 64, 64)).shape[1]
+            )
         else:
             raise ValueError(
                 f"encoder_features='grid' needs a torchvision model with a `.features` trunk; {config.encoder_name!r} "
@@ -191,6 +199,31 @@ class ImageEncoder(nn.Module):
         if features.ndim == 4:  # (batch, channels, height, width) -> (batch, height * width, channels)
             features = features.flatten(2).transpose(1, 2)
         return features.contiguous()
+
+
+# Shapes an encoder's architecture fixes, measured by a forward pass once per process: `from_pretrained` builds the
+# model on the meta device, where such a probe costs about half a second for MobileNetV2.
+_PROBED: dict[tuple, int] = {}
+
+
+def probed(key: tuple, measure) -> int:
+    if key not in _PROBED:
+        with torch.no_grad():
+            _PROBED[key] = measure()
+    return _PROBED[key]
+
+
+def grid_tokens(encoder: ImageEncoder, config: ClipCapConfig) -> int:
+    """How many feature-grid tokens `encoder` makes of a `config.image_size` image."""
+
+    def measure():
+        was_training = encoder.training
+        encoder.eval()
+        tokens = encoder(torch.zeros(1, 3, config.image_size, config.image_size)).shape[1]
+        encoder.train(was_training)
+        return tokens
+
+    return probed(("tokens", config.encoder_name, config.image_size), measure)
 
 
 class ImagePrefixMapper(nn.Module):
@@ -288,23 +321,29 @@ class ClipCapOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, returned when `labels` is given):
-            Cross-entropy over the caption tokens (labels -100 ignored).
-        logits (`torch.FloatTensor` of shape `(batch, caption_length, vocab_size)`):
-            Next-token scores for each caption position: `logits[:, j]` predicts `labels[:, j]`.
+            Cross-entropy over the caption tokens (labels -100 ignored); the image prefix predicts the first one.
+        logits (`torch.FloatTensor` of shape `(batch, prefix_length + caption_length, vocab_size)`):
+            Next-token scores at every position the decoder read, the prefix's included, as GIT and BLIP-2 return
+            them: `logits[:, -1]` scores the token after the caption, and `logits[:, prefix_length - 1 : -1]` are
+            aligned with `labels`. With `logits_to_keep=k`, only the last `k` positions.
+        cache (`Cache`, *optional*, returned when `use_cache=True`):
+            The decoder's key/value cache over the prefix and the caption: a forward pass without images continues
+            from it.
+        hidden_states, attentions: the decoder's, over the prefix and the caption, when asked for.
         z (`torch.FloatTensor` of shape `(batch, teacher_embed_dim)`, *optional*):
             The L2-normalised student image embedding in the teacher's space, for the CLIP losses.
         prefix_embeds (`torch.FloatTensor` of shape `(batch, prefix_length, n_embd)`):
             The image prefix fed to the decoder, one row per image (with `captions_per_image`, each row is read by
             that many captions).
-        hidden_states, attentions: the decoder's, when asked for.
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-    z: torch.FloatTensor | None = None
-    prefix_embeds: torch.FloatTensor | None = None
+    cache: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    z: torch.FloatTensor | None = None
+    prefix_embeds: torch.FloatTensor | None = None
 
 
 PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -313,8 +352,9 @@ TRAINER_STATE_FILES = ("training_args.bin", "optimizer.pt", "scheduler.pt", "sca
 
 
 def pickle_only_weights(path) -> list[str]:
-    """The pickled weight files of a local model directory that has no safetensors file ([] otherwise)."""
-    if not os.path.isdir(path) or any(name.endswith(".safetensors") for name in os.listdir(path)):
+    """The pickled weight files of a local model directory that has no safetensors file ([] otherwise: a Hub name,
+    or `None` when the weights come as a `state_dict`)."""
+    if path is None or not os.path.isdir(path) or any(name.endswith(".safetensors") for name in os.listdir(path)):
         return []
     return sorted(
         name
@@ -327,6 +367,7 @@ class ClipCapPreTrainedModel(PreTrainedModel):
     config_class = ClipCapConfig
     config: ClipCapConfig
     base_model_prefix = "clipcap"
+    main_input_name = "pixel_values"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["GPT2Block"]
@@ -356,21 +397,71 @@ class ClipCapPreTrainedModel(PreTrainedModel):
         return loaded
 
     @torch.no_grad()
+    def initialize_weights(self):
+        """`PreTrainedModel.initialize_weights`: every module, children first, by the `_initialize_weights` of the
+        model it belongs to (the decoder's modules by GPT-2's), with one fresh backbone shared by the pass (see
+        `_init_weights`).
+
+        transformers treats a model defined outside it as remote code that may not check `_is_hf_initialized`, and
+        then skips every module whose own parameters are all loaded, which also skips the modules that own none:
+        GPT-2's attention and MLP, whose `c_proj` its `_init_weights` scales by depth, so a checkpoint that lacks
+        them would get unscaled ones. Every initialiser here checks the mark itself, so that shortcut is off."""
+
+        def apply(module: nn.Module, initialize):
+            for child in module.children():
+                apply(child, child._initialize_weights if isinstance(child, PreTrainedModel) else initialize)
+            initialize(module, is_custom_code=False)
+
+        self.__dict__["_init_pass"] = {}
+        try:
+            apply(self, self._initialize_weights)
+        finally:
+            self.__dict__.pop("_init_pass", None)
+
+    def _fresh_backbone(self) -> tuple[dict[int, str], dict[str, torch.Tensor]]:
+        """The names of this model's backbone modules, by `id`, and the state of a freshly built backbone: torchvision
+        and timm initialise in their constructors, each model its own way, so a fresh backbone *is* their
+        initialisation. Built once per `initialize_weights` pass."""
+        cache = self.__dict__.get("_init_pass")
+        if cache is not None and "backbone" in cache:
+            return cache["backbone"]
+        names = {id(module): name for name, module in self.encoder.backbone.named_modules()}
+        fresh = ImageEncoder(copy.deepcopy(self.config)).backbone.state_dict()
+        if cache is not None:
+            cache["backbone"] = names, fresh
+        return names, fresh
+
+    @torch.no_grad()
     def _init_weights(self, module):
-        """GPT-2's scheme (normal 0.02, zero biases) for the mapper and teacher head; the backbone keeps its own
-        torchvision/timm initialisation and the decoder its GPT-2 one."""
+        """GPT-2's scheme (normal 0.02, zero biases, unit LayerNorms) for the mapper and the teacher head, torch's
+        (Xavier) for the mapper's attention input projections, the backbone as its library (torchvision or timm)
+        initialises it, buffers included; the decoder is initialised by its own `_init_weights`.
+
+        Called module by module, for a new model (`post_init`) and, after `from_pretrained` built the model on the
+        meta device and loaded a checkpoint, for what the checkpoint lacked: `transformers.initialization` sets only
+        tensors not yet marked `_is_hf_initialized` (loaded ones, or pretrained weights given to the constructor)."""
         std = self.config.text_config.initializer_range
-        if isinstance(module, (ImagePrefixMapper, TeacherHead)):
-            for sub in module.modules():
-                if isinstance(sub, nn.Linear):
-                    nn.init.normal_(sub.weight, std=std)
-                    if sub.bias is not None:
-                        nn.init.zeros_(sub.bias)
-                elif isinstance(sub, nn.LayerNorm):
-                    nn.init.ones_(sub.weight)
-                    nn.init.zeros_(sub.bias)
+        if any(module is part for part in self.encoder.backbone.modules()):
+            own = (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False))
+            if all(getattr(tensor, "_is_hf_initialized", False) for _, tensor in own):
+                return  # nothing to set (a container, an activation, or loaded)
+            names, fresh = self._fresh_backbone()
+            prefix = names[id(module)]
+            for name, tensor in own:
+                init.copy_(tensor, fresh[f"{prefix}.{name}" if prefix else name])
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.MultiheadAttention):  # its input projection is a bare parameter
+            init.xavier_uniform_(module.in_proj_weight)
+            init.zeros_(module.in_proj_bias)
+        elif isinstance(module, ImagePrefixMapper):  # the transformer mapper's queries and positions
             for param in module.parameters(recurse=False):
-                nn.init.normal_(param, std=std)
+                init.normal_(param, std=std)
 
 
 class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
@@ -379,14 +470,7 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
     def __init__(self, config: ClipCapConfig, backbone: nn.Module | None = None):
         super().__init__(config)
         self.encoder = ImageEncoder(config, backbone)
-        num_image_tokens = None
-        if config.encoder_features == "grid":
-            with torch.no_grad():
-                was_training = self.encoder.training
-                self.encoder.eval()
-                probe = torch.zeros(1, 3, config.image_size, config.image_size)
-                num_image_tokens = self.encoder(probe).shape[1]
-                self.encoder.train(was_training)
+        num_image_tokens = grid_tokens(self.encoder, config) if config.encoder_features == "grid" else None
         self.mapper = ImagePrefixMapper(config, num_image_tokens)
         self.decoder = GPT2LMHeadModel(config.text_config)
         self.teacher_head = TeacherHead(config) if config.teacher_embed_dim else None
@@ -428,9 +512,18 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Module):
         self.decoder.set_output_embeddings(value)
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Image batch `(batch, 3, H, W)` -> encoder features `(batch, hidden)` (or `(batch, tokens, hidden)` for the
-        grid): what `forward` accepts as `image_features` in place of the images when the encoder is frozen."""
+    def get_encoder_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Image batch `(batch, 3, H, W)` -> the CNN encoder's features `(batch, hidden)` (or `(batch, tokens,
+        hidden)` for the grid): what `forward` accepts as `image_features` in place of the images when the encoder is
+        frozen. (Not transformers' `get_encoder_features`, which returns a `BaseModelOutputWithPooling` of a vision
+        tower: this encoder has no hidden states or attentions to return.)"""
+        if not torch.is_tensor(pixel_values) or pixel_values.ndim != 4 or not pixel_values.is_floating_point():
+            shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
+            raise ValueError(
+                f"pixel_values must be a float tensor of shape (batch, 3, height, width), not {shape}"
+                + (f" of {pixel_values.dtype}" if torch.is_tensor(pixel_values) else "")
+                + "; token ids go in input_ids="
+            )
         return self.encoder(pixel_values.to(self.dtype))
 
     def get_prefix_embeds(
@@ -444,9 +537,11 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         if image_features is None and frozen_stage_features is not None:
             image_features = self.encoder(frozen_stage_features=frozen_stage_features.to(self.dtype))
         elif image_features is None:
-            image_features = self.get_image_features(pixel_values)
+            image_features = self.get_encoder_features(pixel_values)
         return self.mapper(image_features.to(self.dtype))
 
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # transformers' old name, as GPT-2's
     def forward(
         self,
         pixel_values: torch.FloatTensor | None = None,
@@ -454,6 +549,8 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
         image_features: torch.FloatTensor | None = None,
         frozen_stage_features: torch.FloatTensor | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
@@ -465,15 +562,27 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch, 3, H, W)`):
-                Images from [`ClipCapProcessor`]. Without them the call is a plain decoder step (used by `generate`).
+                Images from [`ClipCapProcessor`]. They become the prefix the decoder reads before the caption.
+                Without them (and without `image_features`) the call is a plain decoder step over `input_ids` or
+                `inputs_embeds`, continuing `cache` if given: how `generate` continues a caption.
             input_ids (`torch.LongTensor` of shape `(batch, caption_length)`):
                 Caption tokens, EOS included, right-padded.
             attention_mask (`torch.Tensor` of shape `(batch, caption_length)`):
-                1 for caption tokens, 0 for padding. The prefix is always attended to.
+                1 for caption tokens, 0 for padding. The prefix is always attended to. Without images: the mask of
+                the whole sequence so far (cache included), as for GPT-2.
             labels (`torch.LongTensor` of shape `(batch, caption_length)`):
-                Targets aligned with `input_ids`: usually `input_ids` with padding set to -100.
+                Targets aligned with `input_ids` (usually `input_ids` with padding set to -100); the model shifts
+                them: the prefix's last position predicts `labels[:, 0]`, caption position `j` predicts
+                `labels[:, j + 1]`.
+            inputs_embeds (`torch.FloatTensor` of shape `(batch, caption_length, n_embd)`, *optional*):
+                The caption's token embeddings in place of `input_ids` (one of the two).
+            cache (`Cache`, *optional*; `past_key_values`, its old name, is accepted):
+                A cache returned with `use_cache=True`; only a call without images continues one.
+            use_cache (`bool`, *optional*):
+                Return the decoder's cache in `cache`. Defaults to the decoder config's `use_cache`
+                outside training, `False` in training.
             image_features (`torch.FloatTensor` of shape `(batch, hidden)` or `(batch, tokens, hidden)`, *optional*):
-                The encoder's output for the images (`get_image_features`), instead of `pixel_values`: a frozen
+                The encoder's output for the images (`get_encoder_features`), instead of `pixel_values`: a frozen
                 encoder's features are computed once for the whole dataset and the encoder is skipped.
             frozen_stage_features (`torch.FloatTensor` of shape `(batch, channels, h, w)`, *optional*):
                 The output of the encoder's frozen first stages (`encoder.frozen_stage_features`), instead of
@@ -487,82 +596,134 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
                 scores several sampled captions per image). `z` stays one row per image.
             return_logits (`bool`, *optional*, defaults to `True`):
                 With `labels` and `return_logits=False` the LM head runs only on the positions that have a target
-                (not on padding), which is cheaper with GPT-2's 50k-token vocabulary, and `logits` is `None`.
-            logits_to_keep (`int`, *optional*, defaults to 0):
-                Generation steps only: the LM head scores the last `logits_to_keep` positions (0: all). `generate`
-                sets 1, so the prefix's positions are never scored.
+                (not on padding or the prefix), which is cheaper with GPT-2's 50k-token vocabulary, and `logits` is
+                `None`.
+            logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
+                Score only the last `logits_to_keep` positions (0: all), or the positions a 1-D tensor lists, as in
+                transformers' causal LMs: `generate` asks for 1; `caption_length + 1` gives the label-aligned
+                scores and the next token's without scoring the prefix.
         """
+        if use_cache is None:
+            use_cache = self.config.text_config.use_cache and not self.training
         if pixel_values is None and image_features is None and frozen_stage_features is None:
-            return self._decoder_step(input_ids, attention_mask, inputs_embeds, logits_to_keep, **kwargs)
-        if input_ids is None:
+            return self._decoder_step(
+                input_ids, attention_mask, inputs_embeds, labels, cache, use_cache, logits_to_keep, **kwargs
+            )
+        if (input_ids is None) == (inputs_embeds is None):
             raise ValueError(
-                "forward needs `input_ids` (the caption tokens) with `pixel_values`; use generate() to caption."
+                "forward takes the caption as exactly one of `input_ids` or `inputs_embeds` next to the images; "
+                "to caption images, use generate()"
+            )
+        if cache is not None and cache.get_seq_length() > 0:
+            raise ValueError(
+                "the cache already holds a prefix: continue a cached caption without pixel_values or "
+                "image_features (only the new tokens)"
             )
         image_prefix_embeds = self.get_prefix_embeds(pixel_values, image_features, frozen_stage_features)
-        outputs, caption_hidden = self._decode_captions(
-            image_prefix_embeds, input_ids, attention_mask, captions_per_image, **kwargs
+        if inputs_embeds is None:
+            inputs_embeds = self.decoder.get_input_embeddings()(input_ids)
+        outputs = self._decode_captions(
+            image_prefix_embeds,
+            inputs_embeds,
+            attention_mask,
+            captions_per_image,
+            cache,
+            use_cache,
+            **kwargs,
         )
-        logits, loss = self._caption_logits_and_loss(caption_hidden, labels, return_logits, num_items_in_batch)
+        logits, loss = self._logits_and_loss(
+            outputs.last_hidden_state, labels, return_logits, logits_to_keep, num_items_in_batch
+        )
         z = self.teacher_head(image_prefix_embeds) if self.teacher_head is not None else None
         return ClipCapOutput(
             loss=loss,
             logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
             z=z,
             prefix_embeds=image_prefix_embeds,
+        )
+
+    def _decoder_step(
+        self, input_ids, attention_mask, inputs_embeds, labels, cache, use_cache, logits_to_keep, **kwargs
+    ) -> ClipCapOutput:
+        """The decoder alone: a step of `GenerationMixin.generate` (the prefix arrives as `inputs_embeds`, then the
+        tokens with a cache), or a continuation of a cache a forward pass with images returned."""
+        if input_ids is not None and inputs_embeds is None and attention_mask is None:
+            # generate() drops an all-ones mask; GPT-2 would then warn about padding when a finished caption's
+            # EOS (its pad token) comes in. Embedding the tokens here is the same computation without the warning.
+            input_ids, inputs_embeds = None, self.decoder.get_input_embeddings()(input_ids)
+        outputs = self.decoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            cache=cache,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            return_dict=True,
+            **kwargs,
+        )
+        return ClipCapOutput(
+            loss=outputs.loss,
+            logits=outputs.logits,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
 
-    def _decoder_step(self, input_ids, attention_mask, inputs_embeds, logits_to_keep, **kwargs):
-        """A step of `GenerationMixin.generate`: the prefix arrives as `inputs_embeds`, then tokens with a cache."""
-        if input_ids is not None and attention_mask is None:
-            # generate() drops an all-ones mask; GPT-2 would then warn about padding when a finished caption's
-            # EOS (its pad token) comes in. Embedding the tokens here is the same computation without the warning.
-            input_ids, inputs_embeds = None, self.decoder.get_input_embeddings()(input_ids)
-        return self.decoder(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            inputs_embeds=inputs_embeds,
-            logits_to_keep=logits_to_keep,
-            **kwargs,
-        )
-
-    def _decode_captions(self, image_prefix_embeds, input_ids, attention_mask, captions_per_image: int, **kwargs):
-        """The decoder over `[prefix, caption]` for every caption; returns its outputs and the hidden states that
-        predict the caption tokens (`caption_hidden[:, j]` predicts `input_ids[:, j]`)."""
-        if input_ids.shape[0] != image_prefix_embeds.shape[0] * captions_per_image:
+    def _decode_captions(
+        self,
+        image_prefix_embeds,
+        caption_embeds,
+        attention_mask,
+        captions_per_image: int,
+        cache,
+        use_cache,
+        **kwargs,
+    ):
+        """The decoder's transformer over `[prefix, caption]` for every caption."""
+        if caption_embeds.shape[0] != image_prefix_embeds.shape[0] * captions_per_image:
             raise ValueError(
-                f"{input_ids.shape[0]} captions for {image_prefix_embeds.shape[0]} images: captions_per_image="
+                f"{caption_embeds.shape[0]} captions for {image_prefix_embeds.shape[0]} images: captions_per_image="
                 f"{captions_per_image} needs {image_prefix_embeds.shape[0] * captions_per_image}"
             )
         prefix_embeds = image_prefix_embeds.repeat_interleave(captions_per_image, dim=0)
-        caption_embeds = self.decoder.get_input_embeddings()(input_ids)
-        batch, prefix_length = input_ids.shape[0], prefix_embeds.shape[1]
+        batch, prefix_length = caption_embeds.shape[0], prefix_embeds.shape[1]
         if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+            attention_mask = torch.ones(caption_embeds.shape[:2], dtype=torch.long, device=caption_embeds.device)
         prefix_mask = attention_mask.new_ones(batch, prefix_length)
-        outputs = self.decoder.transformer(
-            inputs_embeds=torch.cat([prefix_embeds, caption_embeds], dim=1),
+        return self.decoder.transformer(
+            inputs_embeds=torch.cat([prefix_embeds, caption_embeds.to(prefix_embeds.dtype)], dim=1),
             attention_mask=torch.cat([prefix_mask, attention_mask], dim=1),
-            use_cache=False,
+            cache=cache,
+            use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
-        # The hidden state at position p predicts token p + 1: the last prefix position predicts the first caption
-        # token, and the last caption position predicts nothing we train on, so the LM head skips it.
-        return outputs, outputs.last_hidden_state[:, prefix_length - 1 : -1]
 
-    def _caption_logits_and_loss(self, caption_hidden, labels, return_logits: bool, num_items_in_batch):
-        """The LM head on the caption positions (only those with a target when `return_logits=False`), and the
-        cross-entropy against `labels` (summed and divided by `num_items_in_batch` when given)."""
-        if labels is not None and not return_logits:
-            targets = labels != -100
-            logits, scored_logits, scored_labels = None, self.decoder.lm_head(caption_hidden[targets]), labels[targets]
-        else:
-            logits = self.decoder.lm_head(caption_hidden)
-            scored_logits = logits.flatten(0, 1) if labels is not None else None
-            scored_labels = labels.flatten() if labels is not None else None
+    def _logits_and_loss(self, hidden, labels, return_logits: bool, logits_to_keep, num_items_in_batch):
+        """The LM head on the kept positions (only on those with a target when `return_logits=False`), and the
+        cross-entropy against `labels` (summed and divided by `num_items_in_batch` when given).
+
+        The hidden state at position p predicts token p + 1: the last prefix position predicts the first caption
+        token, and the last caption position predicts the token after the caption, which no label covers."""
+        caption_length = labels.shape[1] if labels is not None else None
+        logits = None
+        if labels is None or return_logits:
+            kept = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.decoder.lm_head(hidden[:, kept])
         if labels is None:
             return logits, None
+        scoring = hidden[:, -caption_length - 1 : -1]  # the positions that predict the labels
+        if not return_logits:
+            targets = labels != -100
+            scored_logits, scored_labels = self.decoder.lm_head(scoring[targets]), labels[targets]
+        else:
+            covered = isinstance(logits_to_keep, int) and (logits_to_keep == 0 or logits_to_keep > caption_length)
+            caption_logits = logits[:, -caption_length - 1 : -1] if covered else self.decoder.lm_head(scoring)
+            scored_logits, scored_labels = caption_logits.flatten(0, 1), labels.flatten()
         if num_items_in_batch is None:
             return logits, F.cross_entropy(scored_logits.float(), scored_labels, ignore_index=-100)
         loss = F.cross_entropy(scored_logits.float(), scored_labels, ignore_index=-100, reduction="sum")
@@ -575,25 +736,51 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         image_features: torch.FloatTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
         **kwargs,
     ):
         """Caption images (or their precomputed `image_features`): the prefix goes to `GenerationMixin.generate` as
-        `inputs_embeds`.
+        `inputs_embeds`, as BLIP-2 hands its query tokens to its language model.
 
-        Every generation option works (greedy, `num_beams`, `do_sample`, `num_return_sequences`,
-        `no_repeat_ngram_size`, a `GenerationConfig`, ...); defaults come from `model.generation_config`. Returns the
-        generated tokens (or a `GenerateOutput` with `return_dict_in_generate=True`).
+        Every generation option of `GenerationMixin` that needs no second model works (greedy, `num_beams`,
+        `do_sample`, `num_return_sequences`, `no_repeat_ngram_size`, dict outputs with scores, attentions and hidden
+        states, a `GenerationConfig`, ...); defaults come from `model.generation_config`. Returns the generated tokens
+        (or a `GenerateOutput` with `return_dict_in_generate=True`). Assisted decoding is refused: a draft model, or
+        prompt lookup, would have to see the image prefix.
 
-        `input_ids` (with its `attention_mask`), as `ClipCapProcessor(images=..., text=...)` encodes them, are the
-        start of each caption: the caption continues them, and the returned sequences begin with them, as BLIP's
-        conditional captioning does ("a photo of" -> "a photo of a red fridge"). The EOS the processor appends to
-        each text is dropped first (BLIP's `generate` drops its trailing [SEP] alike); an empty text leaves only the
-        image. Rows whose texts have different lengths are captioned in one `generate` call per length.
+        `input_ids` (with its `attention_mask`, padded on either side), as `ClipCapProcessor(images=..., text=...)`
+        encodes them, are the start of each caption: the caption continues them, and the returned sequences begin
+        with them, as BLIP's conditional captioning does ("a photo of" -> "a photo of a red fridge"). The EOS the
+        processor appends to each text is dropped first (BLIP's `generate` drops its trailing [SEP] alike); an empty
+        text leaves only the image. Rows whose texts have different lengths are captioned in one `generate` call per
+        length. `inputs_embeds` `(batch, length, n_embd)` are such a start given as embeddings, one length for all
+        rows; the sequences then hold the new tokens only (as transformers returns them for `inputs_embeds`).
+
+        Without images the call is `GenerationMixin.generate` on the decoder alone (text continuation).
         """
+        config = kwargs.get("generation_config") or self.generation_config
+        assistant = ("assistant_model", "prompt_lookup_num_tokens", "assistant_early_exit")
+        if any(kwargs.get(key) is not None or getattr(config, key, None) is not None for key in assistant):
+            raise ValueError(
+                "ClipCap does not support assisted decoding (assistant_model, prompt_lookup_num_tokens, "
+                "assistant_early_exit): the candidates would be drafted without the image prefix"
+            )
         if pixel_values is None and image_features is None:
-            return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            return super().generate(
+                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+            )
         kwargs.pop("labels", None)  # what the processor adds for training: `generate(**processor(...))` ignores it
         prefix_embeds = self.get_prefix_embeds(pixel_values, image_features)
+        if inputs_embeds is not None:
+            if input_ids is not None or (attention_mask is not None and not bool(attention_mask.all())):
+                raise ValueError(
+                    "generate takes a caption start as input_ids (with any padding) or as unpadded inputs_embeds, "
+                    "not both"
+                )
+            if inputs_embeds.shape[0] != prefix_embeds.shape[0]:
+                raise ValueError(f"{inputs_embeds.shape[0]} starts for {prefix_embeds.shape[0]} images")
+            embeds = torch.cat([prefix_embeds, inputs_embeds.to(prefix_embeds.dtype)], dim=1)
+            return self._generate_from_prefix(embeds, **kwargs)
         if input_ids is None:
             return self._generate_from_prefix(prefix_embeds, **kwargs)
         prompts = self._caption_starts(input_ids, attention_mask)
@@ -602,20 +789,19 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         by_length: dict[int, list[int]] = {}
         for row, prompt in enumerate(prompts):
             by_length.setdefault(len(prompt), []).append(row)
-        if len(by_length) > 1 and kwargs.get("return_dict_in_generate"):
+        if len(by_length) > 1 and kwargs.get("return_dict_in_generate", config.return_dict_in_generate):
             raise ValueError(
                 "return_dict_in_generate=True needs texts of one length in the batch: caption the others separately"
             )
-        config = kwargs.get("generation_config") or self.generation_config
         copies = kwargs.get("num_return_sequences", config.num_return_sequences) or 1
         sequences: dict[int, torch.Tensor] = {}
         for length, rows in by_length.items():
             starts = torch.stack([prompts[row] for row in rows]) if length else input_ids.new_zeros(len(rows), 0)
             embeds = torch.cat([prefix_embeds[rows], self.decoder.get_input_embeddings()(starts)], dim=1)
             output = self._generate_from_prefix(embeds, **kwargs)
-            generated = output.sequences if kwargs.get("return_dict_in_generate") else output
+            generated = output if torch.is_tensor(output) else output.sequences
             full = torch.cat([starts.repeat_interleave(copies, dim=0), generated], dim=1)
-            if kwargs.get("return_dict_in_generate"):
+            if not torch.is_tensor(output):
                 output.sequences = full
                 return output
             for i, row in enumerate(rows):
@@ -627,27 +813,39 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         )
 
     def _caption_starts(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None) -> list[torch.Tensor]:
-        """Each row's tokens (where `attention_mask` is 1, right padding), without the EOS that ends an encoded text."""
-        lengths = (
-            attention_mask.sum(dim=1).tolist() if attention_mask is not None else [input_ids.shape[1]] * len(input_ids)
-        )
+        """Each row's tokens (where `attention_mask` is 1, padding on either side), without the EOS that ends an
+        encoded text."""
+        keep = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
         eos = self.config.text_config.eos_token_id
         starts = []
-        for row, length in zip(input_ids, lengths):
-            tokens = row[: int(length)]
+        for row, row_keep in zip(input_ids, keep):
+            tokens = row[row_keep]
             starts.append(tokens[:-1] if len(tokens) and tokens[-1] == eos else tokens)
         return starts
 
     def _generate_from_prefix(self, prefix_embeds: torch.Tensor, **kwargs):
         attention_mask = torch.ones(prefix_embeds.shape[:2], dtype=torch.long, device=prefix_embeds.device)
         config = kwargs.get("generation_config") or self.generation_config
-        own_cache = not any(key in kwargs for key in ("cache", "past_key_values", "cache_implementation"))
-        if own_cache and kwargs.get("use_cache", config.use_cache) is not False and not config.cache_implementation:
+        own_cache = not any(
+            kwargs.get(key) is not None for key in ("cache", "past_key_values", "cache_implementation")
+        )
+        # The first step's attentions and hidden states must cover the whole prefix: then it runs in that step.
+        per_step_outputs = any(
+            kwargs.get(key, getattr(config, key)) for key in ("output_attentions", "output_hidden_states")
+        )
+        wants_cache = kwargs.get("use_cache", config.use_cache) is not False and not config.cache_implementation
+        if own_cache and wants_cache and not per_step_outputs:
             kwargs["cache"] = self._prefix_cache(prefix_embeds)
         with warnings.catch_warnings():
             # The prefix is not text, so n-gram blocking applying to generated tokens only is what we want.
             warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size` with `inputs_embeds`")
             return super().generate(inputs_embeds=prefix_embeds, attention_mask=attention_mask, **kwargs)
+
+    def _prepare_model_inputs(self, inputs=None, bos_token_id=None, model_kwargs=None):
+        """What `GenerationMixin` prepares is the decoder's input: `generate` has made the images into the prefix
+        (`inputs_embeds`) before, so here the main input is text, `input_ids`, as for GPT-2 (and as BLIP-2 hands its
+        prefix to its language model's `generate`)."""
+        return self.decoder._prepare_model_inputs(inputs, bos_token_id, model_kwargs)
 
     def _prefix_cache(self, prefix_embeds: torch.Tensor) -> DynamicCache:
         """The decoder's KV cache of every prefix position but the last, computed once per image.

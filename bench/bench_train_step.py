@@ -84,7 +84,7 @@ def captioner(batch_size: int, caption_tokens: int, freeze_encoder: bool, teache
     inputs = {"input_ids": ids, "labels": ids, "return_logits": False}
     if freeze_encoder:
         with torch.no_grad():
-            inputs["image_features"] = model.eval().get_image_features(pixel_values)
+            inputs["image_features"] = model.eval().get_encoder_features(pixel_values)
     else:
         inputs["pixel_values"] = pixel_values
     return model, inputs

@@ -46,7 +46,7 @@ def add_encoder_features(dataset, model, processor, batch_size: int = 64):
         pixel_values = processor(images=[image.convert("RGB") for image in batch[IMAGE_COLUMN]])["pixel_values"]
         pixel_values = pixel_values.to(model.device, model.dtype)
         if encoder.frozen:
-            features = model.get_image_features(pixel_values)
+            features = model.get_encoder_features(pixel_values)
         else:
             features = encoder.frozen_stage_features(pixel_values)
         return {column: features.float().contiguous().cpu().numpy()}

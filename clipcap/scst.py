@@ -183,9 +183,9 @@ class SCSTTrainer(CLIPGuidedTrainer):
             input_ids=ids.flatten(0, 1),
             attention_mask=mask.flatten(0, 1),
             captions_per_image=rows,
-            return_logits=True,
+            logits_to_keep=width + 1,  # the positions that predict the tokens, and the next token's
         )
-        log_probs = (token_log_probs(outputs.logits, ids.flatten(0, 1)) * mask.flatten(0, 1)).view(-1, rows, width)
+        log_probs = (token_log_probs(outputs.logits[:, :-1], ids.flatten(0, 1)) * mask.flatten(0, 1)).view(-1, rows, width)
         sample_log_probs = log_probs[:, :samples_per_image].sum(dim=-1).flatten()
         terms = {"scst": scst_loss(sample_log_probs, rewards["total"], baselines)}
         if guard:

@@ -130,8 +130,11 @@ class CLIPGuidedTrainer(Trainer):
         caption_ids = inputs.pop("caption_ids", None)
         teacher_inputs = {key: inputs.pop(key) for key in TEACHER_INPUTS if key in inputs}
         guidance = self.guidance
-        # Logits of every position are needed only by L_div; otherwise the LM head skips padding.
-        outputs = model(**inputs, return_logits=guidance.lambda_div > 0 or return_outputs)
+        # Logits of every caption position are needed only by L_div; otherwise the LM head skips padding. Kept: the
+        # caption's positions and the one before (the prefix's last), never the rest of the prefix.
+        return_logits = guidance.lambda_div > 0 or return_outputs
+        caption_length = inputs["labels"].shape[1]
+        outputs = model(**inputs, return_logits=return_logits, logits_to_keep=caption_length + 1)
         terms = {"ce": outputs.loss}
         if guidance.lambda_cos > 0:
             with torch.no_grad():
@@ -155,8 +158,9 @@ class CLIPGuidedTrainer(Trainer):
             )
         if guidance.lambda_div > 0:
             labels = inputs["labels"]
-            terms["div"] = repetition_unlikelihood_loss(outputs.logits, labels) + cross_image_similarity_loss(
-                outputs.logits, labels, caption_ids.to(labels.device) if caption_ids is not None else None
+            label_logits = outputs.logits[:, :-1]  # position j predicts labels[:, j]; the last, the next token
+            terms["div"] = repetition_unlikelihood_loss(label_logits, labels) + cross_image_similarity_loss(
+                label_logits, labels, caption_ids.to(labels.device) if caption_ids is not None else None
             )
         self._check_finite(terms, model.training)
         weights = {"ce": 1.0, "cos": guidance.lambda_cos, "con": guidance.lambda_con, "div": guidance.lambda_div}

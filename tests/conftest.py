@@ -17,6 +17,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 import datasets  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from transformers.utils import logging as transformers_logging  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -67,6 +68,19 @@ def tiny_model(seed: int = 0, **overrides) -> ClipCapForCaptioning:
             if isinstance(module, torch.nn.Linear):
                 module.weight.normal_(std=0.5)
     return model.eval()
+
+
+TRANSFORMERS_VERBOSITY = transformers_logging.get_verbosity()
+
+
+@pytest.fixture(autouse=True)
+def transformers_verbosity():
+    """The scripts set transformers' log level from their training arguments, as transformers' examples do (info in
+    the main process), and so do the session fixtures that run them; the level is global, so every test starts and
+    ends at transformers' own (transformers' common tests check what its loggers print)."""
+    transformers_logging.set_verbosity(TRANSFORMERS_VERBOSITY)
+    yield
+    transformers_logging.set_verbosity(TRANSFORMERS_VERBOSITY)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ def test_add_encoder_features_computes_the_frozen_encoders_output_once():
     cached = add_encoder_features(train, model, processor, batch_size=2)
     assert len(cached) == 5 and cached.column_names == [*train.column_names, "encoder_features"]
     pixel_values = processor(images=[image.convert("RGB") for image in train["image"]])["pixel_values"]
-    expected = model.get_image_features(pixel_values)
+    expected = model.get_encoder_features(pixel_values)
     assert torch.allclose(torch.tensor(cached["encoder_features"][:]), expected, atol=1e-5)
     # Named by the encoder's weights: the same encoder finds it again, another encoder does not.
     assert add_encoder_features(train, model, processor)._fingerprint == cached._fingerprint

@@ -235,7 +235,8 @@ def test_the_project_layout_page_names_every_module():
 
 
 # Named after no module: the layout's own rules, and the smoke example (examples/overfit_smoke.py).
-FREELY_NAMED_TESTS = {"test_layout", "test_examples"}
+# test_transformers_common: transformers' own common model tests, run against the model (no module of ours).
+FREELY_NAMED_TESTS = {"test_layout", "test_examples", "test_transformers_common"}
 TOP_MODULES = SCRIPTS | MODEL_FILES | {m.split(".")[1] for m in LIBRARY if m.count(".") == 1 and m not in SUBPACKAGES}
 SYNTHETIC_MODULES = {m.rpartition(".")[2] for m in LIBRARY if m.startswith("clipcap.synthetic.")}
 TEST_NAMES = {  # the names a test file may have in each folder; `python -m clipcap.synthetic` (__main__) is the cli

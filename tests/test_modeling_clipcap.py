@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
-from transformers import NoRepeatNGramLogitsProcessor
+from transformers import DynamicCache, NoRepeatNGramLogitsProcessor
 
 from configuration_clipcap import ClipCapConfig
 from modeling_clipcap import ClipCapForCaptioning, NoRepeatNGramBlocker
@@ -40,7 +40,7 @@ def test_loss_is_cross_entropy_over_caption_tokens_only(mapper_type, features, p
     model = tiny_model(mapper_type=mapper_type, encoder_features=features)
     input_ids, attention_mask, labels = caption_batch()
     out = model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-    assert out.logits.shape == (4, 6, 50257)
+    assert out.logits.shape == (4, 4 + 6, 50257)  # every position: the prefix's 4 and the caption's 6
 
     # By hand: run the decoder on [prefix; caption] and score each real caption token, EOS included, with the logits
     # of the position before it. Prefix positions and padding have no target.
@@ -56,7 +56,7 @@ def test_loss_is_cross_entropy_over_caption_tokens_only(mapper_type, features, p
     assert len(terms) == 20
     expected = torch.stack(terms).mean()
     torch.testing.assert_close(out.loss, expected)
-    torch.testing.assert_close(out.logits, full_logits[:, 3:-1])
+    torch.testing.assert_close(out.logits, full_logits)
 
     # Padding tokens can be anything: they neither count nor change the real positions.
     noisy_ids = input_ids.masked_fill(attention_mask == 0, 123)
@@ -296,7 +296,7 @@ def test_fast_generation_equals_transformers_own_path(pixel_values, options):
 def test_image_features_stand_in_for_the_images(pixel_values):
     model = tiny_model(freeze_encoder=True)
     ids = torch.tensor([[10, 20, 30, 50256]] * 4)
-    features = model.get_image_features(pixel_values)
+    features = model.get_encoder_features(pixel_values)
     from_images = model(pixel_values=pixel_values, input_ids=ids, labels=ids)
     from_features = model(image_features=features, input_ids=ids, labels=ids)
     assert torch.equal(from_images.logits, from_features.logits) and torch.equal(from_images.loss, from_features.loss)
@@ -494,7 +494,7 @@ def test_channels_last_encoder_matches_nchw(pixel_values):
     model = tiny_model()
     nchw = torch.nn.functional.adaptive_avg_pool2d(model.encoder.backbone.features(pixel_values), 1).flatten(1)
     # The same sums in another order: equal to float32 rounding (features up to about 4 here).
-    torch.testing.assert_close(model.get_image_features(pixel_values), nchw, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(model.get_encoder_features(pixel_values), nchw, rtol=1e-5, atol=1e-4)
 
 
 def test_bf16_autocast_training_step_on_cpu(pixel_values):
@@ -506,3 +506,170 @@ def test_bf16_autocast_training_step_on_cpu(pixel_values):
     out.loss.backward()
     assert torch.isfinite(out.loss)
     assert all(p.grad.dtype == torch.float32 for p in model.decoder.parameters() if p.grad is not None)
+
+
+# transformers' model contract, call by call, as a user of BLIP, GIT or GPT-2 makes the calls: each test below is one
+# call that failed before the model kept the contract (`from_pretrained` from a state dict, missing weights
+# initialised, `return_dict=False`, caches returned and continued, `main_input_name`, `inputs_embeds` in `forward` and
+# `generate`, `logits_to_keep`, the first generation step over the whole prefix, left-padded caption starts, assisted
+# decoding). tests/test_transformers_common.py runs transformers' own common model tests on top.
+
+VOCAB = 50257
+
+
+@pytest.fixture
+def model():
+    return tiny_model()
+
+
+@pytest.fixture
+def images():
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+
+
+@pytest.fixture
+def ids():
+    return torch.tensor([[40, 2266, 25772, 318, 11, 257, 3797], [11545, 284, 7060, 1306, 284, 262, 1110]])
+
+
+def greedy(**overrides):
+    return {"num_beams": 1, "max_new_tokens": 4, "min_new_tokens": 4, "no_repeat_ngram_size": 0, **overrides}
+
+
+def test_from_pretrained_takes_a_state_dict_without_a_path(model):
+    loaded = ClipCapForCaptioning.from_pretrained(None, config=model.config, state_dict=model.state_dict())
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("encoder_name", ["mobilenet_v2", "timm/test_efficientnet"])
+def test_missing_weights_and_buffers_are_initialised_as_a_new_model_is(encoder_name):
+    """A checkpoint without the encoder: its weights come out as the library initialises them (torchvision's
+    Kaiming fan-out for MobileNetV2's convolutions, timm's for EfficientNet), its BatchNorm buffers as new
+    (mean 0, variance 1, no batches seen), not as uninitialised memory; and they are reported missing."""
+    config = tiny_config(encoder_name=encoder_name)
+    source = ClipCapForCaptioning(config)
+    state = {name: value for name, value in source.state_dict().items() if not name.startswith("encoder.")}
+    loaded, info = ClipCapForCaptioning.from_pretrained(
+        None, config=config, state_dict=state, output_loading_info=True
+    )
+    assert {name for name in source.state_dict() if name.startswith("encoder.")} == set(info["missing_keys"])
+    fresh = ClipCapForCaptioning(config)
+    for name, tensor in loaded.encoder.state_dict().items():
+        reference = fresh.encoder.state_dict()[name]
+        if name.endswith(("running_mean", "num_batches_tracked")):
+            assert torch.equal(tensor, torch.zeros_like(tensor)), name
+        elif name.endswith("running_var"):
+            assert torch.equal(tensor, torch.ones_like(tensor)), name
+        elif reference.float().std() > 0 and tensor.numel() > 100:  # random weights: the library's spread
+            assert torch.isclose(tensor.float().std(), reference.float().std(), rtol=0.2), name
+        elif tensor.numel() > 1:  # constant: BatchNorm's ones and zeros, biases
+            assert torch.equal(tensor, reference), name
+    # The decoder's and mapper's weights were in the checkpoint: loaded as they were.
+    for name, tensor in state.items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+def test_return_dict_false_gives_the_output_as_a_tuple(model, images, ids):
+    as_dict = model(pixel_values=images, input_ids=ids, labels=ids)
+    as_tuple = model(pixel_values=images, input_ids=ids, labels=ids, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    assert torch.equal(as_tuple[0], as_dict.loss) and torch.equal(as_tuple[1], as_dict.logits)
+
+
+def test_use_cache_returns_a_cache_that_the_next_call_continues(model, images, ids):
+    whole = model(pixel_values=images, input_ids=ids, use_cache=False)
+    assert whole.cache is None
+    head = model(pixel_values=images, input_ids=ids[:, :-1], use_cache=True)
+    assert isinstance(head.cache, DynamicCache) and head.cache.get_seq_length() == 4 + 6  # prefix + caption so far
+    step = model(input_ids=ids[:, -1:], cache=head.cache)
+    torch.testing.assert_close(step.logits[:, -1], whole.logits[:, -1], rtol=1e-4, atol=1e-5)
+    # transformers' old name for the cache is accepted, with its deprecation warning.
+    head = model(pixel_values=images, input_ids=ids[:, :-1], use_cache=True)
+    with pytest.warns(FutureWarning, match="past_key_values"):
+        step = model(input_ids=ids[:, -1:], past_key_values=head.cache)
+    torch.testing.assert_close(step.logits[:, -1], whole.logits[:, -1], rtol=1e-4, atol=1e-5)
+
+
+def test_images_and_a_filled_cache_are_refused(model, images, ids):
+    head = model(pixel_values=images, input_ids=ids[:, :-1], use_cache=True)
+    with pytest.raises(ValueError, match="already holds a prefix"):
+        model(pixel_values=images, input_ids=ids[:, -1:], cache=head.cache)
+
+
+def test_main_input_is_pixel_values_and_token_ids_in_its_place_are_refused(model, ids):
+    assert model.main_input_name == "pixel_values"
+    with pytest.raises(ValueError, match=r"pixel_values must be a float tensor .* token ids go in input_ids="):
+        model.generate(ids)
+
+
+def test_forward_takes_inputs_embeds_in_place_of_input_ids(model, images, ids):
+    from_ids = model(pixel_values=images, input_ids=ids, labels=ids)
+    embeds = model.get_input_embeddings()(ids)
+    from_embeds = model(pixel_values=images, inputs_embeds=embeds, labels=ids)
+    assert torch.equal(from_embeds.logits, from_ids.logits) and torch.equal(from_embeds.loss, from_ids.loss)
+    with pytest.raises(ValueError, match="exactly one of `input_ids` or `inputs_embeds`"):
+        model(pixel_values=images, input_ids=ids, inputs_embeds=embeds)
+
+
+def test_generate_takes_a_caption_start_as_inputs_embeds(model, images, ids):
+    from_ids = model.generate(pixel_values=images, input_ids=ids[:, :3], **greedy())
+    embeds = model.get_input_embeddings()(ids[:, :3])
+    from_embeds = model.generate(pixel_values=images, inputs_embeds=embeds, **greedy())
+    assert torch.equal(from_embeds, from_ids[:, 3:])  # the new tokens only, as transformers returns them
+
+
+def test_logits_cover_prefix_and_caption_and_logits_to_keep_keeps_the_last(model, images, ids):
+    every = model(pixel_values=images, input_ids=ids).logits
+    assert every.shape == (2, 4 + 7, VOCAB)
+    last = model(pixel_values=images, input_ids=ids, logits_to_keep=1).logits
+    assert last.shape == (2, 1, VOCAB)
+    torch.testing.assert_close(last, every[:, -1:], rtol=1e-5, atol=1e-5)
+    # The loss is the same whichever positions are kept.
+    full_loss = model(pixel_values=images, input_ids=ids, labels=ids).loss
+    assert torch.equal(model(pixel_values=images, input_ids=ids, labels=ids, logits_to_keep=1).loss, full_loss)
+
+
+def test_first_generation_step_covers_prefix_and_caption_start(model, images, ids):
+    model.set_attn_implementation("eager")  # attentions come from the eager path
+    output = model.generate(
+        pixel_values=images,
+        input_ids=ids[:, :3],
+        return_dict_in_generate=True,
+        output_attentions=True,
+        output_hidden_states=True,
+        **greedy(),
+    )
+    config = model.config.text_config
+    assert output.hidden_states[0][0].shape == (2, 4 + 3, config.n_embd)
+    assert output.attentions[0][0].shape == (2, config.n_head, 4 + 3, 4 + 3)
+    assert output.attentions[1][0].shape == (2, config.n_head, 1, 4 + 3 + 1)
+    plain = model.generate(pixel_values=images, input_ids=ids[:, :3], **greedy())
+    assert torch.equal(output.sequences, plain)  # with or without the prefix cache
+
+
+def test_a_left_padded_caption_start_is_read_as_the_unpadded_one(model, images):
+    padded = torch.tensor([[98, 8, 9], [5, 6, 7]])
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    batch = model.generate(pixel_values=images, input_ids=padded, attention_mask=mask, **greedy())
+    first = model.generate(pixel_values=images[:1], input_ids=padded[:1, 1:], **greedy())
+    second = model.generate(pixel_values=images[1:], input_ids=padded[1:], **greedy())
+    assert batch[0, : first.shape[1]].tolist() == first[0].tolist()
+    assert batch[1].tolist() == second[0].tolist()
+
+
+@pytest.mark.parametrize("option", [{"prompt_lookup_num_tokens": 2}, {"assistant_early_exit": 1}, "assistant_model"])
+def test_assisted_decoding_is_refused_in_one_line(model, images, option):
+    kwargs = {"assistant_model": model} if option == "assistant_model" else option
+    with pytest.raises(ValueError, match="does not support assisted decoding"):
+        model.generate(pixel_values=images, **greedy(**kwargs))
+
+
+def test_encoder_features_have_their_own_name(model, images):
+    """transformers 5's `get_image_features` returns a `BaseModelOutputWithPooling` of a vision tower; the CNN's raw
+    features are `get_encoder_features`, what `forward` takes as `image_features`."""
+    assert not hasattr(model, "get_image_features")
+    features = model.get_encoder_features(images)
+    assert features.shape == (2, model.config.encoder_hidden_size)
+    out = model(image_features=features, input_ids=torch.tensor([[1, 2], [3, 4]]))
+    assert torch.equal(out.logits, model(pixel_values=images, input_ids=torch.tensor([[1, 2], [3, 4]])).logits)

@@ -99,7 +99,8 @@ def caption_log_probs(model, pixel_values, sequences, eos, per_image):
         out = model.eval()(
             pixel_values=pixel_values, input_ids=sequences, attention_mask=mask, captions_per_image=per_image
         )
-    return (token_log_probs(out.logits, sequences) * mask).sum(dim=1)
+    prefix = model.config.prefix_length  # logits cover the prefix and the caption; these positions score the tokens
+    return (token_log_probs(out.logits[:, prefix - 1 : -1], sequences) * mask).sum(dim=1)
 
 
 def test_a_caption_rewarded_above_its_baseline_gets_its_probability_raised(
