@@ -573,7 +573,7 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
             labels (`torch.LongTensor` of shape `(batch, caption_length)`):
                 Targets aligned with `input_ids` (usually `input_ids` with padding set to -100); the model shifts
                 them: the prefix's last position predicts `labels[:, 0]`, caption position `j` predicts
-                `labels[:, j + 1]`.
+                `labels[:, j + 1]`. Without images, as for GPT-2: `labels[:, 0]` has no position before it.
             inputs_embeds (`torch.FloatTensor` of shape `(batch, caption_length, n_embd)`, *optional*):
                 The caption's token embeddings in place of `input_ids` (one of the two).
             cache (`Cache`, *optional*; `past_key_values`, its old name, is accepted):
