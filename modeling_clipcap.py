@@ -399,8 +399,8 @@ class ClipCapPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def initialize_weights(self):
         """`PreTrainedModel.initialize_weights`: every module, children first, by the `_initialize_weights` of the
-        model it belongs to (the decoder's modules by GPT-2's), with one fresh backbone shared by the pass (see
-        `_init_weights`).
+        model it belongs to (the decoder's modules by GPT-2's), with one fresh backbone shared by the pass
+        (`_fresh_backbone_state`).
 
         transformers treats a model defined outside it as remote code that may not check `_is_hf_initialized`, and
         then skips every module whose own parameters are all loaded, which also skips the modules that own none:
@@ -418,18 +418,25 @@ class ClipCapPreTrainedModel(PreTrainedModel):
         finally:
             self.__dict__.pop("_init_pass", None)
 
-    def _fresh_backbone(self) -> tuple[dict[int, str], dict[str, torch.Tensor]]:
-        """The names of this model's backbone modules, by `id`, and the state of a freshly built backbone: torchvision
-        and timm initialise in their constructors, each model its own way, so a fresh backbone *is* their
-        initialisation. Built once per `initialize_weights` pass."""
+    def _init_pass_cached(self, key: str, make):
+        """`make()`, computed once per `initialize_weights` pass (every call outside one)."""
         cache = self.__dict__.get("_init_pass")
-        if cache is not None and "backbone" in cache:
-            return cache["backbone"]
-        names = {id(module): name for name, module in self.encoder.backbone.named_modules()}
-        fresh = ImageEncoder(copy.deepcopy(self.config)).backbone.state_dict()
-        if cache is not None:
-            cache["backbone"] = names, fresh
-        return names, fresh
+        if cache is None:
+            return make()
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
+
+    def _backbone_module_names(self) -> dict[int, str]:
+        """This model's backbone modules: their names in its state, by `id`."""
+        return self._init_pass_cached(
+            "names", lambda: {id(module): name for name, module in self.encoder.backbone.named_modules()}
+        )
+
+    def _fresh_backbone_state(self) -> dict[str, torch.Tensor]:
+        """The state of a freshly built backbone: torchvision and timm initialise in their constructors, each model
+        its own way, so a fresh backbone *is* their initialisation."""
+        return self._init_pass_cached("fresh", lambda: ImageEncoder(copy.deepcopy(self.config)).backbone.state_dict())
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -441,12 +448,11 @@ class ClipCapPreTrainedModel(PreTrainedModel):
         meta device and loaded a checkpoint, for what the checkpoint lacked: `transformers.initialization` sets only
         tensors not yet marked `_is_hf_initialized` (loaded ones, or pretrained weights given to the constructor)."""
         std = self.config.text_config.initializer_range
-        if any(module is part for part in self.encoder.backbone.modules()):
+        if (prefix := self._backbone_module_names().get(id(module))) is not None:
             own = (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False))
             if all(getattr(tensor, "_is_hf_initialized", False) for _, tensor in own):
                 return  # nothing to set (a container, an activation, or loaded)
-            names, fresh = self._fresh_backbone()
-            prefix = names[id(module)]
+            fresh = self._fresh_backbone_state()
             for name, tensor in own:
                 init.copy_(tensor, fresh[f"{prefix}.{name}" if prefix else name])
         elif isinstance(module, nn.Linear):
