@@ -521,7 +521,7 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
     def get_encoder_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Image batch `(batch, 3, H, W)` -> the CNN encoder's features `(batch, hidden)` (or `(batch, tokens,
         hidden)` for the grid): what `forward` accepts as `image_features` in place of the images when the encoder is
-        frozen. (Not transformers' `get_encoder_features`, which returns a `BaseModelOutputWithPooling` of a vision
+        frozen. (Not transformers' `get_image_features`, which returns a `BaseModelOutputWithPooling` of a vision
         tower: this encoder has no hidden states or attentions to return.)"""
         if not torch.is_tensor(pixel_values) or pixel_values.ndim != 4 or not pixel_values.is_floating_point():
             shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
