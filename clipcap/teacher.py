@@ -24,6 +24,8 @@ from typing import Literal
 import torch
 
 from clipcap.files import file_sha256
+from clipcap.precision import resolve_bf16
+from configuration_clipcap import register_timm_models
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +49,14 @@ class TeacherArguments:
             "help": "Teacher weights: an open_clip tag ('openai'), a checkpoint file, or a train_clip_teacher.py dir."
         },
     )
-    clip_precision: Literal["fp32", "bf16"] = field(
-        default="fp32",
+    clip_precision: Literal["auto", "fp32", "bf16"] = field(
+        default="auto",
         metadata={
-            "help": "bf16: run the teacher's text tower under bfloat16 autocast (twice as fast on CPUs with AMX or "
-            "AVX-512 BF16, embeddings within 1e-5 cosine of fp32's). The image tower stays fp32: in bf16 its "
-            "convolutions were no faster here and moved embeddings by up to 0.02."
+            "help": "The teacher's text tower under bfloat16 autocast or not. auto: bf16 where the hardware has it "
+            "natively (a CPU with AMX or AVX-512 BF16: twice as fast, embeddings within 1e-5 cosine of fp32's; a GPU "
+            "from Ampere on), else fp32. bf16: the same, with a warning where it falls back (an emulated bf16 is 8x "
+            "slower than fp32 on an AVX2 CPU; CLIPCAP_FORCE_BF16=1 forces it). The image tower stays fp32: in bf16 "
+            "its convolutions were no faster and moved embeddings by up to 0.02."
         },
     )
 
@@ -62,6 +66,7 @@ def register_model_configs(path: str | os.PathLike = MODEL_CONFIG_DIR) -> None:
 
     A Hugging Face text tower named by a relative path (`"hf_model_name": "text_tower"`, as `train_clip_teacher.py`
     writes next to a teacher's weights) is read relative to the file's folder, so a teacher directory can move."""
+    register_timm_models()  # timm image trunks this project names (tf_mobilenetv2_100)
     path = Path(path)
     files = sorted(path.glob("*.json")) if path.is_dir() else [path] if path.is_file() else []
     for file in files:
@@ -127,17 +132,20 @@ class _DropRecords(logging.Filter):
 
 
 class CLIPTeacher(torch.nn.Module):
-    """A frozen open_clip model with its image transform and tokenizer; returns unit-norm embeddings."""
+    """A frozen open_clip model with its image transform and tokenizer; returns unit-norm embeddings.
+
+    `precision` ("auto", "fp32" or "bf16") is resolved for the model's device by `clipcap.precision.resolve_bf16`:
+    `self.precision` is what the text tower runs in ("bf16" or "fp32")."""
 
     def __init__(self, model, preprocess, tokenizer, identity: TeacherIdentity, precision: str = "fp32"):
         super().__init__()
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"clip_precision={precision!r}: choose fp32 or bf16")
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"clip_precision={precision!r}: choose auto, fp32 or bf16")
         self.model = model.eval().requires_grad_(False)
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.identity = identity
-        self.precision = precision
+        self.precision = "bf16" if resolve_bf16(precision, self.device, "the CLIP teacher's text tower") else "fp32"
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")

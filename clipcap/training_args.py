@@ -8,11 +8,13 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 from transformers.integrations import is_tensorboard_available
-from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+from transformers.utils import is_torch_xla_available
 
 from clipcap.hard_negatives import NEGATIVE_KINDS
+from clipcap.precision import resolve_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,14 @@ class CLIPGuidanceArguments:
     con_hard_negatives_per_caption: int = field(
         default=1, metadata={"help": "Hard negatives drawn per caption of the batch for L_con."}
     )
+
+    def _precision_device(self) -> str:
+        """The device type training will run on, known before `TrainingArguments.__post_init__` sets `device` up."""
+        if self.use_cpu:
+            return "cpu"
+        if is_torch_xla_available():
+            return "xla"
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     def __post_init__(self):
         for name in ("lambda_cos", "lambda_con", "lambda_div"):
@@ -112,6 +122,14 @@ class SCSTArguments:
     scst_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     scst_top_k: int = field(default=0, metadata={"help": "Sample from the top k tokens only (0: from all)."})
 
+    def _precision_device(self) -> str:
+        """The device type training will run on, known before `TrainingArguments.__post_init__` sets `device` up."""
+        if self.use_cpu:
+            return "cpu"
+        if is_torch_xla_available():
+            return "xla"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
     def __post_init__(self):
         if self.scst_baseline not in SCST_BASELINES:
             raise ValueError(f"scst_baseline={self.scst_baseline!r}: choose one of {', '.join(SCST_BASELINES)}")
@@ -167,16 +185,19 @@ class ClipCapTrainingArguments(TrainingArguments):
         the model directory that `push_to_hub` uploads. `to_dict` (logs, TensorBoard) already masks them."""
         return {key: None if key.endswith("_token") else value for key, value in self.__dict__.items()}
 
+    def _precision_device(self) -> str:
+        """The device type training will run on, known before `TrainingArguments.__post_init__` sets `device` up."""
+        if self.use_cpu:
+            return "cpu"
+        if is_torch_xla_available():
+            return "xla"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
     def __post_init__(self):
         if self.report_to == "auto":
             self.report_to = "tensorboard" if is_tensorboard_available() else "none"
-        if self.bf16 and not self.use_cpu and not (is_torch_bf16_gpu_available() or is_torch_xla_available()):
-            # The Trainer would refuse to start ("Your setup doesn't support bf16/gpu"): bf16 is for where it exists.
-            logger.warning(
-                "bf16: true, but there is no GPU with bf16 here (Ampere or newer): training in fp32 instead. Set "
-                "bf16: false (--bf16 false) to say so; on a CPU, bf16 matmuls are slower than fp32 without AMX."
-            )
-            self.bf16 = False
+        if self.bf16:  # bf16 only where it is native (clipcap.precision); the Trainer refuses it on a GPU without
+            self.bf16 = resolve_bf16(True, self._precision_device(), "training (--bf16)")  # it, a CPU emulates it
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         if self.dataloader_num_workers > cpus:  # more workers than CPUs only compete with the training process
             logger.warning(

@@ -22,6 +22,7 @@ from transformers.utils import logging as transformers_logging  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import clipcap.precision  # noqa: E402
 import run_train  # noqa: E402
 from clipcap import synthetic  # noqa: E402
 from configuration_clipcap import ClipCapConfig  # noqa: E402
@@ -81,6 +82,13 @@ def transformers_verbosity():
     transformers_logging.set_verbosity(TRANSFORMERS_VERBOSITY)
     yield
     transformers_logging.set_verbosity(TRANSFORMERS_VERBOSITY)
+
+
+@pytest.fixture(autouse=True)
+def precision_log():
+    """`clipcap.precision` says each precision choice once per process; every test may see it said."""
+    clipcap.precision._logged.clear()
+    yield
 
 
 @pytest.fixture
