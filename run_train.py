@@ -34,6 +34,7 @@ from clipcap.domain_tokenizer import train_domain_tokenizer
 from clipcap.encoder_cache import add_encoder_features
 from clipcap.memory import keep_freed_memory
 from clipcap.model_card import write_model_card
+from clipcap.precision import describe_device
 from clipcap.preflight import (
     check_downloads,
     dataset_download,
@@ -187,7 +188,12 @@ def setup_logging(training_args) -> None:
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     logger.info(
-        "Process %d of %d, device %s", training_args.process_index, training_args.world_size, training_args.device
+        "Process %d of %d, device %s, training in %s (%s)",
+        training_args.process_index,
+        training_args.world_size,
+        training_args.device,
+        "bf16 autocast" if training_args.bf16 else "fp32" if not training_args.fp16 else "fp16 autocast",
+        describe_device(training_args.device),
     )
 
 

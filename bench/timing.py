@@ -7,8 +7,6 @@ between medians of the same invocation.
 """
 
 import json
-import os
-import platform
 import random
 import statistics
 import sys
@@ -75,16 +73,9 @@ class PeakMeter:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    """The CPU (model, cores, torch's capability, native bf16), torch's threads and version."""
+    from clipcap.precision import describe_cpu  # the scripts put the repository root on the path before this
+    return f"{describe_cpu()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
 def write_results(name: str, results: dict, output: str | None = None) -> Path:

