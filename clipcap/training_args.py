@@ -59,6 +59,8 @@ class CLIPGuidanceArguments:
             return "cpu"
         if is_torch_xla_available():
             return "xla"
+        if torch.backends.mps.is_available():
+            return "mps"
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def __post_init__(self):
@@ -128,6 +130,8 @@ class SCSTArguments:
             return "cpu"
         if is_torch_xla_available():
             return "xla"
+        if torch.backends.mps.is_available():
+            return "mps"
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def __post_init__(self):
@@ -191,13 +195,18 @@ class ClipCapTrainingArguments(TrainingArguments):
             return "cpu"
         if is_torch_xla_available():
             return "xla"
+        if torch.backends.mps.is_available():
+            return "mps"
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def __post_init__(self):
         if self.report_to == "auto":
             self.report_to = "tensorboard" if is_tensorboard_available() else "none"
-        if self.bf16:  # bf16 only where it is native (clipcap.precision); the Trainer refuses it on a GPU without
-            self.bf16 = resolve_bf16(True, self._precision_device(), "training (--bf16)")  # it, a CPU emulates it
+        if self.bf16:  # bf16 only where it is native (clipcap.precision): a GPU without it is refused by the
+            device = self._precision_device()  # Trainer, a CPU without it emulates it, 8x slower than fp32
+            self.bf16 = resolve_bf16(True, device, "training (--bf16)")
+            if self.bf16 and device == "cpu":  # transformers takes bf16 on a CPU only with use_cpu; there is no GPU
+                self.use_cpu = True
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         if self.dataloader_num_workers > cpus:  # more workers than CPUs only compete with the training process
             logger.warning(

@@ -1,6 +1,9 @@
 """examples/overfit_smoke.py, the smoke example: a small model learns to caption four images, end to end (training,
-saving, reloading, beam search)."""
+saving, reloading, beam search); demo.sh, its three stages timed on a named CPU (a stub python records the calls)."""
 
+import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 import overfit_smoke
 
+from tests.conftest import ROOT
 from tests.helpers import needs_packaged_weights
 
 
@@ -88,3 +92,45 @@ def test_probe_caches_the_locked_towers_and_trains_heads_on_them(data_dir, tmp_p
     printed = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in printed] == ["0", "2"]
     assert "'swap_colours'" in printed[-1] and "'R@1'" in printed[-1]
+
+
+OUTPUTS = [
+    "data/demo/dataset_dict.json",
+    "outputs/demo-teacher/open_clip_model.safetensors",
+    "outputs/demo/model.safetensors",
+]
+
+
+def run_demo(root):
+    result = subprocess.run(["bash", str(root / "demo.sh")], capture_output=True, text=True, check=True)
+    lines = result.stdout.splitlines()
+    return result.stdout, [
+        line.split()[0] for line in lines if line.startswith("   ") and (" min " in line or "skipped" in line)
+    ]
+
+
+def test_demo_sh_times_each_stage_and_names_the_cpu(tmp_path):
+    shutil.copy(ROOT / "demo.sh", tmp_path / "demo.sh")
+    stub = tmp_path / ".venv" / "bin" / "python"  # the python demo.sh takes when there is a .venv
+    stub.parent.mkdir(parents=True)
+    stub.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> {tmp_path / "calls"}\n'
+        'if [ "$1" = -c ]; then echo "Some CPU, 2 cores, torch AVX2, native bf16: none (emulated)"; fi\n'
+    )
+    stub.chmod(0o755)
+    out, stages = run_demo(tmp_path)
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert [call.split()[0] for call in calls[1:]] == ["prepare_dataset.py", "train_clip_teacher.py", "-m"]
+    assert calls[-1].endswith("run_train.py configs/demo.yaml")
+    assert "== machine: Some CPU, 2 cores, torch AVX2, native bf16: none (emulated)" in out
+    assert "== stage timings on Some CPU, 2 cores, torch AVX2, native bf16: none (emulated):" in out
+    assert stages == ["data", "teacher", "captioner", "total"]
+    assert re.search(r"^   captioner  0 min \d\d s$", out, re.MULTILINE)
+    for output in OUTPUTS:  # a second run finds every output and skips every stage
+        (tmp_path / output).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / output).touch()
+    out, stages = run_demo(tmp_path)
+    assert stages == ["data", "teacher", "captioner", "total"]
+    assert f"captioner  skipped ({OUTPUTS[2]} exists)" in out
+    assert len((tmp_path / "calls").read_text().splitlines()) == len(calls) + 1  # only the machine's description

@@ -98,3 +98,6 @@ def test_training_bf16_follows_the_cpu(cpu, expected, request, tmp_path, caplog)
     assert args.bf16 is expected
     assert bool(warnings(caplog)) is not expected
     assert ClipCapTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none").bf16 is False
+    if not torch.cuda.is_available():  # bf16 on a CPU that has it, from a config written for a GPU (use_cpu false)
+        args = ClipCapTrainingArguments(output_dir=str(tmp_path), bf16=True, report_to="none")
+        assert (args.bf16, args.use_cpu, args.device.type) == (expected, expected, "cpu")

