@@ -86,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--output", help="Where to write the JSON (default bench/results/encoders.json).")
     args = parser.parse_args()
     generator = torch.Generator().manual_seed(0)
     steps = {}
@@ -100,6 +101,7 @@ def main() -> None:
     path = write_results(
         "encoders",
         {"batch_size": args.batch_size, "image_size": 128, "steps": timings, "mobilenetv2_over_lite0": ratios},
+        args.output,
     )
     print(f"| step (batch {args.batch_size}, 128 px, fp32) | MobileNetV2 s | EfficientNet-Lite0 s | ratio |")
     print("| --- | ---: | ---: | ---: |")

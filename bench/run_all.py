@@ -25,6 +25,7 @@ BENCHMARKS = {
     "teacher_cache": ("bench_teacher_cache.py", ["--repeats", "3"]),
     "generation": ("bench_generation.py", ["--repeats", "3"]),
     "train_step": ("bench_train_step.py", ["--repeats", "3"]),
+    "encoders": ("bench_encoders.py", ["--repeats", "5"]),
     "data": (
         "bench_data.py",
         ["--repeats", "3", "--num_train", "300", "--num_validation", "30", "--render_count", "100"]
@@ -108,6 +109,14 @@ def summarize(results: dict) -> list[tuple[str, str, str, str]]:
             f"{memory['keep_freed_memory, bf16 autocast']['peak_rss_bytes'] / 1e9:.2f} GB; "
             f"{memory['keep_freed_memory, frozen encoder, cached features']['peak_rss_bytes'] / 1e9:.2f} GB",
         )
+    if encoders := results.get("encoders"):
+        for part, ratio in encoders["mobilenetv2_over_lite0"].items():
+            steps = encoders["steps"]
+            add(
+                f"demo {part} s, batch {encoders['batch_size']}, 128 px: MobileNetV2 / EfficientNet-Lite0",
+                f"{steps[f'{part}, MobileNetV2']['median_s']:.2f} / {steps[f'{part}, EfficientNet-Lite0']['median_s']:.2f} "
+                f"({ratio:.2f}x)",
+            )
     if data := results.get("data"):
         one, two = data["prepare_dataset_images_per_s_num_proc_1"], data["prepare_dataset_images_per_s_num_proc_2"]
         add("prepare_dataset.py images/s, num_proc 1 / 2", f"{one:.0f} / {two:.0f} ({two / one:.2f}x)")

@@ -145,7 +145,11 @@ class CLIPTeacher(torch.nn.Module):
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.identity = identity
-        self.precision = "bf16" if resolve_bf16(precision, self.device, "the CLIP teacher's text tower") else "fp32"
+        self.precision = (
+            "bf16"
+            if resolve_bf16(precision, self.device, "the CLIP teacher's text tower (its image tower: fp32)")
+            else "fp32"
+        )
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
