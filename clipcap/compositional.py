@@ -7,7 +7,7 @@ that has a negative of that kind the checker finds false, and that negative; a s
 image-caption cosine is higher for the true caption than for the negative. A bag-of-words model is at chance (0.5)
 on the binding kinds, whatever its retrieval recall.
 
-    python -m clipcap.compositional --clip_model ClipCap-LiT-S --clip_pretrained outputs/demo-teacher \\
+    python -m clipcap.compositional --clip_model ClipCap-LiT-S-MobileNetV2 --clip_pretrained outputs/demo-teacher \\
         --dataset_dir data/demo
 """
 
@@ -102,7 +102,7 @@ def format_table(results: dict[str, dict], recall: dict | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clipcap.compositional", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clip_model", required=True, help="open_clip architecture, e.g. ClipCap-LiT-S or ViT-B-32")
+    parser.add_argument("--clip_model", required=True, help="open_clip architecture, e.g. ClipCap-LiT-S-MobileNetV2 or ViT-B-32")
     parser.add_argument("--clip_pretrained", required=True, help="a train_clip_teacher.py directory or checkpoint")
     parser.add_argument("--dataset_dir", default="data/demo", help="a prepared synthetic dataset")
     parser.add_argument("--split", default="validation")

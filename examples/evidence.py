@@ -47,7 +47,7 @@ def evaluate_under_scorers(runs: dict[str, str]) -> dict[tuple[str, str], dict]:
         for scorer, teacher_dir in SCORERS.items():
             out = Path(model_dir, "eval" if scorer == "training teacher" else "eval-heldout")
             if not (ROOT / out / "eval_results.json").exists():
-                run("run_eval.py", model_dir, "--clip_model", "ClipCap-LiT-S", "--clip_pretrained", teacher_dir,
+                run("run_eval.py", model_dir, "--clip_model", "ClipCap-LiT-S-MobileNetV2", "--clip_pretrained", teacher_dir,
                     "--output_dir", str(out))  # fmt: skip
             results[name, scorer] = json.loads((ROOT / out / "eval_results.json").read_text())["results"]["model"]
     return results

@@ -103,7 +103,7 @@ def reward_sensitivity(teacher_dir: str) -> dict[str, tuple[float, int]]:
     from clipcap.teacher import CLIPTeacher
 
     validation = datasets.load_from_disk(str(ROOT / "data" / "demo"))["validation"]
-    teacher = CLIPTeacher.from_pretrained("ClipCap-LiT-S", str(ROOT / teacher_dir), precision="auto")
+    teacher = CLIPTeacher.from_pretrained("ClipCap-LiT-S-MobileNetV2", str(ROOT / teacher_dir), precision="auto")
     images = teacher.embed_pil_images(validation["image"])
     wins: dict[str, list[bool]] = {}
     for i, scene_json in enumerate(scenes_of(validation)):
