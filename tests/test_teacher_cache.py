@@ -130,7 +130,7 @@ def test_teacher_cache_shapes_unit_norm_identity_and_refusal(fiftyone_db, tmp_pa
         teacher_batch_size=3,
     )
     dataset_dict, metadata = prepare_dataset.prepare(args, TeacherArguments("ClipCap-Test-Tiny", first))
-    teacher = CLIPTeacher.from_pretrained("ClipCap-Test-Tiny", first)
+    teacher = CLIPTeacher.from_pretrained("ClipCap-Test-Tiny", first, precision="auto")  # as TeacherArguments' default
     for split in ("train", "validation"):
         images = np.asarray(dataset_dict[split]["teacher_image_embeds"][:])
         assert images.shape == (len(dataset_dict[split]), 16) and np.allclose(
