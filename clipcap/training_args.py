@@ -53,16 +53,6 @@ class CLIPGuidanceArguments:
         default=1, metadata={"help": "Hard negatives drawn per caption of the batch for L_con."}
     )
 
-    def _precision_device(self) -> str:
-        """The device type training will run on, known before `TrainingArguments.__post_init__` sets `device` up."""
-        if self.use_cpu:
-            return "cpu"
-        if is_torch_xla_available():
-            return "xla"
-        if torch.backends.mps.is_available():
-            return "mps"
-        return "cuda" if torch.cuda.is_available() else "cpu"
-
     def __post_init__(self):
         for name in ("lambda_cos", "lambda_con", "lambda_div"):
             if getattr(self, name) < 0:
@@ -123,16 +113,6 @@ class SCSTArguments:
     )
     scst_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     scst_top_k: int = field(default=0, metadata={"help": "Sample from the top k tokens only (0: from all)."})
-
-    def _precision_device(self) -> str:
-        """The device type training will run on, known before `TrainingArguments.__post_init__` sets `device` up."""
-        if self.use_cpu:
-            return "cpu"
-        if is_torch_xla_available():
-            return "xla"
-        if torch.backends.mps.is_available():
-            return "mps"
-        return "cuda" if torch.cuda.is_available() else "cpu"
 
     def __post_init__(self):
         if self.scst_baseline not in SCST_BASELINES:

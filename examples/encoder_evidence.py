@@ -25,7 +25,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evidence import run, train  # noqa: E402
+from evidence import run, train, write_table  # noqa: E402
 
 from clipcap.precision import describe_cpu  # noqa: E402
 
@@ -118,12 +118,7 @@ def main() -> int:
             + f" | {teacher['image_to_text_R@1']:.3f}; {binding['swap_colours']:.2f} / {binding['swap_kinds']:.2f} / "
             f"{binding['swap_phrases']:.2f} | {sum(seconds) / len(seconds):.0f} |"
         )
-    table = "\n".join(lines) + "\n"
-    evidence = ROOT / "outputs" / "evidence"
-    evidence.mkdir(parents=True, exist_ok=True)
-    (evidence / "encoders.md").write_text(table)
-    print(table, end="")
-    print(f"Written: {evidence / 'encoders.md'}")
+    write_table("encoders.md", "\n".join(lines) + "\n")
     return 0
 
 

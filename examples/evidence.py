@@ -12,6 +12,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SCORERS = {"training teacher": "outputs/demo-teacher", "held-out teacher": "outputs/demo-teacher-heldout"}
 
 
+EVIDENCE = ROOT / "outputs" / "evidence"
+
+
+def write_table(name: str, table: str) -> Path:
+    """Write an evidence script's Markdown `table` to outputs/evidence/NAME and print it."""
+    EVIDENCE.mkdir(parents=True, exist_ok=True)
+    (EVIDENCE / name).write_text(table)
+    print(table, end="")
+    print(f"Written: {EVIDENCE / name}")
+    return EVIDENCE / name
+
+
 def run(*command: str) -> None:
     """`python COMMAND...` from the repository root; a failure stops the evidence script."""
     print("+", " ".join(command), flush=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evidence import SCORERS, evaluate_under_scorers, train, train_heldout_scorer  # noqa: E402
+from evidence import SCORERS, evaluate_under_scorers, train, train_heldout_scorer, write_table  # noqa: E402
 
 from clipcap.precision import describe_cpu  # noqa: E402
 from clipcap.report import comparison_table  # noqa: E402
@@ -153,8 +153,6 @@ def main() -> int:
     rows += [("CIDEr", "cider", "training teacher"), ("distinct-2", "distinct_2", "training teacher")]
     rows += [("mean length (words)", "mean_length", "training teacher")]
     table = f"Machine: {describe_cpu()}\n\n" + comparison_table(results, list(runs), rows)
-    evidence = ROOT / "outputs" / "evidence"
-    evidence.mkdir(parents=True, exist_ok=True)
     # 5. How the captions changed, and what the reward can see.
     habits = {name: caption_habits(model_dir) for name, model_dir in runs.items()}
     lines = ["| validation captions | " + " | ".join(runs) + " |", "| --- |" + " ---: |" * len(runs)]
@@ -168,9 +166,7 @@ def main() -> int:
         cells = " | ".join(f"{sensitivity[scorer][fact][0]:.3f}" for scorer in SCORERS)
         lines.append(f"| {fact} | {scenes} | {cells} |")
     table += "\n" + "\n".join(lines) + "\n"
-    (evidence / "scst.md").write_text(table)
-    print(table, end="")
-    print(f"Written: {evidence / 'scst.md'}")
+    write_table("scst.md", table)
     return 0
 
 
