@@ -8,8 +8,8 @@ Two steps per encoder, forward, loss, backward and an AdamW update, each run in 
 
   * the demo captioner's step: `configs/demo.yaml`'s model (128 px, the 4x4 grid, the transformer mapper, the 2-layer
     256-wide decoder) on `--batch_size` images with 40-token captions, with a teacher head as the CLIP losses need;
-  * the demo teacher's image tower: the trunk with average pooling and a linear projection to 256, as open_clip's
-    `TimmModel` builds it (`configs/open_clip/ClipCap-LiT-S*.json`), on the same images, with a stand-in loss.
+  * the demo teacher's image tower: open_clip's `TimmModel`, the trunk with average pooling and a linear projection to
+    256 (`configs/open_clip/ClipCap-LiT-S*.json`), on the same images, with a stand-in loss.
 
 The weights are random (the time does not depend on them); the precision is fp32, as the demo trains. Prints a table
 and writes bench/results/encoders.json.
@@ -24,9 +24,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from open_clip.timm_model import TimmModel  # noqa: E402
 from timing import ROOT, side_by_side, write_results  # noqa: E402 - bench/ is the script directory
 
 from clipcap.cli import build_model_config  # noqa: E402
+from configuration_clipcap import resolve_encoder_library  # noqa: E402
 from modeling_clipcap import ClipCapForCaptioning  # noqa: E402
 
 ENCODERS = {"MobileNetV2": "timm/tf_mobilenetv2_100", "EfficientNet-Lite0": "timm/tf_efficientnet_lite0"}
@@ -60,26 +62,12 @@ def captioner_step(encoder_name: str, batch_size: int, generator: torch.Generato
     return Step(model, inputs, lambda outputs: outputs.loss + outputs.z.square().mean())  # z: what L_cos/L_con read
 
 
-class ImageTower(torch.nn.Module):
-    """open_clip's `TimmModel` with `timm_pool: avg`, `timm_proj: linear`: the trunk, pooled, projected."""
-
-    def __init__(self, timm_name: str, embed_dim: int = 256):
-        super().__init__()
-        import timm
-
-        self.trunk = timm.create_model(timm_name, pretrained=False, num_classes=0, global_pool="avg")
-        self.proj = torch.nn.Linear(self.trunk.num_features, embed_dim, bias=False)
-
-    def forward(self, pixel_values):
-        return self.proj(self.trunk(pixel_values))
-
-
 def tower_step(encoder_name: str, batch_size: int, generator: torch.Generator) -> Step:
-    from configuration_clipcap import resolve_encoder_library
-
+    """open_clip's own timm image tower, as `configs/open_clip/ClipCap-LiT-S*.json` build it."""
     _, timm_name = resolve_encoder_library(encoder_name)  # registers tf_mobilenetv2_100 with timm
-    inputs = {"pixel_values": torch.randn(batch_size, 3, 128, 128, generator=generator)}
-    return Step(ImageTower(timm_name), inputs, lambda embeds: torch.nn.functional.normalize(embeds).sum())
+    tower = TimmModel(timm_name, embed_dim=256, image_size=128, pool="avg", proj="linear")
+    inputs = {"x": torch.randn(batch_size, 3, 128, 128, generator=generator)}
+    return Step(tower, inputs, lambda embeds: torch.nn.functional.normalize(embeds).sum())
 
 
 def main() -> None:

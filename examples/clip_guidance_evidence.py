@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evidence import SCORERS, evaluate_under_scorers, train, train_heldout_scorer  # noqa: E402
+from evidence import SCORERS, evaluate_under_scorers, train, train_heldout_scorer, write_table  # noqa: E402
 
 from clipcap.precision import describe_cpu  # noqa: E402
 from clipcap.report import comparison_table, plot_metric_curves  # noqa: E402
@@ -45,12 +45,9 @@ def main() -> int:
     rows += [(f"RefCLIP-S ({scorer})", "ref_clip_s", scorer) for scorer in SCORERS]
     rows += [("CIDEr", "cider", "training teacher"), ("BLEU-4", "bleu_4", "training teacher")]
     table = f"Machine: {describe_cpu()}\n\n" + comparison_table(results, names, rows)
-    evidence = ROOT / "outputs" / "evidence"
-    evidence.mkdir(parents=True, exist_ok=True)
-    (evidence / "evidence.md").write_text(table)
-    plot_metric_curves({name: str(ROOT / path) for name, path in RUNS.items()}, evidence / "semantic_accuracy.png")
-    print(table, end="")
-    print(f"Written: {evidence / 'evidence.md'}, {evidence / 'semantic_accuracy.png'}")
+    curves = write_table("evidence.md", table).with_name("semantic_accuracy.png")
+    plot_metric_curves({name: str(ROOT / path) for name, path in RUNS.items()}, curves)
+    print(f"Written: {curves}")
     return 0
 
 
