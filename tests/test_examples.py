@@ -1,5 +1,8 @@
 """examples/overfit_smoke.py, the smoke example: a small model learns to caption four images, end to end (training,
-saving, reloading, beam search); demo.sh, its three stages timed on a named CPU (a stub python records the calls)."""
+saving, reloading, beam search); examples/lr_sweep.py, the learning-rate sweep: its table comes from the runs it
+trained; demo.sh, its three stages timed on a named CPU (a stub python records the calls)."""
+
+import json
 
 import re
 import shutil
@@ -13,10 +16,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
+import lr_sweep
 import overfit_smoke
 
-from tests.conftest import ROOT
-from tests.helpers import needs_packaged_weights
+from tests.conftest import ROOT, train_argv
+from tests.helpers import needs_packaged_weights, write_config
 
 
 @pytest.mark.slow
@@ -92,6 +96,75 @@ def test_probe_caches_the_locked_towers_and_trains_heads_on_them(data_dir, tmp_p
     printed = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in printed] == ["0", "2"]
     assert "'swap_colours'" in printed[-1] and "'R@1'" in printed[-1]
+
+
+def test_best_learning_rate_is_the_highest_mean_over_seeds_and_the_lower_of_a_tie():
+    def run(learning_rate, seed, accuracy):
+        return lr_sweep.Run("arm", learning_rate, seed, Path("."), {"semantic_accuracy": accuracy})
+
+    # 2e-3 has the best single seed (0.9) but the lower mean (0.55 against 0.6)
+    runs = [run("1e-3", 0, 0.5), run("1e-3", 1, 0.7), run("2e-3", 0, 0.9), run("2e-3", 1, 0.2)]
+    assert lr_sweep.best_learning_rate(runs) == "1e-3"
+    tie = [run("5e-4", 0, 0.6), run("5e-4", 1, 0.6), run("2e-4", 0, 0.7), run("2e-4", 1, 0.5)]
+    assert lr_sweep.best_learning_rate(tie) == "2e-4"
+
+
+@pytest.mark.slow
+def test_lr_sweep_trains_each_rate_and_seed_and_tabulates_those_runs(data_dir, tmp_path):
+    """Four tiny runs (two learning rates, two seeds, two at a time): each trained with its own rate and seed; the
+    table and the learning curve are computed from the files those runs wrote, and a second sweep trains nothing."""
+    argv = train_argv(data_dir, tmp_path / "unused", steps=2, lr_scheduler_type="constant", eval_strategy="steps",
+                      eval_steps=1)  # fmt: skip
+    flags = dict(zip(argv[::2], argv[1::2], strict=True))
+    for name in ("--learning_rate", "--seed", "--output_dir"):
+        del flags[name]
+    config = write_config(tmp_path / "tiny.yaml", {name.removeprefix("--"): value for name, value in flags.items()})
+    sweeps = tmp_path / "sweeps"
+    runs = lr_sweep.sweep(config, "tiny arm", [], ("1e-3", "3e-3"), (0, 1), sweeps, jobs=2)
+
+    assert [(run.learning_rate, run.seed) for run in runs] == [("1e-3", 0), ("1e-3", 1), ("3e-3", 0), ("3e-3", 1)]
+    for run in runs:
+        assert run.output_dir == sweeps / "tiny-arm" / f"lr{run.learning_rate}-seed{run.seed}"
+        args = torch.load(run.output_dir / "training_args.bin", weights_only=False)
+        assert (args.learning_rate, args.seed) == (float(run.learning_rate), run.seed)
+        history = json.loads((run.output_dir / "trainer_state.json").read_text())["log_history"]
+        assert history[0]["learning_rate"] == float(run.learning_rate)  # constant schedule: the rate it trained at
+        assert run.train_seconds == json.loads((run.output_dir / "train_results.json").read_text())["train_runtime"]
+        evaluations = [entry for entry in history if "eval_semantic_accuracy" in entry]
+        assert run.metrics["semantic_accuracy"] == evaluations[-1]["eval_semantic_accuracy"]
+
+    # The learning curve: the seeds' mean at each evaluation step (1 and 2) of what the runs logged.
+    logged = {
+        (run.learning_rate, run.seed): {
+            entry["step"]: entry["eval_errors_missing_object"]
+            for entry in json.loads((run.output_dir / "trainer_state.json").read_text())["log_history"]
+            if "eval_errors_missing_object" in entry
+        }
+        for run in runs
+    }
+    curve = lr_sweep.learning_curve(runs[:2])
+    assert list(curve) == [1, 2]
+    for step in (1, 2):
+        expected = (logged["1e-3", 0][step] + logged["1e-3", 1][step]) / 2
+        assert curve[step]["errors_missing_object"] == pytest.approx(expected)
+
+    # Known final evaluations written over the runs' own: the table must show exactly these.
+    values = {("1e-3", 0): 0.5, ("1e-3", 1): 0.7, ("3e-3", 0): 0.9, ("3e-3", 1): 0.2}
+    for run in runs:
+        accuracy = values[run.learning_rate, run.seed]
+        results = {f"eval_semantic_accuracy_{n}obj": accuracy / n for n in (1, 2, 3)}
+        results |= {f"eval_errors_{kind}": 10 * i + run.seed for i, kind in enumerate(lr_sweep.ERRORS)}
+        (run.output_dir / "eval_results.json").write_text(json.dumps({"eval_semantic_accuracy": accuracy, **results}))
+    models = {run.output_dir: (run.output_dir / "model.safetensors").stat().st_mtime_ns for run in runs}
+    again = lr_sweep.sweep(config, "tiny arm", [], ("1e-3", "3e-3"), (0, 1), sweeps)
+    assert {run.output_dir: (run.output_dir / "model.safetensors").stat().st_mtime_ns for run in again} == models
+    table = lr_sweep.sweep_table(again).splitlines()
+    assert table[2] == (
+        "| tiny arm | **1e-3** (best) | **0.500 / 0.700 (0.600)** | 0.60 / 0.30 / 0.20 | 0.5 / 10.5 / 20.5 / 30.5 / "
+        f"40.5 | {runs[0].train_seconds:.0f} / {runs[1].train_seconds:.0f} |"
+    )
+    assert table[3].startswith("| tiny arm | 3e-3 | 0.900 / 0.200 (0.550) | 0.55 / 0.28 / 0.18 | 0.5 / 10.5 /")
+    assert len(table) == 4
 
 
 OUTPUTS = [
