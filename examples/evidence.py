@@ -3,6 +3,7 @@
 under every scorer. Each step is skipped when its output exists."""
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,14 @@ def evaluate_under_scorers(runs: dict[str, str]) -> dict[tuple[str, str], dict]:
                     "--output_dir", str(out))  # fmt: skip
             results[name, scorer] = json.loads((ROOT / out / "eval_results.json").read_text())["results"]["model"]
     return results
+
+
+def mean_results(results: dict[tuple[str, str], dict], runs: dict[str, list[str]]) -> dict[tuple[str, str], dict]:
+    """Each arm's scores under each scorer as the mean over its seeds' runs (`results` is keyed by run directory)."""
+    means = {}
+    for arm, directories in runs.items():
+        for scorer in SCORERS:
+            scores = [results[directory, scorer] for directory in directories]
+            keys = [key for key in scores[0] if all(isinstance(s.get(key), (int, float)) for s in scores)]
+            means[arm, scorer] = {key: statistics.fmean(float(s[key]) for s in scores) for key in keys}
+    return means

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from clipcap.precision import describe_cpu  # noqa: E402
-from clipcap.report import metric_series, read_log_history  # noqa: E402
+from clipcap.report import metric_series, plot_metric_curves, read_log_history  # noqa: E402
 
 LEARNING_RATES = ("2e-4", "5e-4", "1e-3", "2e-3")
 SEEDS = (0, 1)
@@ -92,9 +92,11 @@ def train(config: str, run: Run, flags: list[str], threads: int) -> Run:
         print(f"+ {' '.join(command[1:])}", flush=True)
         with (run.output_dir / "train.log").open("a") as log:
             env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-            finished = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            finished = subprocess.run(command, check=False, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         if finished.returncode:
-            raise RuntimeError(f"{run.arm}, lr {run.learning_rate}, seed {run.seed} failed: {run.output_dir}/train.log")
+            raise RuntimeError(
+                f"{run.arm}, lr {run.learning_rate}, seed {run.seed} failed: {run.output_dir}/train.log"
+            )
     read_run(run)
     print(
         f"{run.arm}, lr {run.learning_rate}, seed {run.seed}: semantic accuracy {run['semantic_accuracy']:.3f}",
@@ -155,11 +157,11 @@ def sweep_table(runs: list[Run]) -> str:
     for run in runs:
         arms.setdefault(run.arm, []).append(run)
     seeds = sorted({run.seed for run in runs})
-    lines = [
+    header = (
         f"| arm | learning rate | semantic accuracy, seed {' / '.join(map(str, seeds))} (mean) | 1 / 2 / 3 objects "
-        f"(mean) | errors: {ERROR_HEADER} (mean) | train time, s |",
-        "| --- | ---: | --- | --- | --- | --- |",
-    ]
+        f"(mean) | errors: {ERROR_HEADER} (mean) | train time, s |"
+    )
+    lines = [header, "| --- | ---: | --- | --- | --- | --- |"]
     for arm, arm_runs in arms.items():
         best = best_learning_rate(arm_runs)
         for learning_rate, group in by_learning_rate(arm_runs).items():
@@ -215,11 +217,17 @@ def machine_line(jobs: int) -> str:
     return f"Machine: {describe_cpu()}{shared}\n"
 
 
-def parse_args(argv: list[str] | None = None):
+def parse_args(argv: list[str] | None = None) -> tuple[SweepArguments, list[str]]:
+    """The config file first, then the sweep's flags; flags it does not know are run_train.py's."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(SweepArguments)
-    args, run_train_flags = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-"):
+        raise SystemExit("usage: lr_sweep.py CONFIG [--arm NAME] [--learning_rates LR,...] [run_train.py flags]")
+    args, run_train_flags = HfArgumentParser(SweepArguments).parse_args_into_dataclasses(
+        argv[1:], return_remaining_strings=True
+    )
+    args.config = argv[0]
     return args, run_train_flags
 
 
@@ -227,13 +235,18 @@ def parse_args(argv: list[str] | None = None):
 class SweepArguments:
     """What the sweep varies and where it writes; every other flag goes to run_train.py."""
 
-    config: str = field(metadata={"help": "run_train.py's config file (the recipe)."})
+    config: str | None = field(default=None, metadata={"help": "run_train.py's config file: the first argument."})
     arm: str = field(default="recipe", metadata={"help": "The recipe's name in the table."})
     learning_rates: str = field(default=",".join(LEARNING_RATES), metadata={"help": "Comma-separated grid."})
     seeds: str = field(default=",".join(map(str, SEEDS)), metadata={"help": "Comma-separated seeds."})
     output_dir: str = field(default="outputs/sweeps", metadata={"help": "Runs go to OUTPUT_DIR/ARM/lr<LR>-seed<S>."})
     jobs: int = field(default=1, metadata={"help": "Runs at a time, sharing the cores (each gets cores / jobs)."})
-    curve: bool = field(default=False, metadata={"help": "Add the learning curve of every logged evaluation."})
+    curve: bool = field(
+        default=False,
+        metadata={
+            "help": "Add the learning curve of every logged evaluation (the seeds' mean), and plot it: sweep.png."
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,9 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     seeds = tuple(int(seed) for seed in args.seeds.split(","))
     runs = sweep(args.config, args.arm, flags, learning_rates, seeds, args.output_dir, args.jobs)
     table = machine_line(args.jobs) + "\n" + sweep_table(runs)
+    out = Path(args.output_dir) / slug(args.arm) / "sweep.md"
     if args.curve:
         table += "\n" + curve_table({args.arm: runs})
-    out = Path(args.output_dir) / slug(args.arm) / "sweep.md"
+        labels = {f"{args.arm}, lr {run.learning_rate}, seed {run.seed}": str(run.output_dir) for run in runs}
+        plot_metric_curves(labels, out.with_suffix(".png"))
     out.write_text(table)
     print(table + f"Written: {out}")
     return 0

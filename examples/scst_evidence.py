@@ -2,60 +2,69 @@
 # Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
 """Does a CLIP reward make the demo's captions truer, or only more rewarded? The self-critical stage, measured.
 
-Starting from the demo captioner (`bash demo.sh`), this runs the self-critical stage (`configs/demo_scst.yaml`) in
-the variants below and a control (the first stage's loss continued for the same steps), evaluates the demo captioner
-and every run with `run_eval.py` under the training teacher and
-under a held-out teacher (the demo teacher's recipe with another seed, which training never saw), and writes one
-Markdown table: semantic accuracy (overall, by number of objects, by error type), CLIP-S by both scorers, CIDEr,
+Starting from the demo captioner (`bash demo.sh`), this runs the self-critical stage (`configs/demo_scst.yaml`) and a
+control (the first stage's loss continued for the same steps, batch and schedule), each over the same learning-rate
+grid with two seeds (`examples/lr_sweep.py`), so that each is compared at its own best rate; `--arms` adds the
+stage's variants below. It writes the sweep table, then evaluates the demo captioner and each arm's best runs with
+`run_eval.py` under the training teacher and under a held-out teacher (the demo teacher's recipe with another seed,
+which training never saw), and writes one Markdown table of the seeds' means: semantic accuracy (overall, by number of objects, by error type), CLIP-S by both scorers, CIDEr,
 distinct-2, the fraction of captions the checker cannot parse, and the mean length. A second table says what the
 reward can see: for each validation scene, how often each teacher scores a true caption above the same caption with
 one fact made false (the relation reversed, a colour, a count or a kind changed).
 
-    bash demo.sh && .venv/bin/python examples/scst_evidence.py   # about 50 minutes on 2 CPU cores after the demo
+    bash demo.sh && .venv/bin/python examples/scst_evidence.py --jobs 2   # about 1 hour on 2 CPU cores after the demo
 
-Every step is skipped when its output exists. Outputs: outputs/demo-scst*, outputs/demo-teacher-heldout,
-outputs/evidence/scst.md.
+Every step is skipped when its output exists; the runs start from outputs/demo, so after the demo changes, delete
+outputs/sweeps-scst. Outputs: outputs/sweeps-scst/*, outputs/demo-teacher-heldout, outputs/evidence/scst.md.
 """
 
 import json
 import os
+import statistics
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evidence import SCORERS, evaluate_under_scorers, train, train_heldout_scorer, write_table  # noqa: E402
+import lr_sweep  # noqa: E402
+from evidence import SCORERS, evaluate_under_scorers, mean_results, train_heldout_scorer, write_table  # noqa: E402
+from transformers import HfArgumentParser  # noqa: E402
 
-from clipcap.precision import describe_cpu  # noqa: E402
 from clipcap.report import comparison_table  # noqa: E402
 from clipcap.synthetic import COLOURS, KINDS, Scene, Unit, noun_phrase, noun_phrases  # noqa: E402
 
 START = "outputs/demo"
 SCST = "configs/demo_scst.yaml"
 # The control: the first stage's own loss (configs/demo.yaml) continued from the demo captioner with the stage's
-# steps, batch and learning rate, so that each variant is compared with what the same compute buys without a reward.
+# steps, batch and schedule, so that the stage is compared with what the same compute buys without a reward.
 CONTINUED = ["--model_name_or_path", START, "--max_steps", "120", "--per_device_train_batch_size", "16"]
-CONTINUED += [
-    "--learning_rate",
-    "1e-4",
-    "--lr_scheduler_type",
-    "constant",
-    "--warmup_steps",
-    "0",
-    "--eval_strategy",
-    "no",
-]
+CONTINUED += ["--lr_scheduler_type", "constant", "--warmup_steps", "0", "--eval_strategy", "no"]
 CONTINUED += ["--save_steps", "40", "--logging_steps", "10"]
-# name -> (output directory, config, flags over it)
-VARIANTS = {
-    "first stage continued (control)": ("outputs/demo-continued", "configs/demo.yaml", CONTINUED),
-    "SCST: CLIP-S, mean of others": ("outputs/demo-scst", SCST, []),
-    "SCST: CLIP-S, greedy baseline": ("outputs/demo-scst-greedy", SCST, ["--scst_baseline", "greedy"]),
-    "SCST: CLIP-S + CE guard": ("outputs/demo-scst-ce", SCST, ["--scst_ce_weight", "0.5"]),
-    "SCST: CLIP-S + CIDEr-D": ("outputs/demo-scst-cider", SCST, ["--scst_cider_weight", "0.2"]),
-    "SCST: CLIP-S, lr 2e-5": ("outputs/demo-scst-lr2e-5", SCST, ["--learning_rate", "2e-5"]),
+# name -> (config, flags over it); the learning rate and seed come from the sweep.
+ARMS = {
+    "first stage continued (control)": ("configs/demo.yaml", CONTINUED),
+    "SCST: CLIP-S": (SCST, []),
+    "SCST: CLIP-S, greedy baseline": (SCST, ["--scst_baseline", "greedy"]),
+    "SCST: CLIP-S + CE guard": (SCST, ["--scst_ce_weight", "0.5"]),
+    "SCST: CLIP-S + CIDEr-D": (SCST, ["--scst_cider_weight", "0.2"]),
 }
+DEFAULT_ARMS = ("first stage continued (control)", "SCST: CLIP-S")
+# A second stage continues a trained model: its grid sits an order of magnitude below the first stage's (the
+# stage's own rate, 1e-4, in the middle).
+LEARNING_RATES = ("2e-5", "5e-5", "1e-4", "2e-4")
+
+
+@dataclass
+class EvidenceArguments:
+    arms: str = field(default=",".join(DEFAULT_ARMS), metadata={"help": "Comma-separated, of: " + ", ".join(ARMS)})
+    learning_rates: str = field(default=",".join(LEARNING_RATES), metadata={"help": "The grid."})
+    seeds: str = field(default=",".join(map(str, lr_sweep.SEEDS)), metadata={"help": "Comma-separated seeds."})
+    output_dir: str = field(default="outputs/sweeps-scst", metadata={"help": "Where the sweeps train."})
+    jobs: int = field(default=1, metadata={"help": "Trainings at a time, sharing the cores."})
+
+
 ERRORS = (
     "wrong_kind",
     "wrong_colour",
@@ -132,18 +141,36 @@ def caption_habits(model_dir: str) -> dict[str, float]:
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    (args,) = HfArgumentParser(EvidenceArguments).parse_args_into_dataclasses(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
     if not (ROOT / START / "model.safetensors").exists():
         print(f"{START} is missing: run `bash demo.sh` first (it trains the demo captioner)", file=sys.stderr)
         return 1
-    # 1. The held-out scorer; 2. the self-critical stage, each variant from the demo captioner.
+    arms = [arm.strip() for arm in args.arms.split(",") if arm.strip()]
+    if unknown := [arm for arm in arms if arm not in ARMS]:
+        print(f"unknown arms {unknown}; known: {', '.join(ARMS)}", file=sys.stderr)
+        return 1
+    learning_rates = tuple(lr.strip() for lr in args.learning_rates.split(","))
+    seeds = tuple(int(seed) for seed in args.seeds.split(","))
+    # 1. Each arm over the grid and seeds, from the demo captioner.
+    sweeps = {
+        arm: lr_sweep.sweep(ARMS[arm][0], arm, ARMS[arm][1], learning_rates, seeds, args.output_dir, args.jobs)
+        for arm in arms
+    }
+    table = (
+        lr_sweep.machine_line(args.jobs) + "\n" + lr_sweep.sweep_table([r for runs in sweeps.values() for r in runs])
+    )
+    # 2. The held-out scorer; 3. the demo captioner and each arm's best runs under both scorers, the seeds' mean.
     train_heldout_scorer()
-    for output_dir, config, flags in VARIANTS.values():
-        train(config, output_dir, *flags)
-    # 3. Every captioner under both scorers.
-    runs = {"before (demo)": START, **{name: output_dir for name, (output_dir, _, _) in VARIANTS.items()}}
-    results = evaluate_under_scorers(runs)
+    groups = {"before (demo)": [START]}
+    for arm, arm_runs in sweeps.items():
+        learning_rate = lr_sweep.best_learning_rate(arm_runs)
+        groups[f"{arm}, lr {learning_rate}"] = [
+            str(run.output_dir) for run in arm_runs if run.learning_rate == learning_rate
+        ]
+    results = mean_results(evaluate_under_scorers({d: d for ds in groups.values() for d in ds}), groups)
+    runs = list(groups)
     # 4. The table.
     rows = [("semantic accuracy", "semantic_accuracy", "training teacher")]
     rows += [(f"  {n} object{'s' * (n > 1)}", f"semantic_accuracy_{n}obj", "training teacher") for n in (1, 2, 3)]
@@ -152,9 +179,13 @@ def main() -> int:
     rows += [(f"CLIP-S ({scorer})", "clip_s", scorer) for scorer in SCORERS]
     rows += [("CIDEr", "cider", "training teacher"), ("distinct-2", "distinct_2", "training teacher")]
     rows += [("mean length (words)", "mean_length", "training teacher")]
-    table = f"Machine: {describe_cpu()}\n\n" + comparison_table(results, list(runs), rows)
-    # 5. How the captions changed, and what the reward can see.
-    habits = {name: caption_habits(model_dir) for name, model_dir in runs.items()}
+    table += "\nThe demo captioner and each arm at its best learning rate, the mean of its seeds:\n\n"
+    table += comparison_table(results, runs, rows)
+    # 5. How the captions changed (the seeds' mean), and what the reward can see.
+    habits = {}
+    for name, directories in groups.items():
+        each = [caption_habits(directory) for directory in directories]
+        habits[name] = {habit: statistics.fmean(h[habit] for h in each) for habit in each[0]}
     lines = ["| validation captions | " + " | ".join(runs) + " |", "| --- |" + " ---: |" * len(runs)]
     for habit in habits["before (demo)"]:
         lines.append(f"| {habit} | " + " | ".join(f"{habits[name][habit]:.3f}" for name in runs) + " |")

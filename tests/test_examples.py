@@ -3,7 +3,6 @@ saving, reloading, beam search); examples/lr_sweep.py, the learning-rate sweep: 
 trained; demo.sh, its three stages timed on a named CPU (a stub python records the calls)."""
 
 import json
-
 import re
 import shutil
 import subprocess
