@@ -18,6 +18,7 @@ from transformers.configuration_utils import SubConfigSpec
 
 ENCODER_FEATURES = ("pooled", "grid")
 MAPPER_TYPES = ("mlp", "transformer")
+MAPPER_PREFIXES = ("queries", "grid")
 
 # DistilGPT2 (Sanh et al. 2019) is GPT-2 small with 6 of its 12 layers.
 DISTILGPT2_SHAPE = {"n_layer": 6, "n_head": 12, "n_embd": 768, "n_positions": 1024, "vocab_size": 50257}
@@ -129,6 +130,12 @@ class ClipCapConfig(PreTrainedConfig):
         mapper_type (`str`, *optional*, defaults to `"mlp"`):
             `"mlp"`: ClipCap's MLP from the pooled feature to the whole prefix. `"transformer"`: ClipCap's
             transformer mapper, learned prefix queries attending to the image tokens.
+        mapper_prefix (`str`, *optional*, defaults to `"queries"`):
+            Which of the transformer mapper's outputs are the prefix. `"queries"`: its `prefix_length` learned queries
+            (ClipCap). `"grid"`: the image's grid tokens themselves, each with a fixed 2-D sine-cosine position of
+            its row and column added to a learned one (MAE's, He et al. 2022), so that the decoder reads one prefix
+            embedding per place in the image; needs `encoder_features="grid"` and `prefix_length` equal to the
+            number of grid tokens (16 for MobileNetV2 at 128 px).
         prefix_length (`int`, *optional*, defaults to 10):
             Number of prefix embeddings the decoder reads before the caption.
         mapper_hidden_size (`int`, *optional*):
@@ -169,6 +176,7 @@ class ClipCapConfig(PreTrainedConfig):
     encoder_hidden_size: int | None = None
     image_size: int = 224
     mapper_type: Literal["mlp", "transformer"] = "mlp"
+    mapper_prefix: Literal["queries", "grid"] = "queries"
     prefix_length: int = 10
     mapper_hidden_size: int | None = None
     mapper_num_layers: int = 8
@@ -189,7 +197,7 @@ class ClipCapConfig(PreTrainedConfig):
 
     def _check_values(self):
         """Raise one `ValueError` naming the field and what it accepts (runs when the config is created or loaded)."""
-        choices = {"encoder_features": ENCODER_FEATURES, "mapper_type": MAPPER_TYPES}
+        choices = {"encoder_features": ENCODER_FEATURES, "mapper_type": MAPPER_TYPES, "mapper_prefix": MAPPER_PREFIXES}
         for field, allowed in choices.items():
             if getattr(self, field) not in allowed:
                 raise ValueError(f"{field}={getattr(self, field)!r} is not supported; choose one of {allowed}.")
@@ -212,6 +220,11 @@ class ClipCapConfig(PreTrainedConfig):
             raise ValueError(
                 "encoder_features='grid' gives a sequence of image tokens, which only mapper_type='transformer' "
                 f"reads; got mapper_type={self.mapper_type!r}. Use encoder_features='pooled' with the MLP mapper."
+            )
+        if self.mapper_prefix == "grid" and (self.encoder_features, self.mapper_type) != ("grid", "transformer"):
+            raise ValueError(
+                "mapper_prefix='grid' makes the image's grid tokens the prefix: it needs encoder_features='grid' and "
+                f"mapper_type='transformer'; got {self.encoder_features!r} and {self.mapper_type!r}."
             )
         if self.mapper_type == "transformer" and self.text_config.n_embd % self.mapper_num_heads:
             raise ValueError(

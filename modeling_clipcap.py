@@ -22,6 +22,7 @@ pretrained parts) is `clipcap.pretrained`, which a saved model never needs.
 """
 
 import copy
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -232,7 +233,9 @@ class ImagePrefixMapper(nn.Module):
     * `mlp`: pooled feature -> Linear -> Tanh -> Linear -> `(prefix_length, n_embd)`.
     * `transformer`: the image tokens (the grid, or the pooled feature projected to `prefix_length` tokens as in
       ClipCap) are concatenated with `prefix_length` learned queries, a transformer encoder mixes them, and the
-      outputs at the query positions are the prefix.
+      outputs at the query positions are the prefix. With `mapper_prefix="grid"` there are no queries: the outputs
+      at the grid tokens are the prefix, one per place in the image, and each grid token gets its row's and
+      column's fixed sine-cosine position (`sincos_2d`) on top of its learned one.
     """
 
     def __init__(self, config: ClipCapConfig, num_image_tokens: int | None = None):
@@ -249,9 +252,16 @@ class ImagePrefixMapper(nn.Module):
             )
             return
         self.pooled = config.encoder_features == "pooled"
+        self.grid_prefix = config.mapper_prefix == "grid"
+        if self.grid_prefix and num_image_tokens != config.prefix_length:
+            raise ValueError(
+                f"mapper_prefix='grid' makes the {num_image_tokens} grid tokens the prefix: set prefix_length="
+                f"{num_image_tokens} (it is {config.prefix_length})"
+            )
         out_tokens = config.prefix_length if self.pooled else 1
         self.input_projection = nn.Linear(hidden, out_tokens * n_embd)
-        self.queries = nn.Parameter(torch.zeros(config.prefix_length, n_embd))
+        if not self.grid_prefix:
+            self.queries = nn.Parameter(torch.zeros(config.prefix_length, n_embd))
         self.image_position = nn.Parameter(torch.zeros(num_image_tokens or config.prefix_length, n_embd))
         layer = nn.TransformerEncoderLayer(
             n_embd,
@@ -272,8 +282,28 @@ class ImagePrefixMapper(nn.Module):
         if self.pooled:
             tokens = tokens.view(batch, self.prefix_length, self.n_embd)
         tokens = tokens + self.image_position
+        if self.grid_prefix:
+            side = math.isqrt(tokens.shape[1])
+            return self.transformer(tokens + sincos_2d(side, side, self.n_embd).to(tokens))
         queries = self.queries.expand(batch, -1, -1)
         return self.transformer(torch.cat([tokens, queries], dim=1))[:, -self.prefix_length :]
+
+
+def sincos_2d(height: int, width: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D positions of a `height x width` grid in row-major order, `(height * width, dim)`: the first half of
+    each vector the sine-cosine code of the row, the second half that of the column (MAE, He et al. 2022; the
+    Transformer's frequencies, Vaswani et al. 2017)."""
+    quarter = dim // 4
+    frequencies = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32) / max(quarter, 1))
+
+    def code(positions: int) -> torch.Tensor:
+        angles = torch.arange(positions, dtype=torch.float32)[:, None] * frequencies[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)  # (positions, 2 * quarter)
+
+    rows = code(height)[:, None].expand(height, width, -1)
+    columns = code(width)[None].expand(height, width, -1)
+    grid = torch.cat([rows, columns], dim=-1).reshape(height * width, 4 * quarter)
+    return nn.functional.pad(grid, (0, dim - 4 * quarter))
 
 
 class TeacherHead(nn.Module):

@@ -58,6 +58,11 @@ def test_timm_names_resolve():
         ({"mapper_dropout": 1.0}, "mapper_dropout=1.0 must be in [0, 1)."),
         ({"encoder_features": "grid"}, "encoder_features='grid' gives a sequence of image tokens, which only"),
         ({"mapper_type": "transformer", "mapper_num_heads": 3}, "mapper_num_heads=3 must divide the decoder width"),
+        ({"mapper_prefix": "slots"}, "mapper_prefix='slots' is not supported; choose one of ('queries', 'grid')."),
+        (
+            {"mapper_type": "transformer", "mapper_prefix": "grid"},
+            "mapper_prefix='grid' makes the image's grid tokens the prefix: it needs encoder_features='grid' and",
+        ),
         ({"prefix_length": 64}, "prefix_length=64 leaves no room for a caption in the decoder's context"),
         ({"encoder_name": None}, "encoder_name=None must be a model name (str)."),
         ({"encoder_name": "not_a_net"}, "encoder_name='not_a_net' is neither a torchvision classification model"),

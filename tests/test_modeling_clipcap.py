@@ -6,6 +6,7 @@ safetensors only unless pickle is allowed (docs/reliability.md), and a saved mod
 fresh process, as a Hub user would load it."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -25,7 +26,13 @@ from tests.helpers import run_isolated
 EOS = 50256
 
 
-ALL_MAPPERS = [("mlp", "pooled"), ("transformer", "pooled"), ("transformer", "grid")]
+# (mapper_type, encoder_features, mapper_prefix); the tiny model's 64 px images give a 2x2 grid, its prefix_length 4.
+ALL_MAPPERS = [
+    ("mlp", "pooled", "queries"),
+    ("transformer", "pooled", "queries"),
+    ("transformer", "grid", "queries"),
+    ("transformer", "grid", "grid"),
+]
 
 
 def caption_batch():
@@ -35,9 +42,9 @@ def caption_batch():
     return input_ids, attention_mask, labels
 
 
-@pytest.mark.parametrize("mapper_type, features", ALL_MAPPERS)
-def test_loss_is_cross_entropy_over_caption_tokens_only(mapper_type, features, pixel_values):
-    model = tiny_model(mapper_type=mapper_type, encoder_features=features)
+@pytest.mark.parametrize("mapper_type, features, prefix", ALL_MAPPERS)
+def test_loss_is_cross_entropy_over_caption_tokens_only(mapper_type, features, prefix, pixel_values):
+    model = tiny_model(mapper_type=mapper_type, encoder_features=features, mapper_prefix=prefix)
     input_ids, attention_mask, labels = caption_batch()
     out = model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, labels=labels)
     assert out.logits.shape == (4, 4 + 6, 50257)  # every position: the prefix's 4 and the caption's 6
@@ -125,9 +132,9 @@ def manual_greedy(model, pixel_values, max_new_tokens, starts=None):
     return captions
 
 
-@pytest.mark.parametrize("mapper_type, features", ALL_MAPPERS)
-def test_greedy_generate_equals_manual_argmax_loop(mapper_type, features, pixel_values):
-    model = tiny_model(mapper_type=mapper_type, encoder_features=features)
+@pytest.mark.parametrize("mapper_type, features, prefix", ALL_MAPPERS)
+def test_greedy_generate_equals_manual_argmax_loop(mapper_type, features, prefix, pixel_values):
+    model = tiny_model(mapper_type=mapper_type, encoder_features=features, mapper_prefix=prefix)
     generated = model.generate(pixel_values, num_beams=1, do_sample=False, no_repeat_ngram_size=0, max_new_tokens=8)
     expected = manual_greedy(model, pixel_values, 8)
     assert len({tuple(caption) for caption in expected}) > 1, "captions should differ between images"
@@ -318,9 +325,9 @@ def test_generation_defaults_are_saved_with_the_model(tmp_path):
     assert ClipCapForCaptioning.from_pretrained(tmp_path).generation_config.num_beams == 3
 
 
-@pytest.mark.parametrize("mapper_type, features", ALL_MAPPERS)
-def test_save_load_round_trip_is_exact(mapper_type, features, pixel_values, tmp_path):
-    model = tiny_model(mapper_type=mapper_type, encoder_features=features, freeze_encoder=True)
+@pytest.mark.parametrize("mapper_type, features, prefix", ALL_MAPPERS)
+def test_save_load_round_trip_is_exact(mapper_type, features, prefix, pixel_values, tmp_path):
+    model = tiny_model(mapper_type=mapper_type, encoder_features=features, mapper_prefix=prefix, freeze_encoder=True)
     input_ids, attention_mask, labels = caption_batch()
     out = model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, labels=labels)
     captions = model.generate(pixel_values, num_beams=3, max_new_tokens=8)
@@ -439,6 +446,32 @@ def test_default_model_parameter_count():
     assert counts["teacher_head"] == 2 * 768 + 768 * 512 + 512
     assert model.num_parameters() == sum(counts.values())
     assert model.config.encoder_hidden_size == 1280
+
+
+def test_grid_prefix_is_the_mappers_output_at_each_grid_token_with_its_row_and_column(pixel_values):
+    """mapper_prefix='grid': no queries; the prefix is the transformer's output at the 4 grid tokens, which carry the
+    learned position plus the fixed sine-cosine code of their row (first half) and column (second half)."""
+    from modeling_clipcap import sincos_2d
+
+    model = tiny_model(mapper_type="transformer", encoder_features="grid", mapper_prefix="grid")
+    mapper = model.mapper
+    assert not hasattr(mapper, "queries") and mapper.image_position.shape == (4, 32)
+    features = model.encoder(pixel_values)
+    tokens = mapper.input_projection(features) + mapper.image_position + sincos_2d(2, 2, 32)
+    torch.testing.assert_close(mapper(features), mapper.transformer(tokens))
+    assert model.get_prefix_embeds(pixel_values).shape == (4, 4, 32)
+
+    # cell (row 1, column 2) of a 2x3 grid, 8 wide: [sin, sin, cos, cos] of the row at frequencies 1 and 1/100,
+    # then the same of the column
+    codes = sincos_2d(2, 3, 8)
+    expected = [math.sin(1), math.sin(0.01), math.cos(1), math.cos(0.01)]
+    expected += [math.sin(2), math.sin(0.02), math.cos(2), math.cos(0.02)]
+    torch.testing.assert_close(codes[5], torch.tensor(expected))
+    assert torch.equal(codes[3, :4], codes[5, :4]) and torch.equal(codes[2, 4:], codes[5, 4:])  # same row / column
+    assert sincos_2d(2, 2, 10)[:, 8:].abs().sum() == 0  # a width not divisible by 4: zero-padded
+
+    with pytest.raises(ValueError, match="makes the 4 grid tokens the prefix: set prefix_length=4"):
+        tiny_model(mapper_type="transformer", encoder_features="grid", mapper_prefix="grid", prefix_length=6)
 
 
 @pytest.mark.parametrize(
