@@ -29,19 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import lr_sweep  # noqa: E402
-from evidence import SCORERS, evaluate_under_scorers, mean_results, train_heldout_scorer, write_table  # noqa: E402
+from evidence import GUIDANCE_ARMS, SCORERS, evaluate_under_scorers, mean_results, train_heldout_scorer, write_table  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 
 from clipcap.report import comparison_table, plot_metric_curves  # noqa: E402
 
 CONFIG = "configs/demo.yaml"
-# Each arm: the demo's config with these flags; the learning rate and seed come from the sweep.
-ARMS = {
-    "CE only": ["--lambda_cos", "0", "--lambda_con", "0"],
-    "L_cos only": ["--lambda_con", "0"],
-    "L_con only": ["--lambda_cos", "0"],
-    "CLIP-guided": [],
-}
+ARMS = GUIDANCE_ARMS
 ERRORS = ("wrong_kind", "wrong_colour", "wrong_count", "wrong_relation", "missing_object", "unknown_object")
 
 

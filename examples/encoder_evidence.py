@@ -20,12 +20,10 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evidence import run, train, write_table  # noqa: E402
+from evidence import demo_config_overrides, run, train, write_table  # noqa: E402
 
 from clipcap.precision import describe_cpu  # noqa: E402
 
@@ -49,20 +47,6 @@ SEEDS = (0, 1)
 ERRORS = ("wrong_relation", "wrong_count", "missing_object", "wrong_colour", "wrong_kind")
 
 
-def config_overrides(encoder: str) -> str:
-    """`configs/demo.yaml`'s `config_overrides` with the encoder swapped, as the `key=value,...` flag."""
-    overrides = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["config_overrides"] | ENCODERS[encoder]
-
-    def items(mapping, prefix=""):
-        for key, value in mapping.items():
-            if isinstance(value, dict):
-                yield from items(value, f"{prefix}{key}.")
-            else:
-                yield f"{prefix}{key}={'null' if value is None else value}"
-
-    return ",".join(items(overrides))
-
-
 def captioner_dir(encoder: str, tower: str, seed: int) -> str:
     if (encoder, tower, seed) == ("MobileNetV2", "MobileNetV2", 0):
         return "outputs/demo"  # the demo's own run
@@ -84,7 +68,7 @@ def main() -> int:
             arch, teacher_dir = TEACHERS[tower]
             train(
                 "configs/demo.yaml", captioner_dir(encoder, tower, seed), "--seed", str(seed),
-                "--config_overrides", config_overrides(encoder), "--clip_model", arch, "--clip_pretrained", teacher_dir,
+                "--config_overrides", demo_config_overrides(ENCODERS[encoder]), "--clip_model", arch, "--clip_pretrained", teacher_dir,
             )  # fmt: skip
     # 3. The table.
     lines = [

@@ -8,12 +8,37 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 # The demo teacher, which training saw, and a held-out one: the demo teacher's recipe with another seed.
 SCORERS = {"training teacher": "outputs/demo-teacher", "held-out teacher": "outputs/demo-teacher-heldout"}
 
 
 EVIDENCE = ROOT / "outputs" / "evidence"
+# The CLIP guidance's arms: the demo's config (configs/demo.yaml) with these flags; the learning rate and seed come
+# from the sweep (examples/lr_sweep.py).
+GUIDANCE_ARMS = {
+    "CE only": ["--lambda_cos", "0", "--lambda_con", "0"],
+    "L_cos only": ["--lambda_con", "0"],
+    "L_con only": ["--lambda_cos", "0"],
+    "CLIP-guided": [],
+}
+
+
+def demo_config_overrides(changes: dict) -> str:
+    """`configs/demo.yaml`'s `config_overrides` with `changes`, as run_train.py's `key=value,...` flag (the flag
+    replaces the file's whole mapping)."""
+    overrides = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["config_overrides"] | changes
+
+    def items(mapping, prefix=""):
+        for key, value in mapping.items():
+            if isinstance(value, dict):
+                yield from items(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}={'null' if value is None else value}"
+
+    return ",".join(items(overrides))
 
 
 def write_table(name: str, table: str) -> Path:
