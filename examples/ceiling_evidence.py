@@ -13,6 +13,9 @@ so that it too runs at its own best learning rate.
     .venv/bin/python examples/clip_guidance_evidence.py --arms "CLIP-guided,CE only" --heldout false --jobs 2
     .venv/bin/python examples/ceiling_evidence.py --jobs 2   # about 2 hours on 2 CPU cores after the sweep
 
+`--learning_rates "CLIP-guided=1e-3,CE only=5e-4"` gives arms' best rates from a sweep already run elsewhere (then
+only the lever is swept).
+
 Every run is skipped when its output exists. Outputs: outputs/sweeps/* (the lever's sweep), outputs/ceiling/*,
 outputs/evidence/{ceiling.md, ceiling.png}.
 """
@@ -32,7 +35,7 @@ from transformers import HfArgumentParser  # noqa: E402
 from clipcap.report import plot_metric_curves  # noqa: E402
 
 CONFIG = "configs/demo.yaml"
-GRID_PREFIX = "CLIP-guided, grid prefix"
+GRID_PREFIX = "CLIP-guided with grid prefix"
 # name -> flags over the demo's config
 ARMS = {
     "CLIP-guided": GUIDANCE_ARMS["CLIP-guided"],
@@ -47,6 +50,13 @@ class CeilingArguments:
     arms: str = field(default=",".join(ARMS), metadata={"help": "Comma-separated, of: " + ", ".join(ARMS)})
     sweep_dir: str = field(default="outputs/sweeps", metadata={"help": "The 350-step sweeps (best learning rates)."})
     output_dir: str = field(default="outputs/ceiling", metadata={"help": "Where the long runs train."})
+    learning_rates: str = field(
+        default="",
+        metadata={
+            "help": "ARM=LR pairs, comma-separated (e.g. 'CLIP-guided=1e-3,CE only=5e-4'): these arms' best rates, "
+            "already measured by a sweep, so that it is not run again; every other arm is swept."
+        },
+    )
     jobs: int = field(default=1, metadata={"help": "Trainings at a time, sharing the cores."})
 
 
@@ -57,11 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := [arm for arm in arms if arm not in ARMS]:
         print(f"unknown arms {unknown}; known: {', '.join(ARMS)}", file=sys.stderr)
         return 1
+    given = dict(pair.rsplit("=", 1) for pair in args.learning_rates.split(",") if pair.strip())
+    given = {arm.strip(): rate.strip() for arm, rate in given.items()}
+    if unknown := [arm for arm in given if arm not in arms]:
+        print(f"--learning_rates names arms not trained here: {unknown}", file=sys.stderr)
+        return 1
     # 1. Each arm's best learning rate at the demo's 350 steps: the sweep (the lever's trained here if missing).
-    sweeps = {arm: lr_sweep.sweep(CONFIG, arm, ARMS[arm], output_dir=args.sweep_dir, jobs=args.jobs) for arm in arms}
-    best = {arm: lr_sweep.best_learning_rate(runs) for arm, runs in sweeps.items()}
-    table = lr_sweep.machine_line(args.jobs) + "\nAt the demo's 350 steps:\n\n"
-    table += lr_sweep.sweep_table([run for runs in sweeps.values() for run in runs])
+    swept = [arm for arm in arms if arm not in given]
+    sweeps = {arm: lr_sweep.sweep(CONFIG, arm, ARMS[arm], output_dir=args.sweep_dir, jobs=args.jobs) for arm in swept}
+    best = given | {arm: lr_sweep.best_learning_rate(runs) for arm, runs in sweeps.items()}
+    table = lr_sweep.machine_line(args.jobs) + "\n"
+    if given:
+        table += "Learning rates given (from an earlier sweep): " + ", ".join(f"{a} {r}" for a, r in given.items())
+        table += "\n"
+    if sweeps:
+        table += "\nAt the demo's 350 steps:\n\n"
+        table += lr_sweep.sweep_table([run for runs in sweeps.values() for run in runs])
     # 2. Each arm at its best rate for 4x the steps, two seeds, evaluated every 175 steps.
     long_flags = ["--max_steps", str(STEPS), "--eval_steps", str(EVERY), "--save_steps", str(EVERY)]
     ceiling = {
