@@ -20,54 +20,23 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from open_clip.timm_model import TimmModel  # noqa: E402
-from timing import ROOT, side_by_side, write_results  # noqa: E402 - bench/ is the script directory
+from timing import TrainStep, demo_captioner_step, side_by_side, write_results  # noqa: E402 - bench/ is the script directory
 
-from clipcap.cli import build_model_config  # noqa: E402
 from configuration_clipcap import resolve_encoder_library  # noqa: E402
-from modeling_clipcap import ClipCapForCaptioning  # noqa: E402
 
 ENCODERS = {"MobileNetV2": "timm/tf_mobilenetv2_100", "EfficientNet-Lite0": "timm/tf_efficientnet_lite0"}
 
 
-class Step:
-    """Forward, `loss(outputs)`, backward and an AdamW update of `model` on fixed `inputs`."""
-
-    def __init__(self, model, inputs, loss):
-        self.model, self.inputs, self.loss = model.train(), inputs, loss
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
-
-    def __call__(self):
-        self.optimizer.zero_grad(set_to_none=True)
-        self.loss(self.model(**self.inputs)).backward()
-        self.optimizer.step()
-
-
-def captioner_step(encoder_name: str, batch_size: int, generator: torch.Generator) -> Step:
-    overrides = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["config_overrides"]
-    overrides.update(encoder_name=encoder_name, encoder_pretrained=False)
-    config = build_model_config(overrides, teacher_embed_dim=256)
-    config.text_config.vocab_size = 400  # the demo's domain tokenizer
-    model = ClipCapForCaptioning(config)
-    ids = torch.randint(0, 400, (batch_size, 40), generator=generator)
-    inputs = {
-        "pixel_values": torch.randn(batch_size, 3, 128, 128, generator=generator),
-        "input_ids": ids,
-        "labels": ids,
-    }
-    return Step(model, inputs, lambda outputs: outputs.loss + outputs.z.square().mean())  # z: what L_cos/L_con read
-
-
-def tower_step(encoder_name: str, batch_size: int, generator: torch.Generator) -> Step:
+def tower_step(encoder_name: str, batch_size: int, generator: torch.Generator) -> TrainStep:
     """open_clip's own timm image tower, as `configs/open_clip/ClipCap-LiT-S*.json` build it."""
     _, timm_name = resolve_encoder_library(encoder_name)  # registers tf_mobilenetv2_100 with timm
     tower = TimmModel(timm_name, embed_dim=256, image_size=128, pool="avg", proj="linear")
     inputs = {"x": torch.randn(batch_size, 3, 128, 128, generator=generator)}
-    return Step(tower, inputs, lambda embeds: torch.nn.functional.normalize(embeds).sum())
+    return TrainStep(tower, inputs, lambda embeds: torch.nn.functional.normalize(embeds).sum())
 
 
 def main() -> None:
@@ -79,7 +48,9 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     steps = {}
     for label, name in ENCODERS.items():
-        steps[f"captioner step, {label}"] = captioner_step(name, args.batch_size, generator)
+        steps[f"captioner step, {label}"] = demo_captioner_step(
+            args.batch_size, generator, encoder_name=name, encoder_pretrained=False
+        )
         steps[f"teacher image tower step, {label}"] = tower_step(name, args.batch_size, generator)
     timings = side_by_side(steps, args.repeats)
     ratios = {

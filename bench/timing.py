@@ -19,6 +19,42 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 
+class TrainStep:
+    """Forward, `loss(outputs)`, backward and an AdamW update of `model` on fixed `inputs`."""
+
+    def __init__(self, model, inputs, loss):
+        self.model, self.inputs, self.loss = model.train(), inputs, loss
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+
+    def __call__(self):
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss(self.model(**self.inputs)).backward()
+        self.optimizer.step()
+
+
+def demo_captioner_step(batch_size: int, generator: torch.Generator, **overrides) -> TrainStep:
+    """A training step of `configs/demo.yaml`'s captioner (random weights, `overrides` over its model config) on
+    `batch_size` random 128 px images with 40-token captions, with a teacher head as the CLIP losses need."""
+    import yaml
+
+    from clipcap.cli import build_model_config
+    from modeling_clipcap import ClipCapForCaptioning
+
+    demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["config_overrides"]
+    config = build_model_config({**demo, "encoder_pretrained": False, **overrides}, teacher_embed_dim=256)
+    config.text_config.vocab_size = 400  # the demo's domain tokenizer
+    model = ClipCapForCaptioning(config)
+    ids = torch.randint(0, 400, (batch_size, 40), generator=generator)
+    inputs = {
+        "pixel_values": torch.randn(batch_size, 3, 128, 128, generator=generator),
+        "input_ids": ids,
+        "labels": ids,
+    }
+    return TrainStep(
+        model, inputs, lambda outputs: outputs.loss + outputs.z.square().mean()
+    )  # z: what L_cos/L_con read
+
+
 def median_seconds(function, repeats: int) -> tuple[float, list[float]]:
     """Median wall seconds of `function()` over `repeats` runs after one warm-up run, and the runs themselves."""
     function()  # warm-up
@@ -75,6 +111,7 @@ class PeakMeter:
 def machine() -> str:
     """The CPU (model, cores, torch's capability, native bf16), torch's threads and version."""
     from clipcap.precision import describe_cpu  # the scripts put the repository root on the path before this
+
     return f"{describe_cpu()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
