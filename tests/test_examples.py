@@ -1,6 +1,6 @@
 """examples/overfit_smoke.py, the smoke example: a small model learns to caption four images, end to end (training,
 saving, reloading, beam search); examples/lr_sweep.py, the learning-rate sweep: its table comes from the runs it
-trained; demo.sh, its three stages timed on a named CPU (a stub python records the calls)."""
+trained; examples/ceiling_evidence.py's arms; demo.sh, its three stages timed on a named CPU (a stub python records the calls)."""
 
 import json
 import re
@@ -15,6 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
+import ceiling_evidence
 import lr_sweep
 import overfit_smoke
 
@@ -109,6 +110,28 @@ def test_best_learning_rate_is_the_highest_mean_over_seeds_and_the_lower_of_a_ti
 
 
 @pytest.mark.slow
+def test_ceiling_arms_are_the_demo_with_only_the_prefix_and_the_clip_terms_changed():
+    """The ceiling's 8-query arms are the demo before the study (its prefix overridden back); the lever is the demo's
+    grid prefix; all three keep every other field of configs/demo.yaml's model."""
+    import yaml
+
+    demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["config_overrides"]
+    assert (demo["mapper_prefix"], demo["prefix_length"]) == ("grid", 16)
+
+    def overrides(flags):
+        pairs = flags[flags.index("--config_overrides") + 1].split(",")
+        return dict(pair.split("=", 1) for pair in pairs)
+
+    arms = ceiling_evidence.ARMS
+    assert [overrides(arms[arm])["mapper_prefix"] for arm in arms] == ["queries", "queries", "grid"]
+    assert [overrides(arms[arm])["prefix_length"] for arm in arms] == ["8", "8", "16"]
+    assert arms["CE only"][:4] == ["--lambda_cos", "0", "--lambda_con", "0"]
+    assert "--lambda_cos" not in arms["CLIP-guided"] and "--lambda_cos" not in arms[ceiling_evidence.GRID_PREFIX]
+    for arm in arms:
+        assert overrides(arms[arm])["encoder_name"] == demo["encoder_name"]
+        assert overrides(arms[arm])["text_config.n_layer"] == str(demo["text_config"]["n_layer"])
+
+
 def test_lr_sweep_trains_each_rate_and_seed_and_tabulates_those_runs(data_dir, tmp_path):
     """Four tiny runs (two learning rates, two seeds, two at a time): each trained with its own rate and seed; the
     table and the learning curve are computed from the files those runs wrote, and a second sweep trains nothing."""
