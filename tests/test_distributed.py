@@ -34,6 +34,8 @@ def shrunk_demo_config(tmp_path, data_dir, teacher_checkpoint, **overrides) -> s
         mapper_num_heads=2,
         image_size=48,
     )
+    if config["config_overrides"].get("mapper_prefix") == "grid":  # the 48 px image's 2x2 grid is the prefix
+        config["config_overrides"]["prefix_length"] = 4
     config.pop("num_train_epochs", None)
     config.update(overrides)
     path = tmp_path / "demo.yaml"
