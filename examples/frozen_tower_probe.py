@@ -13,12 +13,17 @@ few hundred times faster per step than the towers, and scored by the composition
 - `--image oracle` replaces the grid by the scene itself (each object's colour, kind, layout and box, ordered left to
   right or top to bottom): what the text side can learn when the image side is perfect;
 - `--text tuned` fine-tunes the text tower instead (mean pooling and a linear map, the demo teacher's), on the cached
-  captions and negatives: with `--image oracle`, whether a tuned text tower learns word order at all.
+  captions and negatives: with `--image oracle`, whether a tuned text tower learns word order at all;
+- `--head itm` trains an image-text matcher instead of the two heads (`ITMHead`: the grid cells and the caption's
+  token states in one transformer, a true/false logit; ALBEF / BLIP's ITM), on the token states `cache --tokens`
+  keeps: whether scoring tokens against cells, not one pooled vector per side, sees order.
 
     .venv/bin/python examples/frozen_tower_probe.py cache            # ~17 min on 2 CPU cores (AMD EPYC, AVX2)
     .venv/bin/python examples/frozen_tower_probe.py train --image grid --steps 1500
     .venv/bin/python examples/frozen_tower_probe.py train --image oracle --steps 1500
     .venv/bin/python examples/frozen_tower_probe.py train --image oracle --text tuned --batch_size 32 --steps 500
+    .venv/bin/python examples/frozen_tower_probe.py cache --tokens   # + token states: 1.7 GB, ~7 min (Intel AMX)
+    .venv/bin/python examples/frozen_tower_probe.py train --head itm --layers 2 --batch_size 32 --learning_rate 5e-4
 
 Outputs in outputs/probe/ (the cache) and the printed curve; docs/results.md has the figures.
 """
@@ -72,8 +77,10 @@ def cache(args) -> None:
         torch.save({"grid": torch.cat(grids), "oracle": oracle(scenes)}, out / f"{split}.pt")
         print(f"{split}: images in {time.time() - start:.0f} s", flush=True)
 
+    token_states: dict[int, torch.Tensor] = {}  # id(pooled embeddings) -> their texts' token states (--tokens)
+
     def embed(texts: list[str]) -> torch.Tensor:
-        chunks = []
+        chunks, states = [], []
         for s in range(0, len(texts), 512):
             ids = tokenizer(texts[s : s + 512])
             ids = ids[:, : int((ids != 0).any(0).nonzero().max()) + 1]
@@ -81,7 +88,15 @@ def cache(args) -> None:
             with torch.no_grad():
                 out = text.transformer(input_ids=ids, attention_mask=mask.long())
                 chunks.append(text.pooler(out, mask.long()).half())  # open_clip's MeanPooler, before the projection
-        return torch.cat(chunks)
+                if args.tokens:  # each token's last hidden state, padding zeroed
+                    states.append((out.last_hidden_state * mask[..., None]).half())
+        pooled = torch.cat(chunks)
+        if args.tokens:
+            length = max(state.shape[1] for state in states)
+            token_states[id(pooled)] = torch.cat(
+                [F.pad(state, (0, 0, 0, length - state.shape[1])) for state in states]
+            )
+        return pooled
 
     rng = random.Random(0)
     texts, rows, negatives, owners = [], [], [], []
@@ -102,21 +117,25 @@ def cache(args) -> None:
     validation_texts = sorted(
         {c for cs in validation["captions"] for c in cs} | {t for v in pairs.values() for _, a, b in v for t in (a, b)}
     )
+    embeds, negative_embeds, validation_embeds = embed(texts), embed(negatives), embed(validation_texts)
     torch.save(
         {
             "texts": texts,
-            "embeds": embed(texts),
+            "embeds": embeds,
             "rows": torch.tensor(rows),
             "negative_texts": negatives,
-            "negatives": embed(negatives),
+            "negatives": negative_embeds,
             "owners": torch.tensor(owners),
             "validation_texts": validation_texts,
-            "validation_embeds": embed(validation_texts),
+            "validation_embeds": validation_embeds,
             "pairs": pairs,
             "validation_captions": validation["captions"],
         },
         out / "texts.pt",
     )
+    if args.tokens:  # for `train --head itm`: the same texts' token states, in the same order
+        names = {"embeds": embeds, "negatives": negative_embeds, "validation_embeds": validation_embeds}
+        torch.save({name: token_states[id(pooled)] for name, pooled in names.items()}, out / "tokens.pt")
     print(f"{len(texts)} captions, {len(negatives)} negatives embedded in {time.time() - start:.0f} s")
 
 
@@ -252,6 +271,102 @@ def train(args) -> None:
             log_scale.clamp_(0, math.log(100))
 
 
+class ITMHead(nn.Module):
+    """Image-text matching over both locked towers' tokens (ALBEF / BLIP's ITM, as one stream like ViLT's): the grid
+    cells and the caption's token states, each mapped to `width` with a learned position and a type embedding, with a
+    [CLS] token, through `layers` transformer layers; a linear map of [CLS] is the logit that the caption is true."""
+
+    def __init__(self, channels: int, cells: int, text_dim: int, tokens: int, layers: int, width: int = 256):
+        super().__init__()
+        self.image_proj, self.text_proj = nn.Linear(channels, width), nn.Linear(text_dim, width)
+        self.image_pos = nn.Parameter(torch.randn(cells, width) * 0.02)
+        self.text_pos = nn.Parameter(torch.randn(tokens, width) * 0.02)
+        self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, 4, 4 * width, 0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 1))
+
+    def forward(self, grid: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        image = self.image_proj(grid.flatten(2).transpose(1, 2)) + self.image_pos
+        padding = tokens.abs().sum(-1) == 0  # the cache zeroes padding
+        text = self.text_proj(tokens) + self.text_pos[: tokens.shape[1]]
+        x = torch.cat([self.cls.expand(len(grid), -1, -1), text, image], dim=1)
+        ignore = torch.cat([padding.new_zeros(len(grid), 1), padding, padding.new_zeros(len(grid), image.shape[1])], 1)
+        return self.out(self.encoder(x, src_key_padding_mask=ignore)[:, 0]).squeeze(-1)
+
+
+def train_itm(args) -> None:
+    """`--head itm`: the matcher trained with binary cross-entropy on each drawn caption (true), its hard negatives and
+    another scene's caption (false); scored on the validation compositional pairs: the true caption's logit above the
+    negative's."""
+    torch.manual_seed(args.seed)
+    cached = Path(args.cache_dir)
+    grids, validation_grids = (torch.load(cached / f"{s}.pt")[args.image].float() for s in ("train", "validation"))
+    t = torch.load(cached / "texts.pt", weights_only=False)
+    if not (cached / "tokens.pt").exists():
+        raise SystemExit(f"{cached}/tokens.pt is missing: run `frozen_tower_probe.py cache --tokens` first")
+    states = torch.load(cached / "tokens.pt")
+    tokens, negatives, validation_tokens = states["embeds"], states["negatives"], states["validation_embeds"]
+    rows = t["rows"]
+    caption_ids = torch.tensor([caption_id(text) for text in t["texts"]])
+    by_owner = defaultdict(list)
+    for k, owner in enumerate(t["owners"].tolist()):
+        by_owner[owner].append(k)
+    index = {text: i for i, text in enumerate(t["validation_texts"])}
+    length = max(tokens.shape[1], negatives.shape[1], validation_tokens.shape[1])
+    head = ITMHead(grids.shape[1], grids.shape[2] * grids.shape[3], tokens.shape[2], length, args.layers)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=args.learning_rate, weight_decay=0.05)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / args.steps))
+    )
+
+    def pad(x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x.float(), (0, 0, 0, length - x.shape[1]))
+
+    @torch.no_grad()
+    def evaluate() -> dict:
+        head.eval()
+        record = {}
+        for kind, pairs in t["pairs"].items():
+            if not pairs:
+                continue
+            image = validation_grids[[r for r, _, _ in pairs]]
+            true = head(image, pad(validation_tokens[[index[c] for _, c, _ in pairs]]))
+            false = head(image, pad(validation_tokens[[index[n] for _, _, n in pairs]]))
+            record[kind] = round((true > false).float().mean().item(), 3)
+        head.train()
+        return record
+
+    start = time.time()
+    for step in range(args.steps + 1):
+        if step % 250 == 0 or step == args.steps:
+            print(step, f"{time.time() - start:.0f} s", evaluate(), flush=True)
+        if step == args.steps:
+            break
+        pick = torch.randint(len(rows), (args.batch_size,))
+        image_rows = rows[pick]
+        k = [j for p in pick.tolist() for j in by_owner[p]]
+        own = torch.tensor([i for i, p in enumerate(pick.tolist()) for _ in by_owner[p]], dtype=torch.long)
+        # another scene's caption: the next drawn caption, unless it is the same caption or the same scene
+        other = torch.roll(torch.arange(args.batch_size), 1)
+        keep = (caption_ids[pick] != caption_ids[pick][other]) & (image_rows != image_rows[other])
+        other, own_other = pick[other][keep], torch.arange(args.batch_size)[keep]
+        text = torch.cat([pad(tokens[pick]), pad(negatives[k]), pad(tokens[other])])
+        image = grids[image_rows[torch.cat([torch.arange(args.batch_size), own, own_other])]]
+        labels = torch.cat([torch.ones(args.batch_size), torch.zeros(len(k) + len(other))])
+        weights = torch.cat(
+            [
+                torch.full((args.batch_size,), len(labels) / args.batch_size / 2),
+                torch.ones(len(labels) - args.batch_size),
+            ]
+        )
+        loss = F.binary_cross_entropy_with_logits(head(image, text), labels, weight=weights / weights.mean())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("step", choices=("cache", "train"))
@@ -259,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache_dir", default="outputs/probe")
     parser.add_argument("--image", choices=("grid", "oracle"), default="grid")
     parser.add_argument("--text", choices=("locked", "tuned"), default="locked")
+    parser.add_argument("--head", choices=("contrastive", "itm"), default="contrastive", help="What `train` trains.")
+    parser.add_argument("--tokens", action="store_true", help="`cache`: also each text's token states (for itm).")
     parser.add_argument("--text_learning_rate", type=float, default=5e-4, help="The tuned text tower's.")
     parser.add_argument("--layers", type=int, default=1, help="Transformer layers over the grid cells.")
     parser.add_argument("--steps", type=int, default=1500)
@@ -267,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pair_weight", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    (cache if args.step == "cache" else train)(args)
+    (cache if args.step == "cache" else train_itm if args.head == "itm" else train)(args)
     return 0
 
 

@@ -69,13 +69,14 @@ def test_probe_oracle_puts_each_object_in_its_slot_left_to_right_or_top_to_botto
 @needs_packaged_weights
 def test_probe_caches_the_locked_towers_and_trains_heads_on_them(data_dir, tmp_path, capsys):
     """The cache holds each split's trunk grid and oracle, two captions per training scene with their negatives (each
-    false by the checker); training on it prints the compositional test at steps 0 and 2."""
+    false by the checker), and with `--tokens` each text's token states, padding zeroed, whose mean is the pooled
+    embedding; training the contrastive heads and the ITM head on it prints the compositional test at steps 0 and 2."""
     import frozen_tower_probe
 
     from clipcap.hard_negatives import scene_judge
 
     cache_dir = tmp_path / "probe"
-    frozen_tower_probe.main(["cache", "--dataset_dir", str(data_dir), "--cache_dir", str(cache_dir)])
+    frozen_tower_probe.main(["cache", "--dataset_dir", str(data_dir), "--cache_dir", str(cache_dir), "--tokens"])
     train, validation = (torch.load(cache_dir / f"{split}.pt") for split in ("train", "validation"))
     assert train["grid"].shape == (12, 1280, 4, 4) and validation["grid"].shape == (4, 1280, 4, 4)
     assert train["oracle"].shape[0] == 12
@@ -91,11 +92,23 @@ def test_probe_caches_the_locked_towers_and_trains_heads_on_them(data_dir, tmp_p
         assert scene_judge(data["scene"][row])(negative), (negative, data["scene"][row])
         assert negative != texts["texts"][owner]
     assert texts["owners"].bincount().max() <= len(frozen_tower_probe.NEGATIVE_KINDS)  # one per kind at most
+    states = torch.load(cache_dir / "tokens.pt")
+    for name in ("embeds", "negatives", "validation_embeds"):
+        tokens, pooled = states[name].float(), texts[name].float()
+        assert tokens.shape[0] == pooled.shape[0] and tokens.shape[2] == 384
+        real = (tokens.abs().sum(-1) != 0).sum(1, keepdim=True)  # the padding is zero, every text has tokens
+        assert real.min() > 0
+        torch.testing.assert_close(tokens.sum(1) / real, pooled, atol=2e-2, rtol=1e-2)  # fp16 cache
     capsys.readouterr()
     frozen_tower_probe.main(["train", "--cache_dir", str(cache_dir), "--steps", "2", "--batch_size", "8"])
     printed = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in printed] == ["0", "2"]
     assert "'swap_colours'" in printed[-1] and "'R@1'" in printed[-1]
+    args = ["--cache_dir", str(cache_dir), "--steps", "2", "--batch_size", "8", "--layers", "1"]
+    frozen_tower_probe.main(["train", "--head", "itm", *args])
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in printed] == ["0", "2"]
+    assert "'swap_colours'" in printed[-1] and "'converse_relation'" in printed[-1]
 
 
 def test_best_learning_rate_is_the_highest_mean_over_seeds_and_the_lower_of_a_tie():
