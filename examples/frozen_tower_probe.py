@@ -77,9 +77,8 @@ def cache(args) -> None:
         torch.save({"grid": torch.cat(grids), "oracle": oracle(scenes)}, out / f"{split}.pt")
         print(f"{split}: images in {time.time() - start:.0f} s", flush=True)
 
-    token_states: dict[int, torch.Tensor] = {}  # id(pooled embeddings) -> their texts' token states (--tokens)
-
-    def embed(texts: list[str]) -> torch.Tensor:
+    def embed(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The texts' pooled embeddings and, with `--tokens`, their token states (padding zeroed), padded alike."""
         chunks, states = [], []
         for s in range(0, len(texts), 512):
             ids = tokenizer(texts[s : s + 512])
@@ -90,13 +89,10 @@ def cache(args) -> None:
                 chunks.append(text.pooler(out, mask.long()).half())  # open_clip's MeanPooler, before the projection
                 if args.tokens:  # each token's last hidden state, padding zeroed
                     states.append((out.last_hidden_state * mask[..., None]).half())
-        pooled = torch.cat(chunks)
-        if args.tokens:
-            length = max(state.shape[1] for state in states)
-            token_states[id(pooled)] = torch.cat(
-                [F.pad(state, (0, 0, 0, length - state.shape[1])) for state in states]
-            )
-        return pooled
+        if not args.tokens:
+            return torch.cat(chunks), None
+        length = max(state.shape[1] for state in states)
+        return torch.cat(chunks), torch.cat([F.pad(state, (0, 0, 0, length - state.shape[1])) for state in states])
 
     rng = random.Random(0)
     texts, rows, negatives, owners = [], [], [], []
@@ -117,7 +113,8 @@ def cache(args) -> None:
     validation_texts = sorted(
         {c for cs in validation["captions"] for c in cs} | {t for v in pairs.values() for _, a, b in v for t in (a, b)}
     )
-    embeds, negative_embeds, validation_embeds = embed(texts), embed(negatives), embed(validation_texts)
+    (embeds, tokens), (negative_embeds, negative_tokens) = embed(texts), embed(negatives)
+    validation_embeds, validation_tokens = embed(validation_texts)
     torch.save(
         {
             "texts": texts,
@@ -134,8 +131,8 @@ def cache(args) -> None:
         out / "texts.pt",
     )
     if args.tokens:  # for `train --head itm`: the same texts' token states, in the same order
-        names = {"embeds": embeds, "negatives": negative_embeds, "validation_embeds": validation_embeds}
-        torch.save({name: token_states[id(pooled)] for name, pooled in names.items()}, out / "tokens.pt")
+        states = {"embeds": tokens, "negatives": negative_tokens, "validation_embeds": validation_tokens}
+        torch.save(states, out / "tokens.pt")
     print(f"{len(texts)} captions, {len(negatives)} negatives embedded in {time.time() - start:.0f} s")
 
 
@@ -193,17 +190,31 @@ class ImageHead(nn.Module):
         return self.out(self.pool(self.query.expand(len(x), -1, -1), x, x)[0][:, 0])
 
 
-def train(args) -> None:
-    torch.manual_seed(args.seed)
+def load_cache(args) -> tuple[torch.Tensor, torch.Tensor, dict, torch.Tensor, dict[int, list[int]], dict[str, int]]:
+    """The cached grids (train, validation), the texts, each drawn caption's id, each caption's negatives (indices
+    into `negatives`) and each validation text's index."""
     cached = Path(args.cache_dir)
     grids, validation_grids = (torch.load(cached / f"{s}.pt")[args.image].float() for s in ("train", "validation"))
     t = torch.load(cached / "texts.pt", weights_only=False)
-    embeds, rows, negatives = t["embeds"].float(), t["rows"], t["negatives"].float()
     caption_ids = torch.tensor([caption_id(text) for text in t["texts"]])
     by_owner = defaultdict(list)
     for k, owner in enumerate(t["owners"].tolist()):
         by_owner[owner].append(k)
     index = {text: i for i, text in enumerate(t["validation_texts"])}
+    return grids, validation_grids, t, caption_ids, by_owner, index
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """50 steps of linear warm-up, then a cosine to zero at `steps`."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps))
+    )
+
+
+def train(args) -> None:
+    torch.manual_seed(args.seed)
+    grids, validation_grids, t, caption_ids, by_owner, index = load_cache(args)
+    embeds, rows, negatives = t["embeds"].float(), t["rows"], t["negatives"].float()
     image_head = ImageHead(grids.shape[1], grids.shape[2] * grids.shape[3], args.layers)
     log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
     if args.text == "tuned":
@@ -216,9 +227,7 @@ def train(args) -> None:
         validation_inputs, text_lr = t["validation_embeds"].float(), args.learning_rate
     groups = [{"params": [*image_head.parameters(), log_scale]}, {"params": text_head.parameters(), "lr": text_lr}]
     optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=0.05)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / args.steps))
-    )
+    schedule = warmup_cosine(optimizer, args.steps)
 
     @torch.no_grad()
     def evaluate() -> dict:
@@ -273,8 +282,8 @@ def train(args) -> None:
 
 class ITMHead(nn.Module):
     """Image-text matching over both locked towers' tokens (ALBEF / BLIP's ITM, as one stream like ViLT's): the grid
-    cells and the caption's token states, each mapped to `width` with a learned position and a type embedding, with a
-    [CLS] token, through `layers` transformer layers; a linear map of [CLS] is the logit that the caption is true."""
+    cells and the caption's token states, each mapped to `width` with its own learned positions, after a [CLS] token,
+    through `layers` transformer layers; a linear map of [CLS] is the logit that the caption is true."""
 
     def __init__(self, channels: int, cells: int, text_dim: int, tokens: int, layers: int, width: int = 256):
         super().__init__()
@@ -300,25 +309,16 @@ def train_itm(args) -> None:
     another scene's caption (false); scored on the validation compositional pairs: the true caption's logit above the
     negative's."""
     torch.manual_seed(args.seed)
-    cached = Path(args.cache_dir)
-    grids, validation_grids = (torch.load(cached / f"{s}.pt")[args.image].float() for s in ("train", "validation"))
-    t = torch.load(cached / "texts.pt", weights_only=False)
-    if not (cached / "tokens.pt").exists():
-        raise SystemExit(f"{cached}/tokens.pt is missing: run `frozen_tower_probe.py cache --tokens` first")
-    states = torch.load(cached / "tokens.pt")
+    grids, validation_grids, t, caption_ids, by_owner, index = load_cache(args)
+    if not (Path(args.cache_dir) / "tokens.pt").exists():
+        raise SystemExit(f"{args.cache_dir}/tokens.pt is missing: run `frozen_tower_probe.py cache --tokens` first")
+    states = torch.load(Path(args.cache_dir) / "tokens.pt")
     tokens, negatives, validation_tokens = states["embeds"], states["negatives"], states["validation_embeds"]
     rows = t["rows"]
-    caption_ids = torch.tensor([caption_id(text) for text in t["texts"]])
-    by_owner = defaultdict(list)
-    for k, owner in enumerate(t["owners"].tolist()):
-        by_owner[owner].append(k)
-    index = {text: i for i, text in enumerate(t["validation_texts"])}
     length = max(tokens.shape[1], negatives.shape[1], validation_tokens.shape[1])
     head = ITMHead(grids.shape[1], grids.shape[2] * grids.shape[3], tokens.shape[2], length, args.layers)
     optimizer = torch.optim.AdamW(head.parameters(), lr=args.learning_rate, weight_decay=0.05)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / args.steps))
-    )
+    schedule = warmup_cosine(optimizer, args.steps)
 
     def pad(x: torch.Tensor) -> torch.Tensor:
         return F.pad(x.float(), (0, 0, 0, length - x.shape[1]))
