@@ -39,18 +39,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import ImageOps
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
 
 from clipcap.cli import parse_config_and_flags
-from clipcap.compositional import compositional_test, format_table
+from clipcap.compositional import compositional_match_test, compositional_test, format_table
 from clipcap.data import CAPTION_COLUMN, IMAGE_COLUMN, load_prepared_dataset
 from clipcap.files import file_sha256
 from clipcap.hard_negatives import NEGATIVE_KINDS, draw_hard_negatives, judge_of
 from clipcap.lit_teacher import create_teacher_model, save_text_tower
 from clipcap.losses import caption_id, contrastive_loss, hard_negative_pair_loss
+from clipcap.matching import (
+    ImageTextMatcher,
+    draw_in_batch_negatives,
+    encode_image_grid,
+    encode_text_tokens,
+    matching_loss,
+)
 from clipcap.memory import keep_freed_memory
 from clipcap.metrics import scenes_of
 from clipcap.precision import describe_device
@@ -136,6 +144,19 @@ class TeacherTrainingArguments:
     counterfactual_kinds: str = field(
         default=",".join(COUNTERFACTUAL_KINDS), metadata={"help": "Comma-separated counterfactual kinds."}
     )
+    matcher_layers: int = field(
+        default=0,
+        metadata={
+            "help": "Train an image-text matcher of this many transformer layers beside the towers (clipcap.matching: "
+            "the image grid's cells and the caption's tokens in one stream, ALBEF / BLIP's ITM), on each caption, "
+            "its hard negatives and the batch's hardest other caption and image; 0: none."
+        },
+    )
+    matcher_width: int = field(default=256, metadata={"help": "The matcher's width."})
+    matcher_weight: float = field(default=1.0, metadata={"help": "Weight of the matcher's loss."})
+    matcher_learning_rate: float | None = field(
+        default=None, metadata={"help": "The matcher's peak learning rate (default: learning_rate)."}
+    )
 
     def __post_init__(self):
         kinds = _names(self.hard_negatives)
@@ -147,6 +168,8 @@ class TeacherTrainingArguments:
             raise ValueError("counterfactual_images is a fraction of the batch, between 0 and 1")
         if self.hard_negative_weight and not kinds:
             raise ValueError("hard_negative_weight needs hard_negatives")
+        if self.matcher_layers < 0:
+            raise ValueError("matcher_layers is a number of layers, 0 for no matcher")
 
 
 def _names(text: str) -> list[str]:
@@ -190,14 +213,24 @@ def load_data(args: TeacherTrainingArguments):
     return train, dataset["validation"]
 
 
-def make_optimizer(model, args: TeacherTrainingArguments, total_steps: int):
+def make_optimizer(model, args: TeacherTrainingArguments, total_steps: int, matcher=None):
     """AdamW with no decay on gains, biases and the logit scale (as open_clip's training does), and a cosine schedule
-    after a linear warm-up."""
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for n, p in trainable if p.ndim >= 2 and "logit_scale" not in n]
-    no_decay = [p for n, p in trainable if p.ndim < 2 or "logit_scale" in n]
+    after a linear warm-up; the matcher's parameters (if any) at `matcher_learning_rate`."""
+
+    def groups(module, lr: float) -> list[dict]:
+        trainable = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        decay = [p for n, p in trainable if p.ndim >= 2 and "logit_scale" not in n]
+        no_decay = [p for n, p in trainable if p.ndim < 2 or "logit_scale" in n]
+        return [
+            {"params": decay, "weight_decay": args.weight_decay, "lr": lr},
+            {"params": no_decay, "weight_decay": 0.0, "lr": lr},
+        ]
+
+    parameter_groups = groups(model, args.learning_rate)
+    if matcher is not None:
+        parameter_groups += groups(matcher, args.matcher_learning_rate or args.learning_rate)
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        parameter_groups,
         lr=args.learning_rate,
         betas=(0.9, 0.98),
         eps=1e-6,
@@ -277,29 +310,63 @@ def without_padding_columns(model, input_ids: torch.Tensor) -> torch.Tensor:
     return input_ids[:, : int(used.max()) + 1] if len(used) else input_ids
 
 
-def batch_loss(model, tokenizer, preprocess, batch, args: TeacherTrainingArguments, device) -> torch.Tensor:
+def batch_loss(
+    model, tokenizer, preprocess, batch, args: TeacherTrainingArguments, device, matcher=None, generator=None
+) -> tuple[torch.Tensor, dict[str, float]]:
     """CLIP's symmetric InfoNCE over the batch's images and captions (identical captions not each other's negatives),
     with the hard negative captions in each image's softmax (NegCLIP) and, weighted by `hard_negative_weight`, each
-    against its own caption alone (`clipcap.losses`)."""
+    against its own caption alone (`clipcap.losses`); with a `matcher`, plus `matcher_weight` x its loss
+    (`matcher_loss`). Returns the loss and its terms."""
     images, captions, negatives, owners = batch
     texts = without_padding_columns(model, tokenizer(captions + negatives)).to(device)
-    out = model(preprocess_images(preprocess, images).to(device), texts)
-    image_features, text_features = out["image_features"], out["text_features"]
+    pixel_values = preprocess_images(preprocess, images).to(device)
+    if matcher is None:
+        out = model(pixel_values, texts)
+        image_features, text_features, scale = out["image_features"], out["text_features"], out["logit_scale"]
+    else:  # the same embeddings, and the grid and token states the matcher reads, from one pass of each tower
+        grid, image_features = encode_image_grid(model, pixel_values)
+        states, mask, text_features = encode_text_tokens(model, texts)
+        image_features, text_features = F.normalize(image_features, dim=-1), F.normalize(text_features, dim=-1)
+        scale = model.logit_scale.exp()
     positives, negative_features = text_features[: len(captions)], text_features[len(captions) :]
     ids = torch.tensor([caption_id(caption) for caption in captions], device=device)
-    scale = out["logit_scale"]
     loss = contrastive_loss(image_features, positives, scale, ids, negatives=negative_features)
+    terms = {"contrastive": loss.item()}
+    owners = torch.tensor(owners, dtype=torch.long, device=device)
     if args.hard_negative_weight:
-        owners = torch.tensor(owners, dtype=torch.long, device=device)
         loss = loss + args.hard_negative_weight * hard_negative_pair_loss(
             image_features, positives, negative_features, owners, scale
         )
-    return loss
+    if matcher is not None:
+        similarity = image_features @ positives.T
+        matching = matcher_loss(matcher, grid, states, mask, similarity, ids, owners, generator)
+        terms["matcher"] = matching.item()
+        loss = loss + args.matcher_weight * matching
+    return loss, terms
+
+
+def matcher_loss(matcher, grid, states, mask, similarity, ids, owners, generator=None) -> torch.Tensor:
+    """`clipcap.matching.matching_loss` over the batch's pairs: image i with caption i (true), with each hard negative
+    made from caption i (`owners`), and with another caption drawn by the contrastive `similarity` (ALBEF), and caption
+    i with another image drawn likewise (false). Identical captions are not drawn: they are true of both images."""
+    batch = len(ids)
+    same = ids[:, None] == ids[None, :]
+    other_caption = draw_in_batch_negatives(similarity, same, generator).to(grid.device)
+    other_image = draw_in_batch_negatives(similarity.T, same, generator).to(grid.device)
+    rows = torch.arange(batch, device=grid.device)
+    has_caption, has_image = other_caption >= 0, other_image >= 0
+    image_index = torch.cat([rows, owners, rows[has_caption], other_image[has_image]])
+    text_index = torch.cat([rows, batch + torch.arange(len(owners), device=grid.device), other_caption[has_caption], rows[has_image]])
+    labels = torch.cat([torch.ones(batch), torch.zeros(len(image_index) - batch)])
+    return matching_loss(matcher(grid[image_index], states[text_index], mask[text_index]), labels.to(grid.device))
 
 
 @torch.no_grad()
-def evaluate_teacher(model, tokenizer, images: torch.Tensor, references: list[list[str]], scenes) -> dict:
-    """Validation retrieval recall and, on synthetic scenes, the compositional test (`clipcap.compositional`)."""
+def evaluate_teacher(
+    model, tokenizer, images: torch.Tensor, references: list[list[str]], scenes, matcher=None
+) -> dict:
+    """Validation retrieval recall and, on synthetic scenes, the compositional test (`clipcap.compositional`) of the
+    contrastive cosine and, with a `matcher`, of its logit (`compositional_matcher`)."""
     record = retrieval_recall(model, images, references, tokenizer)
     if scenes is not None:
         results = compositional_test(
@@ -310,10 +377,34 @@ def evaluate_teacher(model, tokenizer, images: torch.Tensor, references: list[li
         )
         record["compositional"] = {kind: round(score["accuracy"], 4) for kind, score in results.items()}
         record["compositional_scenes"] = {kind: score["scenes"] for kind, score in results.items()}
+        if matcher is not None:
+            matcher.eval()
+            results = compositional_match_test(match_scorer(model, tokenizer, matcher, images), scenes, references)
+            record["compositional_matcher"] = {kind: round(score["accuracy"], 4) for kind, score in results.items()}
+            matcher.train()
     return record
 
 
-def train_steps(model, preprocess, tokenizer, train, validation, optimizer, scheduler, args, total_steps, device):
+def match_scorer(model, tokenizer, matcher, images: torch.Tensor, batch_size: int = 256):
+    """`score_pairs(rows, texts)` for `compositional_match_test`: the matcher's logits of `texts[k]` with image
+    `rows[k]` of the preprocessed `images`."""
+    device = next(model.parameters()).device
+    grids = torch.cat([encode_image_grid(model, images[i : i + 64].to(device))[0] for i in range(0, len(images), 64)])
+
+    def score_pairs(rows: list[int], texts: list[str]) -> torch.Tensor:
+        logits = []
+        for i in range(0, len(texts), batch_size):
+            ids = without_padding_columns(model, tokenizer(texts[i : i + batch_size])).to(device)
+            states, mask, _ = encode_text_tokens(model, ids)
+            logits.append(matcher(grids[rows[i : i + batch_size]], states, mask).float().cpu())
+        return torch.cat(logits)
+
+    return score_pairs
+
+
+def train_steps(
+    model, preprocess, tokenizer, train, validation, optimizer, scheduler, args, total_steps, device, matcher=None
+):
     """Train for `total_steps`: each epoch a fresh order, one random reference caption per image per step (and the
     batch's counterfactuals and hard negatives, `BatchMaker`); the validation recall and compositional test after
     each epoch and every `eval_steps`. Returns the history and what the batches held."""
@@ -324,12 +415,15 @@ def train_steps(model, preprocess, tokenizer, train, validation, optimizer, sche
     make_batch = BatchMaker(train, args)
     history = []
     generator = torch.Generator().manual_seed(args.seed)
+    negatives_generator = torch.Generator().manual_seed(args.seed + 1)  # the matcher's in-batch negatives
     progress = tqdm(total=total_steps, desc="teacher", unit="step")
     window_loss, window_rows, epoch = 0.0, 0, 0
 
     def evaluate(step: int):
         nonlocal window_loss, window_rows
-        record = evaluate_teacher(model, tokenizer, validation_images, validation_captions, validation_scenes)
+        record = evaluate_teacher(
+            model, tokenizer, validation_images, validation_captions, validation_scenes, matcher
+        )
         entry = {
             "step": step,
             "epoch": round(step / steps_per_epoch, 3),
@@ -341,11 +435,15 @@ def train_steps(model, preprocess, tokenizer, train, validation, optimizer, sche
         model.train()
 
     model.train()
+    if matcher is not None:
+        matcher.train()
     for step, (epoch_now, index) in enumerate(batches(len(train), args.batch_size, total_steps, generator)):
         if epoch_now != epoch or (args.eval_steps and step and step % args.eval_steps == 0):
             evaluate(step)
             epoch = epoch_now
-        loss = batch_loss(model, tokenizer, preprocess, make_batch(index), args, device)
+        loss, terms = batch_loss(
+            model, tokenizer, preprocess, make_batch(index), args, device, matcher, negatives_generator
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -355,15 +453,15 @@ def train_steps(model, preprocess, tokenizer, train, validation, optimizer, sche
         window_loss += loss.item() * len(index)
         window_rows += len(index)
         progress.update()
-        progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+        progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", **{k: f"{v:.3f}" for k, v in terms.items()})
     progress.close()
     evaluate(total_steps)
     return history, dict(sorted(make_batch.counts.items()))
 
 
-def save_teacher(model, text_tower, args: TeacherTrainingArguments, checkpoint: Path) -> None:
-    """The architecture (and a text tower's config and tokenizer) first, then the weights, written next to the target
-    and renamed, so a half-written checkpoint is never picked up."""
+def save_teacher(model, text_tower, args: TeacherTrainingArguments, checkpoint: Path, matcher=None) -> None:
+    """The architecture (and a text tower's config and tokenizer, and the matcher) first, then the weights, written
+    next to the target and renamed, so a half-written checkpoint is never picked up."""
     output_dir = checkpoint.parent
     output_dir.mkdir(parents=True, exist_ok=True)
     config_file = MODEL_CONFIG_DIR / f"{args.model}.json"
@@ -371,6 +469,8 @@ def save_teacher(model, text_tower, args: TeacherTrainingArguments, checkpoint: 
         shutil.copyfile(config_file, output_dir / config_file.name)
     if text_tower is not None:
         save_text_tower(text_tower, output_dir)
+    if matcher is not None:
+        matcher.save_pretrained(output_dir)
     partial = checkpoint.with_suffix(".partial")
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(partial))
     os.replace(partial, checkpoint)
@@ -397,9 +497,12 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
     )
     if args.lock_image_tower:
         model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
+    matcher = None
+    if args.matcher_layers:
+        matcher = ImageTextMatcher.for_model(model, args.matcher_layers, args.matcher_width).to(device)
     steps_per_epoch = math.ceil(len(train) / args.batch_size)
     total_steps = args.max_steps or steps_per_epoch * args.num_train_epochs
-    optimizer, scheduler = make_optimizer(model, args, total_steps)
+    optimizer, scheduler = make_optimizer(model, args, total_steps, matcher)
     logger.info(
         "2. Training %s (%.1fM parameters, %.1fM trainable): %d steps of batch %d (%.2f epochs), on %s in fp32 (%s)",
         args.model,
@@ -415,11 +518,11 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
     # 3. Train, with the retrieval recall after each epoch.
     start = time.perf_counter()
     history, batch_counts = train_steps(
-        model, preprocess, tokenizer, train, validation, optimizer, scheduler, args, total_steps, device
+        model, preprocess, tokenizer, train, validation, optimizer, scheduler, args, total_steps, device, matcher
     )
 
     # 4. Save, and the record of what was trained.
-    save_teacher(model, text_tower, args, checkpoint)
+    save_teacher(model, text_tower, args, checkpoint, matcher)
     config_file = MODEL_CONFIG_DIR / f"{args.model}.json"
     record = {
         "arch": args.model,
@@ -436,6 +539,7 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
             "counterfactual_kinds": _names(args.counterfactual_kinds) if args.counterfactual_images else [],
             "made": batch_counts,
         },
+        "matcher": asdict(matcher.config) if matcher is not None else None,
         "train_seconds": round(time.perf_counter() - start, 1),
         "machine": describe_device(device),
         "dataset_dir": str(args.dataset_dir),
@@ -464,8 +568,11 @@ def main(argv: list[str] | None = None) -> int:
             kind: {"accuracy": accuracy, "scenes": validation["compositional_scenes"][kind]}
             for kind, accuracy in validation["compositional"].items()
         }
+        more = {}
+        if "compositional_matcher" in validation:
+            more["matcher"] = {kind: {"accuracy": a} for kind, a in validation["compositional_matcher"].items()}
         print("Compositional test (validation scenes; how often the true caption outscores the negative):")
-        print(format_table(scores))
+        print(format_table(scores, **more))
     return 0
 
 

@@ -5,7 +5,9 @@ In the style of ARO (Yuksekgonul et al. 2023) and SugarCrepe (Hsieh et al. 2023)
 for each scene and each hard negative kind (`clipcap.hard_negatives.NEGATIVE_KINDS`), the first reference caption
 that has a negative of that kind the checker finds false, and that negative; a scene counts when the teacher's
 image-caption cosine is higher for the true caption than for the negative. A bag-of-words model is at chance (0.5)
-on the binding kinds, whatever its retrieval recall.
+on the binding kinds, whatever its retrieval recall. `compositional_match_test` scores the same pairs with any scorer
+of (image, caption) pairs, such as the teacher's image-text matcher (`clipcap.matching`); the table has a column per
+scorer.
 
     python -m clipcap.compositional --clip_model ClipCap-LiT-S-MobileNetV2 --clip_pretrained outputs/demo-teacher \\
         --dataset_dir data/demo
@@ -89,11 +91,38 @@ def compositional_test(
     return results
 
 
-def format_table(results: dict[str, dict], recall: dict | None = None) -> str:
-    """The compositional test as a Markdown table (and the retrieval recall under it, when given)."""
-    lines = ["| the negative | scenes | true caption above it |", "| --- | ---: | ---: |"]
+@torch.no_grad()
+def compositional_match_test(
+    score_pairs: Callable[[list[int], list[str]], torch.Tensor],
+    scenes: Sequence[str],
+    references: Sequence[list[str]],
+    kinds: Sequence[str] = NEGATIVE_KINDS,
+) -> dict[str, dict]:
+    """`compositional_test` for a scorer of pairs: `score_pairs(rows, captions)` is the score of caption k with image
+    `rows[k]` of the split (higher: more likely true), e.g. the image-text matcher's logit."""
+    results = {}
+    for kind, found in compositional_pairs(scenes, references, kinds).items():
+        rows = [row for row, _, _ in found]
+        if not rows:
+            results[kind] = {"accuracy": float("nan"), "scenes": 0}
+            continue
+        true = score_pairs(rows, [t for _, t, _ in found]).float().cpu()
+        negative = score_pairs(rows, [n for _, _, n in found]).float().cpu()
+        results[kind] = {"accuracy": int((true > negative).sum()) / len(rows), "scenes": len(rows)}
+    return results
+
+
+def format_table(results: dict[str, dict], recall: dict | None = None, **more: dict[str, dict]) -> str:
+    """The compositional test as a Markdown table (and the retrieval recall under it, when given); each keyword
+    argument adds a column of another scorer's results on the same pairs, headed by its name."""
+    heading = "true caption above it" + (" (cosine)" if more else "")
+    lines = [
+        "| the negative | scenes | " + " | ".join([heading, *more]) + " |",
+        "| --- | ---: | " + " | ".join(["---:"] * (1 + len(more))) + " |",
+    ]
     for kind, score in results.items():
-        lines.append(f"| {KIND_HEADINGS.get(kind, kind)} | {score['scenes']} | {score['accuracy']:.3f} |")
+        cells = [f"{score['accuracy']:.3f}", *(f"{other[kind]['accuracy']:.3f}" for other in more.values())]
+        lines.append(f"| {KIND_HEADINGS.get(kind, kind)} | {score['scenes']} | " + " | ".join(cells) + " |")
     if recall:
         lines.append("")
         lines.append(", ".join(f"{key} {value:.3f}" for key, value in recall.items()))
@@ -119,9 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as error:
         print(f"python -m clipcap.compositional: error: {error}", file=sys.stderr)
         return 1
-    image_embeds = teacher.embed_pil_images(split[IMAGE_COLUMN][:])
-    results = compositional_test(image_embeds, teacher.embed_texts, scenes, split[CAPTION_COLUMN][:])
-    print(json.dumps(results, indent=2) if args.json else format_table(results))
+    images, references = split[IMAGE_COLUMN][:], split[CAPTION_COLUMN][:]
+    results = compositional_test(teacher.embed_pil_images(images), teacher.embed_texts, scenes, references)
+    more = {}
+    if teacher.matcher is not None:
+        grids = teacher.image_grids(images)
+        more["matcher"] = compositional_match_test(
+            lambda rows, texts: teacher.match_grids(grids[rows], texts), scenes, references
+        )
+    if args.json:
+        print(json.dumps({"cosine": results, **more} if more else results, indent=2))
+    else:
+        print(format_table(results, **more))
     return 0
 
 

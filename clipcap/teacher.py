@@ -137,7 +137,9 @@ class CLIPTeacher(torch.nn.Module):
     `precision` ("auto", "fp32" or "bf16") is resolved for the model's device by `clipcap.precision.resolve_bf16`:
     `self.precision` is what the text tower runs in ("bf16" or "fp32")."""
 
-    def __init__(self, model, preprocess, tokenizer, identity: TeacherIdentity, precision: str = "fp32"):
+    def __init__(
+        self, model, preprocess, tokenizer, identity: TeacherIdentity, precision: str = "fp32", matcher=None
+    ):
         super().__init__()
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"clip_precision={precision!r}: choose auto, fp32 or bf16")
@@ -145,6 +147,8 @@ class CLIPTeacher(torch.nn.Module):
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.identity = identity
+        # The image-text matcher trained beside the towers (`clipcap.matching`), when the teacher has one.
+        self.matcher = matcher.eval().requires_grad_(False) if matcher is not None else None
         self.precision = (
             "bf16"
             if resolve_bf16(precision, self.device, "the CLIP teacher's text tower (its image tower: fp32)")
@@ -170,9 +174,14 @@ class CLIPTeacher(torch.nn.Module):
         then loads it `weights_only`)."""
         import open_clip
 
+        from clipcap.matching import ImageTextMatcher, has_matcher
+
         register_model_configs()
+        matcher = None
         if pretrained and os.path.isdir(pretrained):  # a train_clip_teacher.py output directory
             register_model_configs(pretrained)
+            if has_matcher(pretrained):
+                matcher = ImageTextMatcher.from_pretrained(pretrained).to(device)
             pretrained = os.path.join(pretrained, TEACHER_CHECKPOINT_NAME)
         if not pretrained:
             raise ValueError(
@@ -205,7 +214,7 @@ class CLIPTeacher(torch.nn.Module):
         if embed_dim is None:
             embed_dim = getattr(model.visual, "output_dim", None)
         identity = TeacherIdentity(arch, str(pretrained), sha256, embed_dim)
-        return cls(model, preprocess, open_clip.get_tokenizer(arch), identity, precision)
+        return cls(model, preprocess, open_clip.get_tokenizer(arch), identity, precision, matcher)
 
     @classmethod
     def from_arguments(
@@ -250,6 +259,48 @@ class CLIPTeacher(torch.nn.Module):
             for i in range(0, len(images), batch_size)
         ]
         return torch.cat(chunks) if chunks else torch.empty(0, self.identity.embed_dim or 0, device=self.device)
+
+    def _require_matcher(self):
+        if self.matcher is None:
+            raise ValueError(
+                f"the teacher {self.identity.describe()} has no image-text matcher: train one with "
+                "train_clip_teacher.py --matcher_layers 2"
+            )
+
+    @torch.no_grad()
+    def grids_of_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The image trunk's last feature maps `(batch, channels, height, width)`, what the matcher reads."""
+        from clipcap.matching import encode_image_grid
+
+        self._require_matcher()
+        return encode_image_grid(self.model, pixel_values.to(self.device))[0].float()
+
+    @torch.no_grad()
+    def image_grids(self, images, batch_size: int = 64) -> torch.Tensor:
+        """`grids_of_pixel_values` of PIL images, with the teacher's own preprocessing."""
+        return torch.cat(
+            [
+                self.grids_of_pixel_values(
+                    torch.stack([self.preprocess(image.convert("RGB")) for image in images[i : i + batch_size]])
+                )
+                for i in range(0, len(images), batch_size)
+            ]
+        )
+
+    @torch.no_grad()
+    def match_grids(self, grids: torch.Tensor, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        """The matcher's logit that `texts[k]` is true of the image whose grid is `grids[k]` (on the CPU)."""
+        from clipcap.matching import encode_text_tokens
+
+        self._require_matcher()
+        if len(grids) != len(texts):
+            raise ValueError(f"{len(grids)} images for {len(texts)} captions")
+        logits = []
+        for i in range(0, len(texts), batch_size):
+            with self._autocast():
+                states, mask, _ = encode_text_tokens(self.model, self.tokenizer(texts[i : i + batch_size]).to(self.device))
+            logits.append(self.matcher(grids[i : i + batch_size].to(self.device), states.float(), mask).float().cpu())
+        return torch.cat(logits) if logits else torch.empty(0)
 
 
 @torch.no_grad()

@@ -1,0 +1,167 @@
+# Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
+"""An image-text matcher over the teacher's own tokens: a scorer that sees where things are.
+
+One pooled vector per side cannot tell "a red cup left of a blue kettle" from "a blue kettle left of a red cup"
+(docs/results.md: the contrastive teacher is at chance on both kinds of relation negative; ARO, Yuksekgonul et al.
+2023, found the same of CLIP). Image-text matching heads that let each caption token meet the image's spatial tokens
+do see order: ALBEF's and BLIP's ITM (Li et al. 2021, 2022), here as one stream as in ViLT (Kim et al. 2021). The
+teacher's image trunk gives its last grid of cells (with fixed 2-D sine-cosine positions, MAE's, He et al. 2022) and
+its text tower the caption's token states; a learned [CLS] token and both sequences go through `layers` transformer
+layers, and a linear map of [CLS] is the logit that the caption is true of the image.
+
+`train_clip_teacher.py --matcher_layers N` trains it beside the contrastive loss, with binary cross-entropy on each
+caption (true), its hard negatives (`clipcap.hard_negatives`: the converse relation, swapped phrases, colours, kinds,
+counts) and the batch's hardest other caption and image (ALBEF's in-batch negatives, drawn by the contrastive
+similarity), the gradients reaching both towers. The teacher directory then holds `matcher.safetensors` and
+`matcher_config.json`; `clipcap.teacher.CLIPTeacher` loads them as `teacher.matcher`.
+
+It needs an open_clip model with a timm image trunk (its `forward_features` grid) and a Hugging Face text tower (its
+token states): the LiT teachers of `configs/open_clip/`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+MATCHER_WEIGHTS_NAME = "matcher.safetensors"
+MATCHER_CONFIG_NAME = "matcher_config.json"
+
+
+@dataclass
+class MatcherConfig:
+    """`image_channels`: the trunk's last grid's channels; `text_dim`: the text tower's hidden size; `width`, `layers`,
+    `heads`: the matching transformer's."""
+
+    image_channels: int
+    text_dim: int
+    width: int = 256
+    layers: int = 2
+    heads: int = 4
+
+    def save(self, directory: str | os.PathLike) -> None:
+        Path(directory, MATCHER_CONFIG_NAME).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> MatcherConfig:
+        return cls(**json.loads(Path(directory, MATCHER_CONFIG_NAME).read_text()))
+
+
+class ImageTextMatcher(nn.Module):
+    """The matching head: `forward(grid, text_states, text_mask)` -> one logit per (image, caption) pair.
+
+    Args:
+        grid: `(batch, channels, height, width)`, the image trunk's last feature map.
+        text_states: `(batch, length, text_dim)`, the text tower's last hidden states.
+        text_mask: `(batch, length)`, 1 on tokens, 0 on padding.
+    """
+
+    def __init__(self, config: MatcherConfig):
+        super().__init__()
+        self.config = config
+        width = config.width
+        self.image_proj = nn.Sequential(nn.Linear(config.image_channels, width), nn.LayerNorm(width))
+        self.text_proj = nn.Sequential(nn.Linear(config.text_dim, width), nn.LayerNorm(width))
+        self.type_embedding = nn.Parameter(torch.zeros(2, width))  # text, image
+        self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, config.heads, 4 * width, 0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 1))
+
+    def forward(self, grid: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        from modeling_clipcap import sincos_2d  # the captioner's grid prefix uses the same positions
+
+        batch, _, height, width = grid.shape
+        cells = self.image_proj(grid.flatten(2).transpose(1, 2).to(self.cls.dtype))
+        cells = cells + sincos_2d(height, width, self.config.width).to(cells) + self.type_embedding[1]
+        text = self.text_proj(text_states.to(self.cls.dtype)) + self.type_embedding[0]
+        x = torch.cat([self.cls.expand(batch, -1, -1), text, cells], dim=1)
+        keep = torch.cat([text_mask.new_ones(batch, 1), text_mask, text_mask.new_ones(batch, cells.shape[1])], dim=1)
+        return self.head(self.encoder(x, src_key_padding_mask=keep == 0)[:, 0]).squeeze(-1)
+
+    @classmethod
+    def for_model(cls, model, layers: int, width: int = 256) -> ImageTextMatcher:
+        """A new matcher sized for the open_clip `model`'s towers."""
+        check_towers(model)
+        channels = model.visual.trunk.num_features
+        return cls(MatcherConfig(channels, model.text.config.hidden_size, width=width, layers=layers))
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """`matcher_config.json`, then the weights (written beside the target and renamed)."""
+        self.config.save(directory)
+        target = Path(directory, MATCHER_WEIGHTS_NAME)
+        partial = target.with_suffix(".partial")
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(partial))
+        os.replace(partial, target)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> ImageTextMatcher:
+        matcher = cls(MatcherConfig.load(directory))
+        matcher.load_state_dict(load_file(str(Path(directory, MATCHER_WEIGHTS_NAME))))
+        return matcher.eval()
+
+
+def has_matcher(directory: str | os.PathLike) -> bool:
+    return Path(directory, MATCHER_WEIGHTS_NAME).is_file() and Path(directory, MATCHER_CONFIG_NAME).is_file()
+
+
+def check_towers(model) -> None:
+    """A clear error for an open_clip model whose towers do not give the tokens the matcher reads."""
+    from open_clip.hf_model import HFTextEncoder
+    from open_clip.timm_model import TimmModel
+
+    if not isinstance(getattr(model, "visual", None), TimmModel) or not isinstance(
+        getattr(model, "text", None), HFTextEncoder
+    ):
+        raise ValueError(
+            "the image-text matcher reads a timm image trunk's grid and a Hugging Face text tower's token states: "
+            "use a LiT architecture (ClipCap-LiT-S-MobileNetV2, ClipCap-LiT-S)"
+        )
+
+
+def encode_image_grid(model, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(grid, embedding)` of an open_clip LiT model's image tower: the trunk's last feature map and the projected
+    pooled embedding (not normalised), from one pass: the same as `model.encode_image` for the second."""
+    visual = model.visual
+    grid = visual.trunk.forward_features(pixel_values)
+    return grid, visual.head(visual.trunk.forward_head(grid))
+
+
+def encode_text_tokens(model, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`(token states, attention mask, embedding)` of an open_clip Hugging Face text tower, from one pass: the same
+    as `model.encode_text` for the third."""
+    text = model.text
+    mask = (input_ids != text.config.pad_token_id).long()
+    out = text.transformer(input_ids=input_ids, attention_mask=mask)
+    return out.last_hidden_state, mask, text.proj(text.pooler(out, mask))
+
+
+def draw_in_batch_negatives(
+    similarity: torch.Tensor, same: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """For each row of `similarity` (images x captions, or captions x images) one column drawn with probability
+    softmax(similarity) over the columns `same` does not mark (ALBEF's hard in-batch negatives); -1 where every column
+    is marked."""
+    weights = similarity.detach().float().masked_fill(same, -math.inf).softmax(dim=-1).nan_to_num(0.0)
+    drawn = torch.full((len(similarity),), -1, dtype=torch.long)
+    usable = weights.sum(dim=-1) > 0
+    if usable.any():
+        drawn[usable.cpu()] = torch.multinomial(weights[usable].cpu(), 1, generator=generator).squeeze(1)
+    return drawn
+
+
+def matching_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the match logits, the true pairs weighted to count as much as all the false ones."""
+    labels = labels.to(logits)
+    positives = labels.sum().clamp(min=1)
+    negatives = (1 - labels).sum().clamp(min=1)
+    weights = labels / positives + (1 - labels) / negatives
+    return (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum() / 2

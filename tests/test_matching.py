@@ -1,0 +1,91 @@
+"""clipcap/matching.py: the image-text matcher's loss and negatives by hand, its sense of place, its round trip, and
+train_clip_teacher.py --matcher_layers training one that the teacher loads and the compositional test scores."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from clipcap.matching import ImageTextMatcher, MatcherConfig, draw_in_batch_negatives, matching_loss
+from tests.conftest import tiny_dataset
+from tests.helpers import PACKAGED, needs_packaged_weights
+
+
+def test_matching_loss_weighs_the_true_pairs_as_much_as_all_the_false_ones():
+    assert matching_loss(torch.zeros(2), torch.tensor([1.0, 0.0])).item() == pytest.approx(math.log(2))
+    logits, labels = torch.tensor([2.0, -1.0, 0.0]), torch.tensor([1.0, 0.0, 0.0])
+    true = math.log(1 + math.exp(-2))
+    false = (math.log(1 + math.exp(-1)) + math.log(2)) / 2
+    assert matching_loss(logits, labels).item() == pytest.approx((true + false) / 2)
+
+
+def test_in_batch_negatives_are_never_marked_columns_and_follow_the_similarity():
+    similarity = torch.tensor([[9.0, 0.0, 8.0], [0.0, 9.0, -50.0], [1.0, 1.0, 1.0]])
+    same = torch.eye(3, dtype=torch.bool)
+    same[2] = True  # row 2: every column is the same caption
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([draw_in_batch_negatives(similarity, same, generator) for _ in range(200)])
+    assert set(draws[:, 0].tolist()) <= {1, 2} and (draws[:, 0] == 2).float().mean() > 0.95  # exp(8) vs exp(0)
+    assert set(draws[:, 1].tolist()) == {0}  # exp(-50) is never drawn in 200
+    assert draws[:, 2].tolist() == [-1] * 200
+
+
+def test_the_matcher_sees_where_each_cell_is_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    matcher = ImageTextMatcher(MatcherConfig(image_channels=8, text_dim=6, width=16, layers=1, heads=2)).eval()
+    grid, states = torch.randn(1, 8, 2, 2), torch.randn(1, 5, 6)
+    mask = torch.tensor([[1, 1, 1, 0, 0]])
+    logit = matcher(grid, states, mask)
+    # Two cells swapped: the same bag of cells elsewhere, another logit (2-D positions); padding does not count.
+    swapped = grid.flatten(2)[:, :, [1, 0, 2, 3]].view_as(grid)
+    assert not torch.allclose(matcher(swapped, states, mask), logit)
+    padded = states.clone()
+    padded[:, 3:] = 100.0
+    assert torch.allclose(matcher(grid, padded, mask), logit, atol=1e-6)
+    matcher.save_pretrained(tmp_path)
+    loaded = ImageTextMatcher.from_pretrained(tmp_path)
+    assert loaded.config == matcher.config and torch.equal(loaded(grid, states, mask), logit)
+
+
+@needs_packaged_weights
+def test_a_teacher_trained_with_a_matcher_saves_it_and_both_scorers_are_tested(tmp_path, capsys):
+    """`--matcher_layers 1` on the LiT towers: the record has the matcher's compositional test beside the cosine's,
+    the directory holds the matcher, `CLIPTeacher` loads it, its grids and embeddings from one pass equal open_clip's
+    own, and `python -m clipcap.compositional` prints both columns with the numbers teacher.json recorded."""
+    import train_clip_teacher
+    from clipcap import compositional
+    from clipcap.matching import encode_image_grid, encode_text_tokens
+    from clipcap.teacher import CLIPTeacher
+
+    data = tmp_path / "data"
+    tiny_dataset(num_train=8, num_validation=4, size=64).save_to_disk(str(data))
+    out = tmp_path / "teacher"
+    argv = ["--dataset_dir", str(data), "--output_dir", str(out), "--model", "ClipCap-LiT-S"]
+    argv += ["--image_tower_pretrained", PACKAGED, "--text_tower_pretrained", "all_minilm_l6_v2"]
+    argv += ["--max_steps", "2", "--batch_size", "4", "--warmup_steps", "1", "--matcher_layers", "1"]
+    argv += ["--hard_negatives", "swap_colours,swap_phrases,converse_relation", "--counterfactual_images", "0.5"]
+    assert train_clip_teacher.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| true caption above it (cosine) | matcher |" in printed
+    record = json.loads((out / "teacher.json").read_text())
+    scored = record["validation"]["compositional_matcher"]
+    assert set(scored) == set(record["validation"]["compositional"])
+    assert record["matcher"] == {"image_channels": 1280, "text_dim": 384, "width": 256, "layers": 1, "heads": 4}
+
+    teacher = CLIPTeacher.from_pretrained("ClipCap-LiT-S", str(out))
+    assert teacher.matcher is not None and not teacher.matcher.training
+    pixels = torch.randn(2, 3, 64, 64)
+    grid, embeds = encode_image_grid(teacher.model, pixels)
+    assert grid.shape == (2, 1280, 2, 2)
+    assert torch.allclose(embeds, teacher.model.encode_image(pixels), atol=1e-5)
+    ids = teacher.tokenizer(["a red toaster", "a blue kettle left of a red toaster"])
+    states, mask, text_embeds = encode_text_tokens(teacher.model, ids)
+    assert mask.sum(1).tolist() == [6, 11]  # [CLS] a red toast ##er [SEP], ... and states.shape[:2] == ids.shape
+    assert torch.allclose(text_embeds, teacher.model.encode_text(ids), atol=1e-5)
+
+    assert compositional.main(["--clip_model", "ClipCap-LiT-S", "--clip_pretrained", str(out), "--dataset_dir", str(data), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    for kind, accuracy in scored.items():
+        if printed["matcher"][kind]["scenes"]:
+            assert printed["matcher"][kind]["accuracy"] == pytest.approx(accuracy, abs=1e-4)
