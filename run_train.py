@@ -391,6 +391,7 @@ def train(model_args, data_args, teacher_args, guidance, scst, training_args) ->
         teacher_texts=guidance.needs_teacher_texts,
         seed=training_args.seed,
         references=scst.needs_references,
+        teacher_pixels=scst.needs_teacher_pixels,
         hard_negatives=guidance.hard_negative_kinds,
         hard_negatives_per_caption=guidance.con_hard_negatives_per_caption,
     )

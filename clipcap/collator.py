@@ -42,7 +42,8 @@ class CaptionCollator:
     need them: cached embeddings when the rows have them, else the teacher's own image transform and tokenizer output.
     Rows with `encoder_features` (a frozen encoder's output, `add_encoder_features`) become `image_features`, rows with
     `frozen_stage_features` (the output of its frozen first stages) become `frozen_stage_features`, and their images
-    are not even decoded unless the teacher has to see them. With `references`, the batch also carries every row's
+    are not even decoded unless the teacher has to see them. With `teacher_pixels`, the teacher's image input is there
+    even where its embeddings are cached (its image-text matcher reads the image's grid). With `references`, the batch also carries every row's
     reference captions (`references`, lists of strings: the CIDEr-D reward of `clipcap.scst`).
     """
 
@@ -56,9 +57,11 @@ class CaptionCollator:
         references: bool = False,
         hard_negatives: tuple[str, ...] = (),
         hard_negatives_per_caption: int = 1,
+        teacher_pixels: bool = False,
     ):
         self.processor = processor
         self.teacher, self.teacher_images, self.teacher_texts = teacher, teacher_images, teacher_texts
+        self.teacher_pixels = teacher_pixels
         self.references = references
         self.hard_negatives, self.hard_negatives_per_caption = tuple(hard_negatives), hard_negatives_per_caption
         self.seed, self.epoch = seed, 0
@@ -67,7 +70,7 @@ class CaptionCollator:
         """Whether rows with these columns have their images decoded: for the model, unless the rows carry a frozen
         encoder's `encoder_features`, and for the teacher, unless they carry its image embeddings."""
         cached = "encoder_features" in columns or "frozen_stage_features" in columns
-        return not cached or (self.teacher_images and "teacher_image_embeds" not in columns)
+        return not cached or self.teacher_pixels or (self.teacher_images and "teacher_image_embeds" not in columns)
 
     def draw(self, row: dict, count: int) -> int:
         if self.seed is not None and "row_index" in row:
@@ -92,11 +95,10 @@ class CaptionCollator:
         elif features:
             batch["frozen_stage_features"] = _float_tensor([row["frozen_stage_features"] for row in rows])
         batch["caption_ids"] = torch.tensor([caption_id(caption) for caption in captions])
-        if self.teacher_images:
-            if "teacher_image_embeds" in rows[0]:
-                batch["teacher_image_embeds"] = _float_tensor([row["teacher_image_embeds"] for row in rows])
-            else:
-                batch["teacher_pixel_values"] = torch.stack([self.teacher.preprocess(image) for image in images])
+        if self.teacher_images and "teacher_image_embeds" in rows[0]:
+            batch["teacher_image_embeds"] = _float_tensor([row["teacher_image_embeds"] for row in rows])
+        if self.teacher_pixels or (self.teacher_images and "teacher_image_embeds" not in rows[0]):
+            batch["teacher_pixel_values"] = torch.stack([self.teacher.preprocess(image) for image in images])
         if self.teacher_texts:
             if "teacher_text_embeds" in rows[0]:
                 chosen = [row["teacher_text_embeds"][choice] for row, choice in zip(rows, choices, strict=True)]

@@ -30,7 +30,8 @@ def write_model_card(output_dir: str, summary: dict, args_by_group: dict, metada
         loss_line = (
             f"self-critical (SCST) from `{args_by_group['model']['model_name_or_path']}`: "
             f"{scst['scst_num_samples']} samples per image, reward {scst['scst_clip_weight']} CLIP-S + "
-            f"{scst['scst_cider_weight']} CIDEr-D, {scst['scst_baseline']} baseline, guard "
+            f"{scst['scst_cider_weight']} CIDEr-D + {scst.get('scst_matcher_weight', 0.0)} matcher, "
+            f"{scst['scst_baseline']} baseline, guard "
             f"{scst['scst_ce_weight']} L_ce"
         )
     card_data = ModelCardData(

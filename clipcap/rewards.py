@@ -6,6 +6,9 @@
 * `CiderDReward`: CIDEr-D of each caption against its image's references (Vedantam et al. 2015), the reward of Rennie
   et al. 2017, "Self-critical Sequence Training for Image Captioning". pycocoevalcap's `CiderScorer` computes it, with
   the document frequencies of the whole training corpus (fixed once), not of the batch at hand, as SCST does.
+* `matcher_reward`: the probability the teacher's image-text matcher gives each caption of being true of its image
+  (ALBEF / BLIP's ITM score): it reads the image's grid and the caption's tokens, so it sees relations that one
+  pooled cosine cannot.
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ def clip_reward(teacher, captions: list[str], image_embeds: torch.Tensor) -> tor
     """CLIP-S of `captions[i]` with image i, given the images' unit-norm teacher embeddings `(N, D)`; on the CPU."""
     text_embeds = teacher.embed_texts(captions).float().cpu()
     return clip_score(image_embeds.float().cpu(), text_embeds)
+
+
+@torch.no_grad()
+def matcher_reward(teacher, captions: list[str], grids: torch.Tensor) -> torch.Tensor:
+    """The probability the teacher's image-text matcher (`clipcap.matching`) gives `captions[i]` of being true of the
+    image whose grid is `grids[i]` (`CLIPTeacher.grids_of_pixel_values`): the sigmoid of its logit; on the CPU."""
+    return torch.sigmoid(teacher.match_grids(grids, captions))
 
 
 class _CorpusCiderScorer(CiderScorer):

@@ -2,8 +2,9 @@
 """Self-critical sequence training (SCST): a second stage that rewards the captions the model itself generates.
 
 For each image the model samples K captions with its own `generate`; each gets a reward (`clipcap.rewards`: CLIP-S
-by the teacher, as Cho et al. 2022, "Fine-grained Image Captioning with CLIP Reward", and optionally CIDEr-D against
-the references, as Rennie et al. 2017, "Self-critical Sequence Training for Image Captioning"), and a baseline: the
+by the teacher, as Cho et al. 2022, "Fine-grained Image Captioning with CLIP Reward", optionally CIDEr-D against
+the references, as Rennie et al. 2017, "Self-critical Sequence Training for Image Captioning", and the probability
+the teacher's image-text matcher gives the caption, which sees relations), and a baseline: the
 mean reward of the image's other K-1 samples (the leave-one-out baseline of Kool et al. 2019, "Buy 4 REINFORCE
 Samples, Get a Baseline for Free!", used for captioning by Luo 2020, "A Better Variant of Self-Critical Sequence
 Training") or the reward of its greedy caption (Rennie et al.). The loss is REINFORCE with that baseline,
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from clipcap.collator import TEACHER_INPUTS
 from clipcap.data import CAPTION_COLUMN
 from clipcap.metrics import mean_length, scenes_of
-from clipcap.rewards import CiderDReward, clip_reward
+from clipcap.rewards import CiderDReward, clip_reward, matcher_reward
 from clipcap.synthetic import is_parseable
 from clipcap.trainer import CLIPGuidedTrainer
 from clipcap.training_args import SCSTArguments
@@ -79,7 +80,8 @@ class SCSTTrainer(CLIPGuidedTrainer):
 
     Args:
         scst (`SCSTArguments`): samples, baseline and the weights of the reward and the guard.
-        Everything else is `CLIPGuidedTrainer`'s; the teacher is needed when `scst_clip_weight > 0`.
+        Everything else is `CLIPGuidedTrainer`'s; the teacher is needed when `scst_clip_weight > 0`, and its
+        image-text matcher when `scst_matcher_weight > 0`.
     """
 
     training_stage = "self-critical training with a CLIP reward"
@@ -89,6 +91,11 @@ class SCSTTrainer(CLIPGuidedTrainer):
         self.scst = scst
         if scst.scst_clip_weight > 0 and self.teacher is None:
             raise ValueError("scst_clip_weight > 0 needs a CLIP teacher: set clip_model and clip_pretrained")
+        if scst.scst_matcher_weight > 0 and getattr(self.teacher, "matcher", None) is None:
+            raise ValueError(
+                "scst_matcher_weight > 0 needs a teacher with an image-text matcher (train_clip_teacher.py "
+                "--matcher_layers 2): set clip_model and clip_pretrained to one"
+            )
         self.cider_reward = None
         if scst.scst_cider_weight > 0:
             if self.train_dataset is None:
@@ -112,15 +119,24 @@ class SCSTTrainer(CLIPGuidedTrainer):
         return config
 
     def rewards(
-        self, captions: list[str], image_embeds: torch.Tensor | None, references: list | None, copies: int
+        self,
+        captions: list[str],
+        image_embeds: torch.Tensor | None,
+        references: list | None,
+        copies: int,
+        grids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Each caption's reward and its parts; caption j belongs to image j // copies, whose teacher embedding is
-        `image_embeds[j // copies]` (None when the CLIP weight is 0: the teacher never runs)."""
+        `image_embeds[j // copies]` (None when the CLIP weight is 0: the teacher never runs) and whose grid, for the
+        matcher, is `grids[j // copies]`."""
         scst, parts = self.scst, {}
         total = torch.zeros(len(captions))
         if scst.scst_clip_weight > 0:
             parts["clip_s"] = clip_reward(self.teacher, captions, image_embeds.repeat_interleave(copies, dim=0))
             total = total + scst.scst_clip_weight * parts["clip_s"]
+        if scst.scst_matcher_weight > 0:
+            parts["matcher"] = matcher_reward(self.teacher, captions, grids.repeat_interleave(copies, dim=0))
+            total = total + scst.scst_matcher_weight * parts["matcher"]
         if scst.scst_cider_weight > 0:
             parts["cider"] = self.cider_reward(captions, [refs for refs in references for _ in range(copies)])
             total = total + scst.scst_cider_weight * parts["cider"]
@@ -157,12 +173,15 @@ class SCSTTrainer(CLIPGuidedTrainer):
         if scst.scst_clip_weight > 0:
             with torch.no_grad():
                 image_embeds = self._teacher_embeddings(teacher_inputs, "image")
+        grids = None
+        if scst.scst_matcher_weight > 0:
+            grids = self.teacher.grids_of_pixel_values(teacher_inputs["teacher_pixel_values"])
         references = inputs.get("references")
-        rewards = self.rewards(captions, image_embeds, references, samples_per_image)
+        rewards = self.rewards(captions, image_embeds, references, samples_per_image, grids)
         if scst.scst_baseline == "greedy":
             with torch.no_grad():
                 greedy = unwrapped.generate(**images, generation_config=self._sampling_config(unwrapped, 1, False))
-            greedy_rewards = self.rewards(decode(greedy), image_embeds, references, 1)["total"]
+            greedy_rewards = self.rewards(decode(greedy), image_embeds, references, 1, grids)["total"]
             baselines = greedy_rewards.repeat_interleave(samples_per_image)
         else:
             baselines = leave_one_out_baseline(rewards["total"].view(-1, samples_per_image)).flatten()
@@ -185,7 +204,9 @@ class SCSTTrainer(CLIPGuidedTrainer):
             captions_per_image=rows,
             logits_to_keep=width + 1,  # the positions that predict the tokens, and the next token's
         )
-        log_probs = (token_log_probs(outputs.logits[:, :-1], ids.flatten(0, 1)) * mask.flatten(0, 1)).view(-1, rows, width)
+        log_probs = (token_log_probs(outputs.logits[:, :-1], ids.flatten(0, 1)) * mask.flatten(0, 1)).view(
+            -1, rows, width
+        )
         sample_log_probs = log_probs[:, :samples_per_image].sum(dim=-1).flatten()
         terms = {"scst": scst_loss(sample_log_probs, rewards["total"], baselines)}
         if guard:
@@ -200,7 +221,7 @@ class SCSTTrainer(CLIPGuidedTrainer):
             self.record("train", f"loss_{name}", value)
         advantages = rewards["total"] - baselines
         self.record("train", "scst_reward", rewards["total"].mean())
-        for name in ("clip_s", "cider"):
+        for name in ("clip_s", "cider", "matcher"):
             if name in rewards:
                 self.record("train", f"scst_reward_{name}", rewards[name].mean())
         self.record("train", "scst_baseline", baselines.mean())

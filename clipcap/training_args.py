@@ -104,6 +104,13 @@ class SCSTArguments:
     scst_cider_weight: float = field(
         default=0.0, metadata={"help": "Weight of CIDEr-D against the references in the reward."}
     )
+    scst_matcher_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the teacher's image-text matcher in the reward: the probability it gives the caption "
+            "of being true of the image (clipcap.matching; a teacher trained with --matcher_layers)."
+        },
+    )
     scst_ce_weight: float = field(
         default=0.0,
         metadata={
@@ -121,11 +128,13 @@ class SCSTArguments:
             raise ValueError(
                 f"scst_num_samples={self.scst_num_samples}: the mean_of_others baseline needs at least 2 samples"
             )
-        for name in ("scst_clip_weight", "scst_cider_weight", "scst_ce_weight"):
+        for name in ("scst_clip_weight", "scst_cider_weight", "scst_matcher_weight", "scst_ce_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
-        if self.scst and self.scst_clip_weight == 0 and self.scst_cider_weight == 0:
-            raise ValueError("scst needs a reward: set scst_clip_weight or scst_cider_weight above 0")
+        if self.scst and self.scst_clip_weight == 0 and self.scst_cider_weight == 0 and self.scst_matcher_weight == 0:
+            raise ValueError(
+                "scst needs a reward: set scst_clip_weight, scst_cider_weight or scst_matcher_weight above 0"
+            )
         if self.scst_temperature <= 0:
             raise ValueError(f"scst_temperature={self.scst_temperature} must be > 0")
 
@@ -133,6 +142,11 @@ class SCSTArguments:
     def needs_teacher_images(self) -> bool:
         """The stage's CLIP-S reward reads the teacher's embeddings of the images."""
         return self.scst and self.scst_clip_weight > 0
+
+    @property
+    def needs_teacher_pixels(self) -> bool:
+        """The stage's matcher reward reads the teacher's image grids: its pixels, even where embeddings are cached."""
+        return self.scst and self.scst_matcher_weight > 0
 
     @property
     def needs_references(self) -> bool:

@@ -163,6 +163,25 @@ def teacher_checkpoint(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def matcher_teacher(tmp_path_factory):
+    """A LiT teacher (the packaged EfficientNet-Lite0 and MiniLM towers) trained 2 steps with a 1-layer image-text
+    matcher and hard negatives on a tiny synthetic dataset of 64 px scenes: `(teacher directory, dataset directory)`.
+    Needs the offline-weights extra (tests using it are marked `needs_packaged_weights`)."""
+    import train_clip_teacher
+    from tests.helpers import PACKAGED
+
+    root = tmp_path_factory.mktemp("matcher-teacher")
+    data, out = root / "data", root / "teacher"
+    tiny_dataset(num_train=8, num_validation=4, size=64).save_to_disk(str(data))
+    argv = ["--dataset_dir", str(data), "--output_dir", str(out), "--model", "ClipCap-LiT-S"]
+    argv += ["--image_tower_pretrained", PACKAGED, "--text_tower_pretrained", "all_minilm_l6_v2"]
+    argv += ["--max_steps", "2", "--batch_size", "4", "--warmup_steps", "1", "--matcher_layers", "1"]
+    argv += ["--hard_negatives", "swap_colours,swap_phrases,converse_relation", "--counterfactual_images", "0.5"]
+    assert train_clip_teacher.main(argv) == 0
+    return out, data
+
+
 def train_argv(data_dir, output_dir, steps: int = 2, config: dict | None = None, **overrides) -> list[str]:
     """Flags for a tiny run: random 32-wide decoder, MobileNetV2 at 48 px, no downloads. `config` changes more
     `ClipCapConfig` fields (`config_overrides`), `overrides` any other argument."""

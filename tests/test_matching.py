@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from clipcap.matching import ImageTextMatcher, MatcherConfig, draw_in_batch_negatives, matching_loss
-from tests.conftest import tiny_dataset
-from tests.helpers import PACKAGED, needs_packaged_weights
+from tests.helpers import needs_packaged_weights
 
 
 def test_matching_loss_weighs_the_true_pairs_as_much_as_all_the_false_ones():
@@ -49,25 +48,16 @@ def test_the_matcher_sees_where_each_cell_is_and_round_trips(tmp_path):
 
 
 @needs_packaged_weights
-def test_a_teacher_trained_with_a_matcher_saves_it_and_both_scorers_are_tested(tmp_path, capsys):
-    """`--matcher_layers 1` on the LiT towers: the record has the matcher's compositional test beside the cosine's,
-    the directory holds the matcher, `CLIPTeacher` loads it, its grids and embeddings from one pass equal open_clip's
-    own, and `python -m clipcap.compositional` prints both columns with the numbers teacher.json recorded."""
-    import train_clip_teacher
+def test_a_teacher_trained_with_a_matcher_saves_it_and_both_scorers_are_tested(matcher_teacher, capsys):
+    """`--matcher_layers 1` on the LiT towers (the `matcher_teacher` fixture): the record has the matcher's
+    compositional test beside the cosine's, the directory holds the matcher, `CLIPTeacher` loads it, its grids and
+    embeddings from one pass equal open_clip's own, and `python -m clipcap.compositional` scores both scorers with the
+    numbers teacher.json recorded."""
     from clipcap import compositional
     from clipcap.matching import encode_image_grid, encode_text_tokens
     from clipcap.teacher import CLIPTeacher
 
-    data = tmp_path / "data"
-    tiny_dataset(num_train=8, num_validation=4, size=64).save_to_disk(str(data))
-    out = tmp_path / "teacher"
-    argv = ["--dataset_dir", str(data), "--output_dir", str(out), "--model", "ClipCap-LiT-S"]
-    argv += ["--image_tower_pretrained", PACKAGED, "--text_tower_pretrained", "all_minilm_l6_v2"]
-    argv += ["--max_steps", "2", "--batch_size", "4", "--warmup_steps", "1", "--matcher_layers", "1"]
-    argv += ["--hard_negatives", "swap_colours,swap_phrases,converse_relation", "--counterfactual_images", "0.5"]
-    assert train_clip_teacher.main(argv) == 0
-    printed = capsys.readouterr().out
-    assert "| true caption above it (cosine) | matcher |" in printed
+    out, data = matcher_teacher
     record = json.loads((out / "teacher.json").read_text())
     scored = record["validation"]["compositional_matcher"]
     assert set(scored) == set(record["validation"]["compositional"])
@@ -81,11 +71,26 @@ def test_a_teacher_trained_with_a_matcher_saves_it_and_both_scorers_are_tested(t
     assert torch.allclose(embeds, teacher.model.encode_image(pixels), atol=1e-5)
     ids = teacher.tokenizer(["a red toaster", "a blue kettle left of a red toaster"])
     states, mask, text_embeds = encode_text_tokens(teacher.model, ids)
-    assert mask.sum(1).tolist() == [6, 11]  # [CLS] a red toast ##er [SEP], ... and states.shape[:2] == ids.shape
+    # [CLS] a red toast ##er [SEP] and [CLS] a blue kettle left of a red toast ##er [SEP]; the rest is padding
+    assert mask.sum(1).tolist() == [6, 11] and states.shape[:2] == ids.shape
     assert torch.allclose(text_embeds, teacher.model.encode_text(ids), atol=1e-5)
+    logits = teacher.match_grids(grid, ["a red toaster", "a blue kettle left of a red toaster"])
+    assert torch.allclose(logits, teacher.matcher(grid, states, mask), atol=1e-5)
 
-    assert compositional.main(["--clip_model", "ClipCap-LiT-S", "--clip_pretrained", str(out), "--dataset_dir", str(data), "--json"]) == 0
+    argv = ["--clip_model", "ClipCap-LiT-S", "--clip_pretrained", str(out), "--dataset_dir", str(data)]
+    assert compositional.main([*argv, "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == {"cosine", "matcher"}
     for kind, accuracy in scored.items():
         if printed["matcher"][kind]["scenes"]:
             assert printed["matcher"][kind]["accuracy"] == pytest.approx(accuracy, abs=1e-4)
+    assert compositional.main(argv) == 0
+    assert "| true caption above it (cosine) | matcher |" in capsys.readouterr().out
+
+
+def test_a_matcher_needs_the_lit_towers(teacher_checkpoint):
+    import open_clip
+
+    model = open_clip.create_model("ClipCap-Test-Teacher", pretrained=None)
+    with pytest.raises(ValueError, match="LiT architecture"):
+        ImageTextMatcher.for_model(model, layers=1)

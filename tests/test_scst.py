@@ -11,7 +11,7 @@ import torch
 import run_train
 from clipcap.scst import leave_one_out_baseline, sampled_tokens_mask, scst_loss, token_log_probs
 from tests.conftest import ROOT
-from tests.helpers import CountingTeacher, accelerate_launch, scst_argv
+from tests.helpers import CountingTeacher, accelerate_launch, needs_packaged_weights, scst_argv
 
 
 def test_advantage_and_loss_on_a_hand_built_batch():
@@ -61,7 +61,11 @@ def make_scst_trainer(tmp_path, data_dir, stage_one, teacher, **scst):
     processor = ClipCapProcessor.from_pretrained(str(stage_one))
     scst = SCSTArguments(**{"scst": True, "scst_num_samples": 3, **scst})
     collator = CaptionCollator(
-        processor, teacher=teacher, teacher_images=scst.scst_clip_weight > 0, references=scst.scst_cider_weight > 0
+        processor,
+        teacher=teacher,
+        teacher_images=scst.scst_clip_weight > 0,
+        references=scst.scst_cider_weight > 0,
+        teacher_pixels=scst.needs_teacher_pixels,
     )
     args = ClipCapTrainingArguments(
         output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, generation_max_new_tokens=6
@@ -114,7 +118,7 @@ def test_a_caption_rewarded_above_its_baseline_gets_its_probability_raised(
     trainer, batch = make_scst_trainer(tmp_path, data_dir, stage_one, teacher)
     model = trainer.model
     eos = model.config.text_config.eos_token_id
-    trainer.rewards = lambda captions, image_embeds, references, copies: {
+    trainer.rewards = lambda captions, image_embeds, references, copies, grids=None: {
         "total": torch.tensor([1.0 if i % copies == 0 else 0.0 for i in range(len(captions))])
     }
     sampled = spy_on_generate(model)
@@ -178,6 +182,38 @@ def test_the_reward_is_the_weighted_parts_and_a_zero_clip_weight_never_calls_the
     lengths = [len(caption.split()) for caption in captions]
     assert logged["scst_sample_length"] == pytest.approx(sum(lengths) / len(lengths))
     assert 0.0 <= logged["scst_unparseable"] <= 1.0 and torch.isfinite(loss)
+
+
+@needs_packaged_weights
+def test_the_matcher_reward_is_the_matchers_probability_of_each_sample(tmp_path, stage_one, matcher_teacher):
+    """`scst_matcher_weight`: each sample's reward part is sigmoid(matcher logit) with its own image's grid, added to
+    CLIP-S by the weights; a teacher without a matcher is refused in one line."""
+    from clipcap.metrics import clip_score
+    from clipcap.teacher import CLIPTeacher
+
+    teacher_dir, data_dir = matcher_teacher
+    teacher = CLIPTeacher.from_pretrained("ClipCap-LiT-S", str(teacher_dir))
+    weights = {"scst_clip_weight": 0.5, "scst_matcher_weight": 2.0}
+    trainer, batch = make_scst_trainer(tmp_path, data_dir, stage_one, teacher, **weights)
+    assert batch["teacher_pixel_values"].shape[0] == 2
+    sampled = spy_on_generate(trainer.model)
+    trainer.model.train()
+    assert torch.isfinite(trainer.compute_loss(trainer.model, batch))
+    logged = {
+        name: float(value) / trainer._term_counts["train"][name] for name, value in trainer._term_sums["train"].items()
+    }
+    captions = trainer.processing_class.batch_decode(sampled[0])
+    grids = teacher.grids_of_pixel_values(batch["teacher_pixel_values"]).repeat_interleave(3, dim=0)
+    by_hand = torch.sigmoid(teacher.match_grids(grids, captions))
+    assert 0.0 < by_hand.min() and by_hand.max() < 1.0
+    assert logged["scst_reward_matcher"] == pytest.approx(by_hand.mean().item(), rel=1e-5)
+    images = teacher.embed_pixel_values(batch["teacher_pixel_values"]).repeat_interleave(3, dim=0)
+    clip_s = clip_score(images, teacher.embed_texts(captions)).mean().item()
+    assert logged["scst_reward"] == pytest.approx(0.5 * clip_s + 2.0 * by_hand.mean().item(), rel=1e-5)
+
+    teacher.matcher = None
+    with pytest.raises(ValueError, match="needs a teacher with an image-text matcher"):
+        make_scst_trainer(tmp_path, data_dir, stage_one, teacher, **weights)
 
 
 def test_the_stage_logs_its_reward_and_resumes_from_a_checkpoint(tmp_path, data_dir, stage_one, teacher_checkpoint):
