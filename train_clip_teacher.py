@@ -157,6 +157,14 @@ class TeacherTrainingArguments:
     matcher_learning_rate: float | None = field(
         default=None, metadata={"help": "The matcher's peak learning rate (default: learning_rate)."}
     )
+    matcher_steps: int = field(
+        default=0,
+        metadata={
+            "help": "After the towers' steps, train the matcher alone this many more steps on the frozen towers (in "
+            "eval mode: the grids and token states it will read as a teacher), as BLIP-2 trains its matching on a "
+            "frozen image encoder: each step costs the towers' forward pass only."
+        },
+    )
 
     def __post_init__(self):
         kinds = _names(self.hard_negatives)
@@ -170,6 +178,8 @@ class TeacherTrainingArguments:
             raise ValueError("hard_negative_weight needs hard_negatives")
         if self.matcher_layers < 0:
             raise ValueError("matcher_layers is a number of layers, 0 for no matcher")
+        if self.matcher_steps and not self.matcher_layers:
+            raise ValueError("matcher_steps trains the matcher: set matcher_layers")
 
 
 def _names(text: str) -> list[str]:
@@ -213,9 +223,12 @@ def load_data(args: TeacherTrainingArguments):
     return train, dataset["validation"]
 
 
-def make_optimizer(model, args: TeacherTrainingArguments, total_steps: int, matcher=None):
+def make_optimizer(
+    model, args: TeacherTrainingArguments, total_steps: int, matcher=None, learning_rate: float | None = None
+):
     """AdamW with no decay on gains, biases and the logit scale (as open_clip's training does), and a cosine schedule
-    after a linear warm-up; the matcher's parameters (if any) at `matcher_learning_rate`."""
+    after a linear warm-up; `model`'s parameters at `learning_rate` (default `args.learning_rate`), the matcher's (if
+    any) at `matcher_learning_rate`."""
 
     def groups(module, lr: float) -> list[dict]:
         trainable = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
@@ -226,12 +239,12 @@ def make_optimizer(model, args: TeacherTrainingArguments, total_steps: int, matc
             {"params": no_decay, "weight_decay": 0.0, "lr": lr},
         ]
 
-    parameter_groups = groups(model, args.learning_rate)
+    parameter_groups = groups(model, learning_rate or args.learning_rate)
     if matcher is not None:
         parameter_groups += groups(matcher, args.matcher_learning_rate or args.learning_rate)
     optimizer = torch.optim.AdamW(
         parameter_groups,
-        lr=args.learning_rate,
+        lr=learning_rate or args.learning_rate,
         betas=(0.9, 0.98),
         eps=1e-6,
     )
@@ -264,13 +277,13 @@ class BatchMaker:
                 "hard_negatives: the dataset has neither scenes nor labels to judge negatives by; none made"
             )
 
-    def __call__(self, index: list[int]) -> tuple[list, list[str], list[str], list[int]]:
-        """`(images, captions, negatives, owners)`: caption i is true of image i; negative k was made from caption
-        `owners[k]`."""
+    def __call__(self, index: list[int]) -> tuple[list, list[str], list[str], list[int], list[tuple[int, int]]]:
+        """`(images, captions, negatives, owners, twins)`: caption i is true of image i; negative k was made from
+        caption `owners[k]`; each `(i, j)` of `twins` is a scene i and its counterfactual j."""
         images = list(self.images[index][IMAGE_COLUMN])
         captions = [random.choice(self.captions[i]) for i in index]
         scenes = [self.scenes[i] if self.scenes is not None else None for i in index]
-        rows = list(index)
+        rows, twins = list(index), []
         if self.counterfactual_fraction:
             for k in range(round(self.counterfactual_fraction * len(index))):
                 made = self._counterfactual(scenes[k], captions[k], images[k])
@@ -278,6 +291,7 @@ class BatchMaker:
                 if made is not None:
                     kind, scene, image, caption = made
                     self.counts[f"counterfactual_{kind}"] += 1
+                    twins.append((k, len(images)))
                     images.append(image)
                     captions.append(caption)
                     scenes.append(scene)
@@ -287,7 +301,7 @@ class BatchMaker:
             judges = [judge_of(scene, self.labels[row] if self.labels else None) for row, scene in zip(rows, scenes)]
             negatives, owners, kinds = draw_hard_negatives(captions, judges, self.kinds, self.per_caption, self.rng)
             self.counts.update(f"negative_{kind}" for kind in kinds)
-        return images, captions, negatives, owners
+        return images, captions, negatives, owners, twins
 
     def _counterfactual(self, scene: Scene | None, caption: str, image):
         if scene is not None:
@@ -311,54 +325,79 @@ def without_padding_columns(model, input_ids: torch.Tensor) -> torch.Tensor:
 
 
 def batch_loss(
-    model, tokenizer, preprocess, batch, args: TeacherTrainingArguments, device, matcher=None, generator=None
+    model,
+    tokenizer,
+    preprocess,
+    batch,
+    args: TeacherTrainingArguments,
+    device,
+    matcher=None,
+    generator=None,
+    matcher_only: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """CLIP's symmetric InfoNCE over the batch's images and captions (identical captions not each other's negatives),
     with the hard negative captions in each image's softmax (NegCLIP) and, weighted by `hard_negative_weight`, each
     against its own caption alone (`clipcap.losses`); with a `matcher`, plus `matcher_weight` x its loss
-    (`matcher_loss`). Returns the loss and its terms."""
-    images, captions, negatives, owners = batch
+    (`matcher_loss`); with `matcher_only`, the matcher's loss alone, the towers run without gradients. Returns the
+    loss and its terms."""
+    images, captions, negatives, owners, twins = batch
     texts = without_padding_columns(model, tokenizer(captions + negatives)).to(device)
     pixel_values = preprocess_images(preprocess, images).to(device)
     if matcher is None:
         out = model(pixel_values, texts)
         image_features, text_features, scale = out["image_features"], out["text_features"], out["logit_scale"]
     else:  # the same embeddings, and the grid and token states the matcher reads, from one pass of each tower
-        grid, image_features = encode_image_grid(model, pixel_values)
-        states, mask, text_features = encode_text_tokens(model, texts)
+        with torch.set_grad_enabled(not matcher_only and torch.is_grad_enabled()):
+            grid, image_features = encode_image_grid(model, pixel_values)
+            states, mask, text_features = encode_text_tokens(model, texts)
         image_features, text_features = F.normalize(image_features, dim=-1), F.normalize(text_features, dim=-1)
         scale = model.logit_scale.exp()
     positives, negative_features = text_features[: len(captions)], text_features[len(captions) :]
     ids = torch.tensor([caption_id(caption) for caption in captions], device=device)
+    owners = torch.tensor(owners, dtype=torch.long, device=device)
+    if matcher_only:
+        similarity = image_features @ positives.T
+        matching = matcher_loss(matcher, grid, states, mask, similarity, ids, owners, twins, generator)
+        return matching, {"matcher": matching.item()}
     loss = contrastive_loss(image_features, positives, scale, ids, negatives=negative_features)
     terms = {"contrastive": loss.item()}
-    owners = torch.tensor(owners, dtype=torch.long, device=device)
     if args.hard_negative_weight:
         loss = loss + args.hard_negative_weight * hard_negative_pair_loss(
             image_features, positives, negative_features, owners, scale
         )
     if matcher is not None:
         similarity = image_features @ positives.T
-        matching = matcher_loss(matcher, grid, states, mask, similarity, ids, owners, generator)
+        matching = matcher_loss(matcher, grid, states, mask, similarity, ids, owners, twins, generator)
         terms["matcher"] = matching.item()
         loss = loss + args.matcher_weight * matching
     return loss, terms
 
 
-def matcher_loss(matcher, grid, states, mask, similarity, ids, owners, generator=None) -> torch.Tensor:
-    """`clipcap.matching.matching_loss` over the batch's pairs: image i with caption i (true), with each hard negative
-    made from caption i (`owners`), and with another caption drawn by the contrastive `similarity` (ALBEF), and caption
-    i with another image drawn likewise (false). Identical captions are not drawn: they are true of both images."""
-    batch = len(ids)
+def matcher_loss(matcher, grid, states, mask, similarity, ids, owners, twins=(), generator=None) -> torch.Tensor:
+    """`clipcap.matching.matching_loss` over the batch's pairs: image i with caption i (true); false: image i with each
+    hard negative made from caption i (`owners`), with its counterfactual twin's caption and the twin with caption i
+    (`twins`: the same content, one fact changed), and with another caption drawn by the contrastive `similarity`
+    (ALBEF), and caption i with another image drawn likewise. Identical captions are never false pairs."""
+    batch, device = len(ids), grid.device
     same = ids[:, None] == ids[None, :]
-    other_caption = draw_in_batch_negatives(similarity, same, generator).to(grid.device)
-    other_image = draw_in_batch_negatives(similarity.T, same, generator).to(grid.device)
-    rows = torch.arange(batch, device=grid.device)
+    other_caption = draw_in_batch_negatives(similarity, same, generator).to(device)
+    other_image = draw_in_batch_negatives(similarity.T, same, generator).to(device)
+    rows = torch.arange(batch, device=device)
     has_caption, has_image = other_caption >= 0, other_image >= 0
-    image_index = torch.cat([rows, owners, rows[has_caption], other_image[has_image]])
-    text_index = torch.cat([rows, batch + torch.arange(len(owners), device=grid.device), other_caption[has_caption], rows[has_image]])
-    labels = torch.cat([torch.ones(batch), torch.zeros(len(image_index) - batch)])
-    return matching_loss(matcher(grid[image_index], states[text_index], mask[text_index]), labels.to(grid.device))
+    pairs = torch.tensor([(i, j) for i, j in twins if ids[i] != ids[j]], dtype=torch.long, device=device).view(-1, 2)
+    image_index = torch.cat([rows, owners, pairs[:, 0], pairs[:, 1], rows[has_caption], other_image[has_image]])
+    text_index = torch.cat(
+        [
+            rows,
+            batch + torch.arange(len(owners), device=device),
+            pairs[:, 1],
+            pairs[:, 0],
+            other_caption[has_caption],
+            rows[has_image],
+        ]
+    )
+    labels = torch.cat([torch.ones(batch), torch.zeros(len(image_index) - batch)]).to(device)
+    return matching_loss(matcher(grid[image_index], states[text_index], mask[text_index]), labels)
 
 
 @torch.no_grad()
@@ -421,9 +460,7 @@ def train_steps(
 
     def evaluate(step: int):
         nonlocal window_loss, window_rows
-        record = evaluate_teacher(
-            model, tokenizer, validation_images, validation_captions, validation_scenes, matcher
-        )
+        record = evaluate_teacher(model, tokenizer, validation_images, validation_captions, validation_scenes, matcher)
         entry = {
             "step": step,
             "epoch": round(step / steps_per_epoch, 3),
@@ -432,8 +469,9 @@ def train_steps(
         history.append({**entry, **record})
         logger.info("step %d: %s", step, json.dumps(history[-1]))
         window_loss, window_rows = 0.0, 0
-        model.train()
+        model.train(towers_train)
 
+    towers_train = True
     model.train()
     if matcher is not None:
         matcher.train()
@@ -456,6 +494,31 @@ def train_steps(
         progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", **{k: f"{v:.3f}" for k, v in terms.items()})
     progress.close()
     evaluate(total_steps)
+    if args.matcher_steps:
+        # The matcher alone on the frozen towers, in eval mode (the BatchNorm statistics a teacher runs with).
+        towers_train = False
+        model.eval().requires_grad_(False)
+        matcher_optimizer, matcher_scheduler = make_optimizer(
+            matcher, args, args.matcher_steps, learning_rate=args.matcher_learning_rate or args.learning_rate
+        )
+        progress = tqdm(total=args.matcher_steps, desc="matcher", unit="step")
+        stage = batches(len(train), args.batch_size, args.matcher_steps, generator)
+        for step, (_, index) in enumerate(stage, start=total_steps):
+            if args.eval_steps and step > total_steps and (step - total_steps) % args.eval_steps == 0:
+                evaluate(step)
+            loss, terms = batch_loss(
+                model, tokenizer, preprocess, make_batch(index), args, device, matcher, negatives_generator, True
+            )
+            matcher_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            matcher_optimizer.step()
+            matcher_scheduler.step()
+            window_loss += loss.item() * len(index)
+            window_rows += len(index)
+            progress.update()
+            progress.set_postfix(matcher=f"{loss.item():.3f}")
+        progress.close()
+        evaluate(total_steps + args.matcher_steps)
     return history, dict(sorted(make_batch.counts.items()))
 
 

@@ -49,6 +49,10 @@ ARMS = {
     "SCST: CLIP-S, greedy baseline": (SCST, ["--scst_baseline", "greedy"]),
     "SCST: CLIP-S + CE guard": (SCST, ["--scst_ce_weight", "0.5"]),
     "SCST: CLIP-S + CIDEr-D": (SCST, ["--scst_cider_weight", "0.2"]),
+    # The teacher's image-text matcher (clipcap.matching; a teacher trained with --matcher_layers), which sees
+    # relations: its probability alone, and added to CLIP-S.
+    "SCST: matcher": (SCST, ["--scst_clip_weight", "0", "--scst_matcher_weight", "1"]),
+    "SCST: CLIP-S + matcher": (SCST, ["--scst_matcher_weight", "1"]),
 }
 DEFAULT_ARMS = ("first stage continued (control)", "SCST: CLIP-S")
 # A second stage continues a trained model: its grid sits an order of magnitude below the first stage's (the

@@ -166,7 +166,8 @@ def teacher_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def matcher_teacher(tmp_path_factory):
     """A LiT teacher (the packaged EfficientNet-Lite0 and MiniLM towers) trained 2 steps with a 1-layer image-text
-    matcher and hard negatives on a tiny synthetic dataset of 64 px scenes: `(teacher directory, dataset directory)`.
+    matcher and hard negatives, then the matcher 2 steps alone on the frozen towers, on a tiny synthetic dataset of
+    64 px scenes: `(teacher directory, dataset directory)`.
     Needs the offline-weights extra (tests using it are marked `needs_packaged_weights`)."""
     import train_clip_teacher
     from tests.helpers import PACKAGED
@@ -177,6 +178,7 @@ def matcher_teacher(tmp_path_factory):
     argv = ["--dataset_dir", str(data), "--output_dir", str(out), "--model", "ClipCap-LiT-S"]
     argv += ["--image_tower_pretrained", PACKAGED, "--text_tower_pretrained", "all_minilm_l6_v2"]
     argv += ["--max_steps", "2", "--batch_size", "4", "--warmup_steps", "1", "--matcher_layers", "1"]
+    argv += ["--matcher_steps", "2", "--matcher_learning_rate", "1e-3"]
     argv += ["--hard_negatives", "swap_colours,swap_phrases,converse_relation", "--counterfactual_images", "0.5"]
     assert train_clip_teacher.main(argv) == 0
     return out, data

@@ -62,6 +62,12 @@ def test_a_teacher_trained_with_a_matcher_saves_it_and_both_scorers_are_tested(m
     scored = record["validation"]["compositional_matcher"]
     assert set(scored) == set(record["validation"]["compositional"])
     assert record["matcher"] == {"image_channels": 1280, "text_dim": 384, "width": 256, "layers": 1, "heads": 4}
+    # Evaluated after the towers' 2 steps (8 rows / 4: an epoch is 2 steps) and after the matcher's 2: the towers were
+    # frozen, so everything but the matcher's scores is as it was.
+    towers, matcher_stage = record["history"][-2:]
+    assert (towers["step"], matcher_stage["step"]) == (2, 4)
+    for key in ("image_to_text_R@1", "text_to_image_R@1", "compositional"):
+        assert towers[key] == matcher_stage[key]
 
     teacher = CLIPTeacher.from_pretrained("ClipCap-LiT-S", str(out))
     assert teacher.matcher is not None and not teacher.matcher.training
