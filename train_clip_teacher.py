@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import ImageOps
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
 
@@ -100,12 +100,20 @@ class TeacherTrainingArguments:
         default=None,
         metadata={"help": "A Hugging Face text tower: all_minilm_l6_v2 (packaged), or a local model directory."},
     )
+    init_teacher: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start both towers from this train_clip_teacher.py directory (same model and tower weights "
+            "arguments); with --max_steps 0 the towers are not trained: only a matcher is (matcher_steps), on them."
+        },
+    )
     lock_image_tower: bool = field(
         default=False, metadata={"help": "Train only the text tower and the projections (LiT's locked image tower)."}
     )
     num_train_epochs: int = field(default=10, metadata={"help": "Passes over the training images."})
     max_steps: int | None = field(
-        default=None, metadata={"help": "Train this many steps instead (batches drawn epoch after epoch)."}
+        default=None,
+        metadata={"help": "Train this many steps instead (batches drawn epoch after epoch); 0 with init_teacher."},
     )
     batch_size: int = field(default=128, metadata={"help": "Images (and captions) per contrastive batch."})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate."})
@@ -180,6 +188,8 @@ class TeacherTrainingArguments:
             raise ValueError("matcher_layers is a number of layers, 0 for no matcher")
         if self.matcher_steps and not self.matcher_layers:
             raise ValueError("matcher_steps trains the matcher: set matcher_layers")
+        if self.max_steps == 0 and not (self.init_teacher and self.matcher_steps):
+            raise ValueError("max_steps 0 trains no tower: it is for a matcher (matcher_steps) on an init_teacher")
 
 
 def _names(text: str) -> list[str]:
@@ -558,13 +568,16 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
     model, preprocess, tokenizer, text_tower = create_teacher_model(
         args.model, args.image_tower_pretrained, args.text_tower_pretrained, device
     )
+    if args.init_teacher:
+        model.load_state_dict(load_file(str(Path(args.init_teacher) / TEACHER_CHECKPOINT_NAME)))
+        logger.info("The towers start from the teacher in %s", args.init_teacher)
     if args.lock_image_tower:
         model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
     matcher = None
     if args.matcher_layers:
         matcher = ImageTextMatcher.for_model(model, args.matcher_layers, args.matcher_width).to(device)
     steps_per_epoch = math.ceil(len(train) / args.batch_size)
-    total_steps = args.max_steps or steps_per_epoch * args.num_train_epochs
+    total_steps = args.max_steps if args.max_steps is not None else steps_per_epoch * args.num_train_epochs
     optimizer, scheduler = make_optimizer(model, args, total_steps, matcher)
     logger.info(
         "2. Training %s (%.1fM parameters, %.1fM trainable): %d steps of batch %d (%.2f epochs), on %s in fp32 (%s)",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from clipcap.matching import ImageTextMatcher, MatcherConfig, draw_in_batch_negatives, matching_loss
-from tests.helpers import needs_packaged_weights
+from tests.helpers import PACKAGED, needs_packaged_weights
 
 
 def test_matching_loss_weighs_the_true_pairs_as_much_as_all_the_false_ones():
@@ -100,3 +100,29 @@ def test_a_matcher_needs_the_lit_towers(teacher_checkpoint):
     model = open_clip.create_model("ClipCap-Test-Teacher", pretrained=None)
     with pytest.raises(ValueError, match="LiT architecture"):
         ImageTextMatcher.for_model(model, layers=1)
+
+
+@needs_packaged_weights
+def test_a_matcher_trained_alone_on_a_saved_teacher_leaves_its_towers_as_they_were(matcher_teacher, tmp_path):
+    """`--init_teacher DIR --max_steps 0 --matcher_steps 2`: the new teacher's towers are DIR's, bit for bit, with a
+    new matcher trained on them (evaluated before and after its 2 steps)."""
+    from safetensors.torch import load_file
+
+    import train_clip_teacher
+
+    teacher_dir, data = matcher_teacher
+    out = tmp_path / "teacher"
+    argv = ["--dataset_dir", str(data), "--output_dir", str(out), "--model", "ClipCap-LiT-S"]
+    argv += ["--image_tower_pretrained", PACKAGED, "--text_tower_pretrained", "all_minilm_l6_v2"]
+    argv += ["--init_teacher", str(teacher_dir), "--max_steps", "0", "--batch_size", "4", "--warmup_steps", "1"]
+    argv += ["--matcher_layers", "1", "--matcher_steps", "2", "--hard_negatives", "swap_phrases", "--seed", "3"]
+    assert train_clip_teacher.main(argv) == 0
+    before = load_file(str(teacher_dir / "open_clip_model.safetensors"))
+    after = load_file(str(out / "open_clip_model.safetensors"))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    matchers = [load_file(str(d / "matcher.safetensors")) for d in (teacher_dir, out)]
+    assert any(not torch.equal(matchers[0][k], matchers[1][k]) for k in matchers[0])
+    record = json.loads((out / "teacher.json").read_text())
+    assert [entry["step"] for entry in record["history"]] == [0, 2]
+    with pytest.raises(ValueError, match="max_steps 0 trains no tower"):
+        train_clip_teacher.parse_args([*argv[:-6], "--overwrite_output_dir"])
