@@ -53,7 +53,8 @@ from clipcap.hard_negatives import NEGATIVE_KINDS, draw_hard_negatives, judge_of
 from clipcap.lit_teacher import create_teacher_model, save_text_tower
 from clipcap.losses import caption_id, contrastive_loss, hard_negative_pair_loss
 from clipcap.matching import (
-    ImageTextMatcher,
+    MATCHER_KINDS,
+    Matcher,
     draw_in_batch_negatives,
     encode_image_grid,
     encode_text_tokens,
@@ -160,6 +161,15 @@ class TeacherTrainingArguments:
             "its hard negatives and the batch's hardest other caption and image; 0: none."
         },
     )
+    matcher_kind: str = field(
+        default="itm",
+        metadata={
+            "help": "itm: a true/false logit over the caption's token states and the cells (ALBEF / BLIP); "
+            "generative: a small caption decoder over the cells, the score the mean log-probability of the caption's "
+            "tokens (CoCa's captioning head, VisualGPTScore), trained on the captions and ranked against their "
+            "negatives."
+        },
+    )
     matcher_width: int = field(default=256, metadata={"help": "The matcher's width."})
     matcher_weight: float = field(default=1.0, metadata={"help": "Weight of the matcher's loss."})
     matcher_learning_rate: float | None = field(
@@ -186,6 +196,8 @@ class TeacherTrainingArguments:
             raise ValueError("hard_negative_weight needs hard_negatives")
         if self.matcher_layers < 0:
             raise ValueError("matcher_layers is a number of layers, 0 for no matcher")
+        if self.matcher_kind not in MATCHER_KINDS:
+            raise ValueError(f"matcher_kind {self.matcher_kind!r}: choose one of {', '.join(MATCHER_KINDS)}")
         if self.matcher_steps and not self.matcher_layers:
             raise ValueError("matcher_steps trains the matcher: set matcher_layers")
         if self.max_steps == 0 and not (self.init_teacher and self.matcher_steps):
@@ -367,7 +379,7 @@ def batch_loss(
     owners = torch.tensor(owners, dtype=torch.long, device=device)
     if matcher_only:
         similarity = image_features @ positives.T
-        matching = matcher_loss(matcher, grid, states, mask, similarity, ids, owners, twins, generator)
+        matching = matcher_loss(matcher, grid, states, mask, texts, similarity, ids, owners, twins, generator)
         return matching, {"matcher": matching.item()}
     loss = contrastive_loss(image_features, positives, scale, ids, negatives=negative_features)
     terms = {"contrastive": loss.item()}
@@ -377,17 +389,23 @@ def batch_loss(
         )
     if matcher is not None:
         similarity = image_features @ positives.T
-        matching = matcher_loss(matcher, grid, states, mask, similarity, ids, owners, twins, generator)
+        matching = matcher_loss(matcher, grid, states, mask, texts, similarity, ids, owners, twins, generator)
         terms["matcher"] = matching.item()
         loss = loss + args.matcher_weight * matching
     return loss, terms
 
 
-def matcher_loss(matcher, grid, states, mask, similarity, ids, owners, twins=(), generator=None) -> torch.Tensor:
-    """`clipcap.matching.matching_loss` over the batch's pairs: image i with caption i (true); false: image i with each
-    hard negative made from caption i (`owners`), with its counterfactual twin's caption and the twin with caption i
+def matcher_loss(
+    matcher, grid, states, mask, input_ids, similarity, ids, owners, twins=(), generator=None
+) -> torch.Tensor:
+    """The matcher's loss over the batch's pairs: image i with caption i (true); false: image i with each hard
+    negative made from caption i (`owners`), with its counterfactual twin's caption and the twin with caption i
     (`twins`: the same content, one fact changed), and with another caption drawn by the contrastive `similarity`
-    (ALBEF), and caption i with another image drawn likewise. Identical captions are never false pairs."""
+    (ALBEF), and caption i with another image drawn likewise. Identical captions are never false pairs.
+
+    The ITM kind: `clipcap.matching.matching_loss` (binary cross-entropy). The generative kind: the captions'
+    negative mean log-likelihood (CoCa's captioning loss) plus, for each false pair, softplus(its score - the score of
+    the true pair it was made from: the same image, or for another image the same caption)."""
     batch, device = len(ids), grid.device
     same = ids[:, None] == ids[None, :]
     other_caption = draw_in_batch_negatives(similarity, same, generator).to(device)
@@ -406,8 +424,13 @@ def matcher_loss(matcher, grid, states, mask, similarity, ids, owners, twins=(),
             rows[has_image],
         ]
     )
+    scores = matcher(grid[image_index], states[text_index], mask[text_index], input_ids[text_index])
+    if matcher.config.kind == "generative":
+        made_from = torch.cat([owners, pairs[:, 0], pairs[:, 1], rows[has_caption], rows[has_image]])
+        true, false = scores[:batch], scores[batch:]
+        return -true.mean() + F.softplus(false - true[made_from]).mean()
     labels = torch.cat([torch.ones(batch), torch.zeros(len(image_index) - batch)]).to(device)
-    return matching_loss(matcher(grid[image_index], states[text_index], mask[text_index]), labels)
+    return matching_loss(scores, labels)
 
 
 @torch.no_grad()
@@ -445,7 +468,7 @@ def match_scorer(model, tokenizer, matcher, images: torch.Tensor, batch_size: in
         for i in range(0, len(texts), batch_size):
             ids = without_padding_columns(model, tokenizer(texts[i : i + batch_size])).to(device)
             states, mask, _ = encode_text_tokens(model, ids)
-            logits.append(matcher(grids[rows[i : i + batch_size]], states, mask).float().cpu())
+            logits.append(matcher(grids[rows[i : i + batch_size]], states, mask, ids).float().cpu())
         return torch.cat(logits)
 
     return score_pairs
@@ -575,7 +598,7 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
         model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
     matcher = None
     if args.matcher_layers:
-        matcher = ImageTextMatcher.for_model(model, args.matcher_layers, args.matcher_width).to(device)
+        matcher = Matcher.for_model(model, args.matcher_layers, args.matcher_width, args.matcher_kind).to(device)
     steps_per_epoch = math.ceil(len(train) / args.batch_size)
     total_steps = args.max_steps if args.max_steps is not None else steps_per_epoch * args.num_train_epochs
     optimizer, scheduler = make_optimizer(model, args, total_steps, matcher)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+MATCHER_KINDS = ("itm", "generative")
 MATCHER_WEIGHTS_NAME = "matcher.safetensors"
 MATCHER_CONFIG_NAME = "matcher_config.json"
 
@@ -46,6 +47,14 @@ class MatcherConfig:
     width: int = 256
     layers: int = 2
     heads: int = 4
+    kind: str = "itm"  # or "generative" (CaptionLikelihoodScorer)
+    vocab_size: int = 0  # the text tower's, for "generative"
+
+    def __post_init__(self):
+        if self.kind not in MATCHER_KINDS:
+            raise ValueError(f"matcher kind {self.kind!r}: choose one of {', '.join(MATCHER_KINDS)}")
+        if self.kind == "generative" and self.vocab_size < 1:
+            raise ValueError("a generative matcher needs the text tower's vocab_size")
 
     def save(self, directory: str | os.PathLike) -> None:
         Path(directory, MATCHER_CONFIG_NAME).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -55,14 +64,64 @@ class MatcherConfig:
         return cls(**json.loads(Path(directory, MATCHER_CONFIG_NAME).read_text()))
 
 
-class ImageTextMatcher(nn.Module):
-    """The matching head: `forward(grid, text_states, text_mask)` -> one logit per (image, caption) pair.
+def image_cells(proj: nn.Module, grid: torch.Tensor, width: int) -> torch.Tensor:
+    """`(batch, channels, height, width)` grid -> `(batch, cells, width)`: each cell mapped by `proj`, plus its fixed
+    2-D sine-cosine position (row-major; the captioner's grid prefix uses the same positions)."""
+    from modeling_clipcap import sincos_2d
+
+    _, _, rows, columns = grid.shape
+    cells = proj(grid.flatten(2).transpose(1, 2))
+    return cells + sincos_2d(rows, columns, width).to(cells)
+
+
+class Matcher(nn.Module):
+    """What both kinds share: `forward(grid, text_states, text_mask, input_ids)` -> one score per (image, caption)
+    pair, higher for a caption more likely true; building one for a model's towers, saving and loading it.
 
     Args:
         grid: `(batch, channels, height, width)`, the image trunk's last feature map.
         text_states: `(batch, length, text_dim)`, the text tower's last hidden states.
         text_mask: `(batch, length)`, 1 on tokens, 0 on padding.
+        input_ids: `(batch, length)`, the caption's token ids.
     """
+
+    config: MatcherConfig
+
+    @classmethod
+    def for_model(cls, model, layers: int, width: int = 256, kind: str = "itm") -> Matcher:
+        """A new matcher of `kind` sized for the open_clip `model`'s towers."""
+        check_towers(model)
+        text = model.text.config
+        config = MatcherConfig(
+            model.visual.trunk.num_features,
+            text.hidden_size,
+            width=width,
+            layers=layers,
+            kind=kind,
+            vocab_size=text.vocab_size if kind == "generative" else 0,
+        )
+        return MATCHER_CLASSES[kind](config)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """`matcher_config.json`, then the weights (written beside the target and renamed)."""
+        self.config.save(directory)
+        target = Path(directory, MATCHER_WEIGHTS_NAME)
+        partial = target.with_suffix(".partial")
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(partial))
+        os.replace(partial, target)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> Matcher:
+        """The matcher saved in `directory`, of the kind its config names, in eval mode."""
+        config = MatcherConfig.load(directory)
+        matcher = MATCHER_CLASSES[config.kind](config)
+        matcher.load_state_dict(load_file(str(Path(directory, MATCHER_WEIGHTS_NAME))))
+        return matcher.eval()
+
+
+class ImageTextMatcher(Matcher):
+    """The ITM kind: [CLS], the caption's token states and the image's cells in one stream; the score is the logit
+    that the caption is true (the token ids are not read)."""
 
     def __init__(self, config: MatcherConfig):
         super().__init__()
@@ -76,37 +135,57 @@ class ImageTextMatcher(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 1))
 
-    def forward(self, grid: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        from modeling_clipcap import sincos_2d  # the captioner's grid prefix uses the same positions
-
-        batch, _, height, width = grid.shape
-        cells = self.image_proj(grid.flatten(2).transpose(1, 2).to(self.cls.dtype))
-        cells = cells + sincos_2d(height, width, self.config.width).to(cells) + self.type_embedding[1]
+    def forward(
+        self, grid: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor, input_ids=None
+    ) -> torch.Tensor:
+        batch = len(grid)
+        cells = image_cells(self.image_proj, grid.to(self.cls.dtype), self.config.width) + self.type_embedding[1]
         text = self.text_proj(text_states.to(self.cls.dtype)) + self.type_embedding[0]
         x = torch.cat([self.cls.expand(batch, -1, -1), text, cells], dim=1)
         keep = torch.cat([text_mask.new_ones(batch, 1), text_mask, text_mask.new_ones(batch, cells.shape[1])], dim=1)
         return self.head(self.encoder(x, src_key_padding_mask=keep == 0)[:, 0]).squeeze(-1)
 
-    @classmethod
-    def for_model(cls, model, layers: int, width: int = 256) -> ImageTextMatcher:
-        """A new matcher sized for the open_clip `model`'s towers."""
-        check_towers(model)
-        channels = model.visual.trunk.num_features
-        return cls(MatcherConfig(channels, model.text.config.hidden_size, width=width, layers=layers))
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """`matcher_config.json`, then the weights (written beside the target and renamed)."""
-        self.config.save(directory)
-        target = Path(directory, MATCHER_WEIGHTS_NAME)
-        partial = target.with_suffix(".partial")
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(partial))
-        os.replace(partial, target)
+class CaptionLikelihoodScorer(Matcher):
+    """The generative kind (CoCa's captioning head, Yu et al. 2022; scored as VisualGPTScore, Lin et al. 2023): a small
+    causal decoder over the caption's token ids that cross-attends to the image's cells; the score of a caption is
+    the mean log-probability of its tokens after [CLS] given the image, so that a caption whose words come in the
+    wrong order for this image is less likely. `forward` returns that score; `token_log_probs` each token's."""
 
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> ImageTextMatcher:
-        matcher = cls(MatcherConfig.load(directory))
-        matcher.load_state_dict(load_file(str(Path(directory, MATCHER_WEIGHTS_NAME))))
-        return matcher.eval()
+    def __init__(self, config: MatcherConfig):
+        super().__init__()
+        self.config = config
+        width = config.width
+        self.image_proj = nn.Sequential(nn.Linear(config.image_channels, width), nn.LayerNorm(width))
+        self.embed = nn.Embedding(config.vocab_size, width)
+        self.positions = nn.Parameter(torch.randn(MAX_CAPTION_TOKENS, width) * 0.02)
+        layer = nn.TransformerDecoderLayer(width, config.heads, 4 * width, 0.0, batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, config.layers)
+        self.norm = nn.LayerNorm(width)
+
+    def token_log_probs(self, grid: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """`(batch, length - 1)`: log p(token t | tokens < t, image) for t = 1 .. length - 1."""
+        length = input_ids.shape[1]
+        if length > MAX_CAPTION_TOKENS:
+            raise ValueError(f"captions of {length} tokens: the generative matcher reads {MAX_CAPTION_TOKENS}")
+        cells = image_cells(self.image_proj, grid.to(self.embed.weight.dtype), self.config.width)
+        x = self.embed(input_ids[:, :-1]) + self.positions[: length - 1]
+        causal = nn.Transformer.generate_square_subsequent_mask(length - 1, device=x.device, dtype=x.dtype)
+        hidden = self.norm(self.decoder(x, cells, tgt_mask=causal, tgt_is_causal=True))
+        logits = hidden @ self.embed.weight.T  # tied input and output embeddings
+        return logits.log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+
+    def forward(
+        self, grid: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor, input_ids=None
+    ) -> torch.Tensor:
+        if input_ids is None:
+            raise ValueError("the generative matcher reads the caption's token ids")
+        targets = text_mask[:, 1:].to(grid.dtype)
+        return (self.token_log_probs(grid, input_ids) * targets).sum(-1) / targets.sum(-1).clamp(min=1)
+
+
+MAX_CAPTION_TOKENS = 64
+MATCHER_CLASSES = {"itm": ImageTextMatcher, "generative": CaptionLikelihoodScorer}
 
 
 def has_matcher(directory: str | os.PathLike) -> bool:
@@ -121,7 +200,7 @@ def check_towers(model) -> None:
     if not isinstance(getattr(model, "visual", None), TimmModel) or not isinstance(
         getattr(model, "text", None), HFTextEncoder
     ):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004 (the architecture the user named, as the scripts report it)
             "the image-text matcher reads a timm image trunk's grid and a Hugging Face text tower's token states: "
             "use a LiT architecture (ClipCap-LiT-S-MobileNetV2, ClipCap-LiT-S)"
         )

@@ -40,9 +40,12 @@ def clip_reward(teacher, captions: list[str], image_embeds: torch.Tensor) -> tor
 
 @torch.no_grad()
 def matcher_reward(teacher, captions: list[str], grids: torch.Tensor) -> torch.Tensor:
-    """The probability the teacher's image-text matcher (`clipcap.matching`) gives `captions[i]` of being true of the
-    image whose grid is `grids[i]` (`CLIPTeacher.grids_of_pixel_values`): the sigmoid of its logit; on the CPU."""
-    return torch.sigmoid(teacher.match_grids(grids, captions))
+    """The probability the teacher's image-text matcher (`clipcap.matching`) gives `captions[i]` with the image whose
+    grid is `grids[i]` (`CLIPTeacher.grids_of_pixel_values`), on the CPU: for the ITM kind the sigmoid of its logit
+    (that the caption is true), for the generative kind the exponential of its mean token log-probability (the
+    geometric mean of the tokens' probabilities)."""
+    scores = teacher.match_grids(grids, captions)
+    return scores.exp() if teacher.matcher.config.kind == "generative" else torch.sigmoid(scores)
 
 
 class _CorpusCiderScorer(CiderScorer):

@@ -137,9 +137,7 @@ class CLIPTeacher(torch.nn.Module):
     `precision` ("auto", "fp32" or "bf16") is resolved for the model's device by `clipcap.precision.resolve_bf16`:
     `self.precision` is what the text tower runs in ("bf16" or "fp32")."""
 
-    def __init__(
-        self, model, preprocess, tokenizer, identity: TeacherIdentity, precision: str = "fp32", matcher=None
-    ):
+    def __init__(self, model, preprocess, tokenizer, identity: TeacherIdentity, precision: str = "fp32", matcher=None):
         super().__init__()
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"clip_precision={precision!r}: choose auto, fp32 or bf16")
@@ -174,14 +172,14 @@ class CLIPTeacher(torch.nn.Module):
         then loads it `weights_only`)."""
         import open_clip
 
-        from clipcap.matching import ImageTextMatcher, has_matcher
+        from clipcap.matching import Matcher, has_matcher
 
         register_model_configs()
         matcher = None
         if pretrained and os.path.isdir(pretrained):  # a train_clip_teacher.py output directory
             register_model_configs(pretrained)
             if has_matcher(pretrained):
-                matcher = ImageTextMatcher.from_pretrained(pretrained).to(device)
+                matcher = Matcher.from_pretrained(pretrained).to(device)
             pretrained = os.path.join(pretrained, TEACHER_CHECKPOINT_NAME)
         if not pretrained:
             raise ValueError(
@@ -289,18 +287,22 @@ class CLIPTeacher(torch.nn.Module):
 
     @torch.no_grad()
     def match_grids(self, grids: torch.Tensor, texts: list[str], batch_size: int = 256) -> torch.Tensor:
-        """The matcher's logit that `texts[k]` is true of the image whose grid is `grids[k]` (on the CPU)."""
+        """The matcher's score of `texts[k]` with the image whose grid is `grids[k]` (on the CPU): the ITM kind's logit
+        that it is true, the generative kind's mean log-probability of its tokens."""
         from clipcap.matching import encode_text_tokens
 
         self._require_matcher()
         if len(grids) != len(texts):
             raise ValueError(f"{len(grids)} images for {len(texts)} captions")
-        logits = []
+        scores = []
         for i in range(0, len(texts), batch_size):
+            ids = self.tokenizer(texts[i : i + batch_size]).to(self.device)
             with self._autocast():
-                states, mask, _ = encode_text_tokens(self.model, self.tokenizer(texts[i : i + batch_size]).to(self.device))
-            logits.append(self.matcher(grids[i : i + batch_size].to(self.device), states.float(), mask).float().cpu())
-        return torch.cat(logits) if logits else torch.empty(0)
+                states, mask, _ = encode_text_tokens(self.model, ids)
+            scores.append(
+                self.matcher(grids[i : i + batch_size].to(self.device), states.float(), mask, ids).float().cpu()
+            )
+        return torch.cat(scores) if scores else torch.empty(0)
 
 
 @torch.no_grad()

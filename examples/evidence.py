@@ -77,12 +77,13 @@ def train(config: str, output_dir: str, *flags: str) -> None:
         )  # fmt: skip
 
 
-def evaluate_under_scorers(runs: dict[str, str]) -> dict[tuple[str, str], dict]:
-    """`run_eval.py` of each model directory in `runs` (name -> directory) under each of `SCORERS`: written to
-    `DIR/eval` (training teacher) and `DIR/eval-heldout`; returns each model's scores by (name, scorer)."""
+def evaluate_under_scorers(runs: dict[str, str], scorers: dict[str, str] = SCORERS) -> dict[tuple[str, str], dict]:
+    """`run_eval.py` of each model directory in `runs` (name -> directory) under each of `scorers` (default
+    `SCORERS`): written to `DIR/eval` (training teacher) and `DIR/eval-heldout`; returns each model's scores by
+    (name, scorer)."""
     results = {}
     for name, model_dir in runs.items():
-        for scorer, teacher_dir in SCORERS.items():
+        for scorer, teacher_dir in scorers.items():
             out = Path(model_dir, "eval" if scorer == "training teacher" else "eval-heldout")
             if not (ROOT / out / "eval_results.json").exists():
                 run("run_eval.py", model_dir, "--clip_model", "ClipCap-LiT-S-MobileNetV2", "--clip_pretrained", teacher_dir,
@@ -91,11 +92,13 @@ def evaluate_under_scorers(runs: dict[str, str]) -> dict[tuple[str, str], dict]:
     return results
 
 
-def mean_results(results: dict[tuple[str, str], dict], runs: dict[str, list[str]]) -> dict[tuple[str, str], dict]:
+def mean_results(
+    results: dict[tuple[str, str], dict], runs: dict[str, list[str]], scorers: dict[str, str] = SCORERS
+) -> dict[tuple[str, str], dict]:
     """Each arm's scores under each scorer as the mean over its seeds' runs (`results` is keyed by run directory)."""
     means = {}
     for arm, directories in runs.items():
-        for scorer in SCORERS:
+        for scorer in scorers:
             scores = [results[directory, scorer] for directory in directories]
             keys = [key for key in scores[0] if all(isinstance(s.get(key), (int, float)) for s in scores)]
             means[arm, scorer] = {key: statistics.fmean(float(s[key]) for s in scores) for key in keys}

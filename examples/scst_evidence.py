@@ -29,13 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import lr_sweep  # noqa: E402
-from evidence import SCORERS, evaluate_under_scorers, mean_results, train_heldout_scorer, write_table  # noqa: E402
+from evidence import SCORERS, evaluate_under_scorers, mean_results, run, train_heldout_scorer, write_table  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 
 from clipcap.report import comparison_table  # noqa: E402
 from clipcap.synthetic import COLOURS, KINDS, Scene, Unit, noun_phrase, noun_phrases  # noqa: E402
 
 START = "outputs/demo"
+# The demo teacher's towers with an image-text matcher trained on them (configs/demo_teacher_matcher.yaml).
+MATCHER_TEACHER = "outputs/demo-teacher-matcher"
 SCST = "configs/demo_scst.yaml"
 # The control: the first stage's own loss (configs/demo.yaml) continued from the demo captioner with the stage's
 # steps, batch and schedule, so that the stage is compared with what the same compute buys without a reward.
@@ -51,8 +53,8 @@ ARMS = {
     "SCST: CLIP-S + CIDEr-D": (SCST, ["--scst_cider_weight", "0.2"]),
     # The teacher's image-text matcher (clipcap.matching; a teacher trained with --matcher_layers), which sees
     # relations: its probability alone, and added to CLIP-S.
-    "SCST: matcher": (SCST, ["--scst_clip_weight", "0", "--scst_matcher_weight", "1"]),
-    "SCST: CLIP-S + matcher": (SCST, ["--scst_matcher_weight", "1"]),
+    "SCST: matcher": (SCST, ["--clip_pretrained", MATCHER_TEACHER, "--scst_clip_weight", "0", "--scst_matcher_weight", "1"]),
+    "SCST: CLIP-S + matcher": (SCST, ["--clip_pretrained", MATCHER_TEACHER, "--scst_matcher_weight", "1"]),
 }
 DEFAULT_ARMS = ("first stage continued (control)", "SCST: CLIP-S")
 # A second stage continues a trained model: its grid sits an order of magnitude below the first stage's (the
@@ -67,6 +69,7 @@ class EvidenceArguments:
     seeds: str = field(default=",".join(map(str, lr_sweep.SEEDS)), metadata={"help": "Comma-separated seeds."})
     output_dir: str = field(default="outputs/sweeps-scst", metadata={"help": "Where the sweeps train."})
     jobs: int = field(default=1, metadata={"help": "Trainings at a time, sharing the cores."})
+    heldout: bool = field(default=True, metadata={"help": "Also score under a held-out teacher (trains one)."})
 
 
 ERRORS = (
@@ -107,9 +110,10 @@ def true_and_false_captions(scene: Scene) -> dict[str, tuple[str, str]]:
     return pairs
 
 
-def reward_sensitivity(teacher_dir: str) -> dict[str, tuple[float, int]]:
-    """How often the teacher's CLIP-S ranks the true caption of a validation scene above a caption with one fact
-    false, by kind of fact (1.0: it always tells them apart; 0.5: chance), and the number of scenes compared."""
+def reward_sensitivity(teacher_dir: str, matcher: bool = False) -> dict[str, tuple[float, int]]:
+    """How often the teacher's CLIP-S (or, with `matcher`, its image-text matcher) ranks the true caption of a
+    validation scene above a caption with one fact false, by kind of fact (1.0: it always tells them apart; 0.5:
+    chance), and the number of scenes compared."""
     import datasets
 
     from clipcap.metrics import clip_score, scenes_of
@@ -117,11 +121,14 @@ def reward_sensitivity(teacher_dir: str) -> dict[str, tuple[float, int]]:
 
     validation = datasets.load_from_disk(str(ROOT / "data" / "demo"))["validation"]
     teacher = CLIPTeacher.from_pretrained("ClipCap-LiT-S-MobileNetV2", str(ROOT / teacher_dir), precision="auto")
-    images = teacher.embed_pil_images(validation["image"])
+    images = teacher.image_grids(validation["image"]) if matcher else teacher.embed_pil_images(validation["image"])
     wins: dict[str, list[bool]] = {}
     for i, scene_json in enumerate(scenes_of(validation)):
         for fact, (true, false) in true_and_false_captions(Scene.from_json(scene_json)).items():
-            scores = clip_score(images[i].expand(2, -1), teacher.embed_texts([true, false]))
+            if matcher:
+                scores = teacher.match_grids(images[i].expand(2, -1, -1, -1), [true, false])
+            else:
+                scores = clip_score(images[i].expand(2, -1), teacher.embed_texts([true, false]))
             wins.setdefault(fact, []).append(bool(scores[0] > scores[1]))
     return {fact: (sum(w) / len(w), len(w)) for fact, w in sorted(wins.items())}
 
@@ -157,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     learning_rates = tuple(lr.strip() for lr in args.learning_rates.split(","))
     seeds = tuple(int(seed) for seed in args.seeds.split(","))
+    if any("matcher" in arm for arm in arms) and not (ROOT / MATCHER_TEACHER / "matcher.safetensors").exists():
+        run("train_clip_teacher.py", "configs/demo_teacher_matcher.yaml")
     # 1. Each arm over the grid and seeds, from the demo captioner.
     sweeps = {
         arm: lr_sweep.sweep(ARMS[arm][0], arm, ARMS[arm][1], learning_rates, seeds, args.output_dir, args.jobs)
@@ -166,21 +175,23 @@ def main(argv: list[str] | None = None) -> int:
         lr_sweep.machine_line(args.jobs) + "\n" + lr_sweep.sweep_table([r for runs in sweeps.values() for r in runs])
     )
     # 2. The held-out scorer; 3. the demo captioner and each arm's best runs under both scorers, the seeds' mean.
-    train_heldout_scorer()
+    scorers = SCORERS if args.heldout else {"training teacher": SCORERS["training teacher"]}
+    if args.heldout:
+        train_heldout_scorer()
     groups = {"before (demo)": [START]}
     for arm, arm_runs in sweeps.items():
         learning_rate = lr_sweep.best_learning_rate(arm_runs)
         groups[f"{arm}, lr {learning_rate}"] = [
             str(run.output_dir) for run in arm_runs if run.learning_rate == learning_rate
         ]
-    results = mean_results(evaluate_under_scorers({d: d for ds in groups.values() for d in ds}), groups)
+    results = mean_results(evaluate_under_scorers({d: d for ds in groups.values() for d in ds}, scorers), groups, scorers)
     runs = list(groups)
     # 4. The table.
     rows = [("semantic accuracy", "semantic_accuracy", "training teacher")]
     rows += [(f"  {n} object{'s' * (n > 1)}", f"semantic_accuracy_{n}obj", "training teacher") for n in (1, 2, 3)]
     rows += [(f"  errors: {e}", f"errors_{e}", "training teacher") for e in ERRORS]
     rows += [("unparseable captions", "unparseable_fraction", "training teacher")]
-    rows += [(f"CLIP-S ({scorer})", "clip_s", scorer) for scorer in SCORERS]
+    rows += [(f"CLIP-S ({scorer})", "clip_s", scorer) for scorer in scorers]
     rows += [("CIDEr", "cider", "training teacher"), ("distinct-2", "distinct_2", "training teacher")]
     rows += [("mean length (words)", "mean_length", "training teacher")]
     table += "\nThe demo captioner and each arm at its best learning rate, the mean of its seeds:\n\n"
@@ -194,11 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     for habit in habits["before (demo)"]:
         lines.append(f"| {habit} | " + " | ".join(f"{habits[name][habit]:.3f}" for name in runs) + " |")
     table += "\n" + "\n".join(lines) + "\n"
-    sensitivity = {scorer: reward_sensitivity(teacher_dir) for scorer, teacher_dir in SCORERS.items()}
-    lines = ["| true caption scored above one with a false ... | scenes | " + " | ".join(SCORERS) + " |"]
-    lines.append("| --- | ---: |" + " ---: |" * len(SCORERS))
+    sensitivity = {scorer: reward_sensitivity(teacher_dir) for scorer, teacher_dir in scorers.items()}
+    if any("matcher" in arm for arm in arms):
+        sensitivity["matcher"] = reward_sensitivity(MATCHER_TEACHER, matcher=True)
+    lines = ["| true caption scored above one with a false ... | scenes | " + " | ".join(sensitivity) + " |"]
+    lines.append("| --- | ---: |" + " ---: |" * len(sensitivity))
     for fact, (_, scenes) in sensitivity["training teacher"].items():
-        cells = " | ".join(f"{sensitivity[scorer][fact][0]:.3f}" for scorer in SCORERS)
+        cells = " | ".join(f"{sensitivity[scorer][fact][0]:.3f}" for scorer in sensitivity)
         lines.append(f"| {fact} | {scenes} | {cells} |")
     table += "\n" + "\n".join(lines) + "\n"
     write_table("scst.md", table)

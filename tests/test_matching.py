@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from clipcap.matching import ImageTextMatcher, MatcherConfig, draw_in_batch_negatives, matching_loss
+from clipcap.matching import ImageTextMatcher, Matcher, MatcherConfig, draw_in_batch_negatives, matching_loss
 from tests.helpers import PACKAGED, needs_packaged_weights
 
 
@@ -47,6 +47,33 @@ def test_the_matcher_sees_where_each_cell_is_and_round_trips(tmp_path):
     assert loaded.config == matcher.config and torch.equal(loaded(grid, states, mask), logit)
 
 
+def test_the_generative_score_is_the_mean_log_probability_of_the_caption_tokens_given_the_image(tmp_path):
+    from clipcap.matching import CaptionLikelihoodScorer
+
+    torch.manual_seed(0)
+    config = MatcherConfig(image_channels=8, text_dim=6, width=16, layers=1, heads=2, kind="generative", vocab_size=11)
+    matcher = CaptionLikelihoodScorer(config).eval()
+    grid = torch.randn(2, 8, 2, 2)
+    ids = torch.tensor([[1, 5, 7, 2, 0], [1, 7, 5, 9, 2]])
+    mask = (ids != 0).long()
+    per_token = matcher.token_log_probs(grid, ids)
+    assert per_token.shape == (2, 4) and (per_token < 0).all()
+    # Token t's log-probability reads the tokens before it and the image, not the tokens after it.
+    later = ids.clone()
+    later[:, 3] = 4
+    assert torch.allclose(matcher.token_log_probs(grid, later)[:, :2], per_token[:, :2], atol=1e-6)
+    assert not torch.allclose(matcher.token_log_probs(grid.flip(-1), ids), per_token)
+    by_hand = torch.stack([per_token[0, :3].mean(), per_token[1, :4].mean()])  # [CLS] is not predicted; padding not
+    assert torch.allclose(matcher(grid, torch.zeros(2, 5, 6), mask, ids), by_hand, atol=1e-6)
+    matcher.save_pretrained(tmp_path)
+    loaded = Matcher.from_pretrained(tmp_path)  # the kind its config names
+    assert type(loaded) is CaptionLikelihoodScorer and torch.equal(
+        loaded(grid, None, mask, ids), matcher(grid, None, mask, ids)
+    )
+    with pytest.raises(ValueError, match="vocab_size"):
+        MatcherConfig(image_channels=8, text_dim=6, kind="generative")
+
+
 @needs_packaged_weights
 def test_a_teacher_trained_with_a_matcher_saves_it_and_both_scorers_are_tested(matcher_teacher, capsys):
     """`--matcher_layers 1` on the LiT towers (the `matcher_teacher` fixture): the record has the matcher's
@@ -61,7 +88,15 @@ def test_a_teacher_trained_with_a_matcher_saves_it_and_both_scorers_are_tested(m
     record = json.loads((out / "teacher.json").read_text())
     scored = record["validation"]["compositional_matcher"]
     assert set(scored) == set(record["validation"]["compositional"])
-    assert record["matcher"] == {"image_channels": 1280, "text_dim": 384, "width": 256, "layers": 1, "heads": 4}
+    assert record["matcher"] == {
+        "image_channels": 1280,
+        "text_dim": 384,
+        "width": 256,
+        "layers": 1,
+        "heads": 4,
+        "kind": "itm",
+        "vocab_size": 0,
+    }
     # Evaluated after the towers' 2 steps (8 rows / 4: an epoch is 2 steps) and after the matcher's 2: the towers were
     # frozen, so everything but the matcher's scores is as it was.
     towers, matcher_stage = record["history"][-2:]
@@ -103,25 +138,34 @@ def test_a_matcher_needs_the_lit_towers(teacher_checkpoint):
 
 
 @needs_packaged_weights
-def test_a_matcher_trained_alone_on_a_saved_teacher_leaves_its_towers_as_they_were(matcher_teacher, tmp_path):
+@pytest.mark.parametrize("kind", ["itm", "generative"])
+def test_a_matcher_trained_alone_on_a_saved_teacher_leaves_its_towers_as_they_were(matcher_teacher, tmp_path, kind):
     """`--init_teacher DIR --max_steps 0 --matcher_steps 2`: the new teacher's towers are DIR's, bit for bit, with a
     new matcher trained on them (evaluated before and after its 2 steps)."""
+    from PIL import Image
     from safetensors.torch import load_file
 
     import train_clip_teacher
+    from clipcap.teacher import CLIPTeacher
 
     teacher_dir, data = matcher_teacher
     out = tmp_path / "teacher"
     argv = ["--dataset_dir", str(data), "--output_dir", str(out), "--model", "ClipCap-LiT-S"]
     argv += ["--image_tower_pretrained", PACKAGED, "--text_tower_pretrained", "all_minilm_l6_v2"]
     argv += ["--init_teacher", str(teacher_dir), "--max_steps", "0", "--batch_size", "4", "--warmup_steps", "1"]
-    argv += ["--matcher_layers", "1", "--matcher_steps", "2", "--hard_negatives", "swap_phrases", "--seed", "3"]
+    argv += ["--matcher_kind", kind, "--matcher_layers", "1"]
+    argv += ["--matcher_steps", "2", "--hard_negatives", "swap_phrases", "--seed", "3"]
     assert train_clip_teacher.main(argv) == 0
     before = load_file(str(teacher_dir / "open_clip_model.safetensors"))
     after = load_file(str(out / "open_clip_model.safetensors"))
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    matchers = [load_file(str(d / "matcher.safetensors")) for d in (teacher_dir, out)]
-    assert any(not torch.equal(matchers[0][k], matchers[1][k]) for k in matchers[0])
+    if kind == "itm":  # a new matcher of the fixture's kind, not the fixture's
+        matchers = [load_file(str(d / "matcher.safetensors")) for d in (teacher_dir, out)]
+        assert any(not torch.equal(matchers[0][k], matchers[1][k]) for k in matchers[0])
+    teacher = CLIPTeacher.from_pretrained("ClipCap-LiT-S", str(out))
+    assert teacher.matcher.config.kind == kind
+    scores = teacher.match_grids(teacher.image_grids([Image.new("RGB", (64, 64))] * 2), ["a red toaster", "a cup"])
+    assert scores.shape == (2,) and torch.isfinite(scores).all() and (kind == "itm" or (scores < 0).all())
     record = json.loads((out / "teacher.json").read_text())
     assert [entry["step"] for entry in record["history"]] == [0, 2]
     with pytest.raises(ValueError, match="max_steps 0 trains no tower"):
