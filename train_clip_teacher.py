@@ -598,7 +598,14 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
         model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
     matcher = None
     if args.matcher_layers:
-        matcher = Matcher.for_model(model, args.matcher_layers, args.matcher_width, args.matcher_kind).to(device)
+        vocabulary = None
+        if args.matcher_kind == "generative":  # the token ids of every training caption (negatives reuse their words)
+            captions = [caption for references in train[CAPTION_COLUMN][:] for caption in references]
+            vocabulary = {
+                int(i) for k in range(0, len(captions), 4096) for i in tokenizer(captions[k : k + 4096]).unique()
+            }
+        matcher = Matcher.for_model(model, args.matcher_layers, args.matcher_width, args.matcher_kind, vocabulary)
+        matcher = matcher.to(device)
     steps_per_epoch = math.ceil(len(train) / args.batch_size)
     total_steps = args.max_steps if args.max_steps is not None else steps_per_epoch * args.num_train_epochs
     optimizer, scheduler = make_optimizer(model, args, total_steps, matcher)

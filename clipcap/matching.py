@@ -49,12 +49,13 @@ class MatcherConfig:
     heads: int = 4
     kind: str = "itm"  # or "generative" (CaptionLikelihoodScorer)
     vocab_size: int = 0  # the text tower's, for "generative"
+    vocabulary: list[int] | None = None  # "generative": the token ids it predicts (the others share one slot)
 
     def __post_init__(self):
         if self.kind not in MATCHER_KINDS:
             raise ValueError(f"matcher kind {self.kind!r}: choose one of {', '.join(MATCHER_KINDS)}")
-        if self.kind == "generative" and self.vocab_size < 1:
-            raise ValueError("a generative matcher needs the text tower's vocab_size")
+        if self.kind == "generative" and (self.vocab_size < 1 or not self.vocabulary):
+            raise ValueError("a generative matcher needs the text tower's vocab_size and the vocabulary it predicts")
 
     def save(self, directory: str | os.PathLike) -> None:
         Path(directory, MATCHER_CONFIG_NAME).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -88,8 +89,11 @@ class Matcher(nn.Module):
     config: MatcherConfig
 
     @classmethod
-    def for_model(cls, model, layers: int, width: int = 256, kind: str = "itm") -> Matcher:
-        """A new matcher of `kind` sized for the open_clip `model`'s towers."""
+    def for_model(
+        cls, model, layers: int, width: int = 256, kind: str = "itm", vocabulary: list[int] | None = None
+    ) -> Matcher:
+        """A new matcher of `kind` sized for the open_clip `model`'s towers (the generative kind predicts the token
+        ids of `vocabulary`, e.g. those of the training captions)."""
         check_towers(model)
         text = model.text.config
         config = MatcherConfig(
@@ -99,6 +103,7 @@ class Matcher(nn.Module):
             layers=layers,
             kind=kind,
             vocab_size=text.vocab_size if kind == "generative" else 0,
+            vocabulary=sorted(set(vocabulary)) if kind == "generative" and vocabulary else None,
         )
         return MATCHER_CLASSES[kind](config)
 
@@ -157,7 +162,13 @@ class CaptionLikelihoodScorer(Matcher):
         self.config = config
         width = config.width
         self.image_proj = nn.Sequential(nn.Linear(config.image_channels, width), nn.LayerNorm(width))
-        self.embed = nn.Embedding(config.vocab_size, width)
+        # The text tower's ids -> the decoder's own: 1.. for the vocabulary, 0 for any other token (one shared slot),
+        # so the softmax runs over the captions' few hundred words, not the tower's 30,522.
+        lookup = torch.zeros(config.vocab_size, dtype=torch.long)
+        lookup[torch.tensor(config.vocabulary)] = torch.arange(1, len(config.vocabulary) + 1)
+        self.register_buffer("lookup", lookup, persistent=False)
+        self.embed = nn.Embedding(len(config.vocabulary) + 1, width)
+        nn.init.normal_(self.embed.weight, std=0.02)
         self.positions = nn.Parameter(torch.randn(MAX_CAPTION_TOKENS, width) * 0.02)
         layer = nn.TransformerDecoderLayer(width, config.heads, 4 * width, 0.0, batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, config.layers)
@@ -169,6 +180,7 @@ class CaptionLikelihoodScorer(Matcher):
         if length > MAX_CAPTION_TOKENS:
             raise ValueError(f"captions of {length} tokens: the generative matcher reads {MAX_CAPTION_TOKENS}")
         cells = image_cells(self.image_proj, grid.to(self.embed.weight.dtype), self.config.width)
+        input_ids = self.lookup[input_ids]
         x = self.embed(input_ids[:, :-1]) + self.positions[: length - 1]
         causal = nn.Transformer.generate_square_subsequent_mask(length - 1, device=x.device, dtype=x.dtype)
         hidden = self.norm(self.decoder(x, cells, tgt_mask=causal, tgt_is_causal=True))

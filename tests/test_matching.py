@@ -51,7 +51,9 @@ def test_the_generative_score_is_the_mean_log_probability_of_the_caption_tokens_
     from clipcap.matching import CaptionLikelihoodScorer
 
     torch.manual_seed(0)
-    config = MatcherConfig(image_channels=8, text_dim=6, width=16, layers=1, heads=2, kind="generative", vocab_size=11)
+    config = MatcherConfig(
+        8, 6, width=16, layers=1, heads=2, kind="generative", vocab_size=11, vocabulary=[1, 2, 5, 7]
+    )
     matcher = CaptionLikelihoodScorer(config).eval()
     grid = torch.randn(2, 8, 2, 2)
     ids = torch.tensor([[1, 5, 7, 2, 0], [1, 7, 5, 9, 2]])
@@ -64,14 +66,18 @@ def test_the_generative_score_is_the_mean_log_probability_of_the_caption_tokens_
     assert torch.allclose(matcher.token_log_probs(grid, later)[:, :2], per_token[:, :2], atol=1e-6)
     assert not torch.allclose(matcher.token_log_probs(grid.flip(-1), ids), per_token)
     by_hand = torch.stack([per_token[0, :3].mean(), per_token[1, :4].mean()])  # [CLS] is not predicted; padding not
+    # Ids outside the vocabulary share one slot: 9 and 4 are the same token to it.
+    other = ids.clone()
+    other[1, 3] = 4
+    assert torch.equal(matcher.token_log_probs(grid, other), per_token)
     assert torch.allclose(matcher(grid, torch.zeros(2, 5, 6), mask, ids), by_hand, atol=1e-6)
     matcher.save_pretrained(tmp_path)
     loaded = Matcher.from_pretrained(tmp_path)  # the kind its config names
     assert type(loaded) is CaptionLikelihoodScorer and torch.equal(
         loaded(grid, None, mask, ids), matcher(grid, None, mask, ids)
     )
-    with pytest.raises(ValueError, match="vocab_size"):
-        MatcherConfig(image_channels=8, text_dim=6, kind="generative")
+    with pytest.raises(ValueError, match="vocabulary it predicts"):
+        MatcherConfig(image_channels=8, text_dim=6, kind="generative", vocab_size=11)
 
 
 @needs_packaged_weights
