@@ -171,6 +171,13 @@ class TeacherTrainingArguments:
         },
     )
     matcher_width: int = field(default=256, metadata={"help": "The matcher's width."})
+    matcher_grid_level: int | None = field(
+        default=None,
+        metadata={
+            "help": "Which of the image trunk's feature maps the matcher reads (timm's feature_info index; for "
+            "MobileNetV2 at 128 px, 3: the 8x8 map of stride 16, 96 channels); default: the last (4x4)."
+        },
+    )
     matcher_weight: float = field(default=1.0, metadata={"help": "Weight of the matcher's loss."})
     matcher_learning_rate: float | None = field(
         default=None, metadata={"help": "The matcher's peak learning rate (default: learning_rate)."}
@@ -370,7 +377,7 @@ def batch_loss(
         image_features, text_features, scale = out["image_features"], out["text_features"], out["logit_scale"]
     else:  # the same embeddings, and the grid and token states the matcher reads, from one pass of each tower
         with torch.set_grad_enabled(not matcher_only and torch.is_grad_enabled()):
-            grid, image_features = encode_image_grid(model, pixel_values)
+            grid, image_features = encode_image_grid(model, pixel_values, matcher.config.grid_level)
             states, mask, text_features = encode_text_tokens(model, texts)
         image_features, text_features = F.normalize(image_features, dim=-1), F.normalize(text_features, dim=-1)
         scale = model.logit_scale.exp()
@@ -461,7 +468,10 @@ def match_scorer(model, tokenizer, matcher, images: torch.Tensor, batch_size: in
     """`score_pairs(rows, texts)` for `compositional_match_test`: the matcher's logits of `texts[k]` with image
     `rows[k]` of the preprocessed `images`."""
     device = next(model.parameters()).device
-    grids = torch.cat([encode_image_grid(model, images[i : i + 64].to(device))[0] for i in range(0, len(images), 64)])
+    level = matcher.config.grid_level
+    grids = torch.cat(
+        [encode_image_grid(model, images[i : i + 64].to(device), level)[0] for i in range(0, len(images), 64)]
+    )
 
     def score_pairs(rows: list[int], texts: list[str]) -> torch.Tensor:
         logits = []
@@ -604,7 +614,9 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
             vocabulary = {
                 int(i) for k in range(0, len(captions), 4096) for i in tokenizer(captions[k : k + 4096]).unique()
             }
-        matcher = Matcher.for_model(model, args.matcher_layers, args.matcher_width, args.matcher_kind, vocabulary)
+        matcher = Matcher.for_model(
+            model, args.matcher_layers, args.matcher_width, args.matcher_kind, vocabulary, args.matcher_grid_level
+        )
         matcher = matcher.to(device)
     steps_per_epoch = math.ceil(len(train) / args.batch_size)
     total_steps = args.max_steps if args.max_steps is not None else steps_per_epoch * args.num_train_epochs

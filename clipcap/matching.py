@@ -50,6 +50,7 @@ class MatcherConfig:
     kind: str = "itm"  # or "generative" (CaptionLikelihoodScorer)
     vocab_size: int = 0  # the text tower's, for "generative"
     vocabulary: list[int] | None = None  # "generative": the token ids it predicts (the others share one slot)
+    grid_level: int | None = None  # which of the trunk's feature maps it reads (timm's feature_info); None: the last
 
     def __post_init__(self):
         if self.kind not in MATCHER_KINDS:
@@ -90,20 +91,34 @@ class Matcher(nn.Module):
 
     @classmethod
     def for_model(
-        cls, model, layers: int, width: int = 256, kind: str = "itm", vocabulary: list[int] | None = None
+        cls,
+        model,
+        layers: int,
+        width: int = 256,
+        kind: str = "itm",
+        vocabulary: list[int] | None = None,
+        grid_level: int | None = None,
     ) -> Matcher:
         """A new matcher of `kind` sized for the open_clip `model`'s towers (the generative kind predicts the token
-        ids of `vocabulary`, e.g. those of the training captions)."""
+        ids of `vocabulary`, e.g. those of the training captions), reading the trunk's feature map `grid_level`
+        (an index into timm's `feature_info`: for MobileNetV2 at 128 px, 3 is the 8x8 map of stride 16; None: its
+        last, 4x4)."""
         check_towers(model)
         text = model.text.config
+        trunk = model.visual.trunk
+        if grid_level is not None and not 0 <= grid_level < len(trunk.feature_info):
+            raise ValueError(
+                f"grid_level {grid_level}: the image trunk has feature maps 0-{len(trunk.feature_info) - 1}"
+            )
         config = MatcherConfig(
-            model.visual.trunk.num_features,
+            trunk.num_features if grid_level is None else trunk.feature_info[grid_level]["num_chs"],
             text.hidden_size,
             width=width,
             layers=layers,
             kind=kind,
             vocab_size=text.vocab_size if kind == "generative" else 0,
             vocabulary=sorted(set(vocabulary)) if kind == "generative" and vocabulary else None,
+            grid_level=grid_level,
         )
         return MATCHER_CLASSES[kind](config)
 
@@ -218,12 +233,18 @@ def check_towers(model) -> None:
         )
 
 
-def encode_image_grid(model, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(grid, embedding)` of an open_clip LiT model's image tower: the trunk's last feature map and the projected
-    pooled embedding (not normalised), from one pass: the same as `model.encode_image` for the second."""
+def encode_image_grid(
+    model, pixel_values: torch.Tensor, level: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(grid, embedding)` of an open_clip LiT model's image tower: the trunk's feature map `level` (timm's
+    `feature_info` index; None: the last) and the projected pooled embedding (not normalised), from one pass: the same
+    as `model.encode_image` for the second."""
     visual = model.visual
-    grid = visual.trunk.forward_features(pixel_values)
-    return grid, visual.head(visual.trunk.forward_head(grid))
+    if level is None:
+        grid = last = visual.trunk.forward_features(pixel_values)
+    else:
+        last, (grid,) = visual.trunk.forward_intermediates(pixel_values, indices=[level])
+    return grid, visual.head(visual.trunk.forward_head(last))
 
 
 def encode_text_tokens(model, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -271,7 +271,7 @@ class CLIPTeacher(torch.nn.Module):
         from clipcap.matching import encode_image_grid
 
         self._require_matcher()
-        return encode_image_grid(self.model, pixel_values.to(self.device))[0].float()
+        return encode_image_grid(self.model, pixel_values.to(self.device), self.matcher.config.grid_level)[0].float()
 
     @torch.no_grad()
     def image_grids(self, images, batch_size: int = 64) -> torch.Tensor:

@@ -102,6 +102,8 @@ def test_a_teacher_trained_with_a_matcher_saves_it_and_both_scorers_are_tested(m
         "heads": 4,
         "kind": "itm",
         "vocab_size": 0,
+        "vocabulary": None,
+        "grid_level": None,
     }
     # Evaluated after the towers' 2 steps (8 rows / 4: an epoch is 2 steps) and after the matcher's 2: the towers were
     # frozen, so everything but the matcher's scores is as it was.
@@ -121,6 +123,10 @@ def test_a_teacher_trained_with_a_matcher_saves_it_and_both_scorers_are_tested(m
     # [CLS] a red toast ##er [SEP] and [CLS] a blue kettle left of a red toast ##er [SEP]; the rest is padding
     assert mask.sum(1).tolist() == [6, 11] and states.shape[:2] == ids.shape
     assert torch.allclose(text_embeds, teacher.model.encode_text(ids), atol=1e-5)
+    # An earlier, finer feature map (EfficientNet-Lite0's stride 16 at 64 px: 4x4), the same embedding with it.
+    finer, same = encode_image_grid(teacher.model, pixels, 3)
+    assert finer.shape == (2, teacher.model.visual.trunk.feature_info[3]["num_chs"], 4, 4)
+    assert torch.allclose(same, embeds, atol=1e-5)
     logits = teacher.match_grids(grid, ["a red toaster", "a blue kettle left of a red toaster"])
     assert torch.allclose(logits, teacher.matcher(grid, states, mask), atol=1e-5)
 
@@ -160,6 +166,8 @@ def test_a_matcher_trained_alone_on_a_saved_teacher_leaves_its_towers_as_they_we
     argv += ["--image_tower_pretrained", PACKAGED, "--text_tower_pretrained", "all_minilm_l6_v2"]
     argv += ["--init_teacher", str(teacher_dir), "--max_steps", "0", "--batch_size", "4", "--warmup_steps", "1"]
     argv += ["--matcher_kind", kind, "--matcher_layers", "1"]
+    if kind == "generative":  # and the finer, earlier feature map
+        argv += ["--matcher_grid_level", "3"]
     argv += ["--matcher_steps", "2", "--hard_negatives", "swap_phrases", "--seed", "3"]
     assert train_clip_teacher.main(argv) == 0
     before = load_file(str(teacher_dir / "open_clip_model.safetensors"))
@@ -170,6 +178,7 @@ def test_a_matcher_trained_alone_on_a_saved_teacher_leaves_its_towers_as_they_we
         assert any(not torch.equal(matchers[0][k], matchers[1][k]) for k in matchers[0])
     teacher = CLIPTeacher.from_pretrained("ClipCap-LiT-S", str(out))
     assert teacher.matcher.config.kind == kind
+    assert teacher.matcher.config.grid_level == (3 if kind == "generative" else None)
     scores = teacher.match_grids(teacher.image_grids([Image.new("RGB", (64, 64))] * 2), ["a red toaster", "a cup"])
     assert scores.shape == (2,) and torch.isfinite(scores).all() and (kind == "itm" or (scores < 0).all())
     record = json.loads((out / "teacher.json").read_text())
