@@ -53,8 +53,8 @@ ARMS = {
     "SCST: CLIP-S + CIDEr-D": (SCST, ["--scst_cider_weight", "0.2"]),
     # The teacher's image-text matcher (clipcap.matching; a teacher trained with --matcher_layers), which sees
     # relations: its probability alone, and added to CLIP-S.
-    "SCST: matcher": (SCST, ["--clip_pretrained", MATCHER_TEACHER, "--scst_clip_weight", "0", "--scst_matcher_weight", "1"]),
-    "SCST: CLIP-S + matcher": (SCST, ["--clip_pretrained", MATCHER_TEACHER, "--scst_matcher_weight", "1"]),
+    "SCST: matcher": (SCST, ["--clip_pretrained", "{matcher_teacher}", "--scst_clip_weight", "0", "--scst_matcher_weight", "1"]),
+    "SCST: CLIP-S + matcher": (SCST, ["--clip_pretrained", "{matcher_teacher}", "--scst_matcher_weight", "1"]),
 }
 DEFAULT_ARMS = ("first stage continued (control)", "SCST: CLIP-S")
 # A second stage continues a trained model: its grid sits an order of magnitude below the first stage's (the
@@ -70,6 +70,10 @@ class EvidenceArguments:
     output_dir: str = field(default="outputs/sweeps-scst", metadata={"help": "Where the sweeps train."})
     jobs: int = field(default=1, metadata={"help": "Trainings at a time, sharing the cores."})
     heldout: bool = field(default=True, metadata={"help": "Also score under a held-out teacher (trains one)."})
+    matcher_teacher: str = field(
+        default=MATCHER_TEACHER,
+        metadata={"help": "The teacher with a matcher that rewards the matcher arms (trained if it is the default)."},
+    )
 
 
 ERRORS = (
@@ -164,11 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     learning_rates = tuple(lr.strip() for lr in args.learning_rates.split(","))
     seeds = tuple(int(seed) for seed in args.seeds.split(","))
-    if any("matcher" in arm for arm in arms) and not (ROOT / MATCHER_TEACHER / "matcher.safetensors").exists():
+    uses_matcher = any("matcher" in arm for arm in arms)
+    if uses_matcher and not (ROOT / args.matcher_teacher / "matcher.safetensors").exists():
+        if args.matcher_teacher != MATCHER_TEACHER:
+            print(f"{args.matcher_teacher} has no matcher (train_clip_teacher.py --matcher_layers)", file=sys.stderr)
+            return 1
         run("train_clip_teacher.py", "configs/demo_teacher_matcher.yaml")
     # 1. Each arm over the grid and seeds, from the demo captioner.
+    flags = {arm: [flag.format(matcher_teacher=args.matcher_teacher) for flag in ARMS[arm][1]] for arm in arms}
     sweeps = {
-        arm: lr_sweep.sweep(ARMS[arm][0], arm, ARMS[arm][1], learning_rates, seeds, args.output_dir, args.jobs)
+        arm: lr_sweep.sweep(ARMS[arm][0], arm, flags[arm], learning_rates, seeds, args.output_dir, args.jobs)
         for arm in arms
     }
     table = (
@@ -206,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {habit} | " + " | ".join(f"{habits[name][habit]:.3f}" for name in runs) + " |")
     table += "\n" + "\n".join(lines) + "\n"
     sensitivity = {scorer: reward_sensitivity(teacher_dir) for scorer, teacher_dir in scorers.items()}
-    if any("matcher" in arm for arm in arms):
-        sensitivity["matcher"] = reward_sensitivity(MATCHER_TEACHER, matcher=True)
+    if uses_matcher:
+        sensitivity["matcher"] = reward_sensitivity(args.matcher_teacher, matcher=True)
     lines = ["| true caption scored above one with a false ... | scenes | " + " | ".join(sensitivity) + " |"]
     lines.append("| --- | ---: |" + " ---: |" * len(sensitivity))
     for fact, (_, scenes) in sensitivity["training teacher"].items():
