@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from modeling_clipcap import sincos_2d
+
 MATCHER_KINDS = ("itm", "generative")
 MATCHER_WEIGHTS_NAME = "matcher.safetensors"
 MATCHER_CONFIG_NAME = "matcher_config.json"
@@ -69,8 +71,6 @@ class MatcherConfig:
 def image_cells(proj: nn.Module, grid: torch.Tensor, width: int) -> torch.Tensor:
     """`(batch, channels, height, width)` grid -> `(batch, cells, width)`: each cell mapped by `proj`, plus its fixed
     2-D sine-cosine position (row-major; the captioner's grid prefix uses the same positions)."""
-    from modeling_clipcap import sincos_2d
-
     _, _, rows, columns = grid.shape
     cells = proj(grid.flatten(2).transpose(1, 2))
     return cells + sincos_2d(rows, columns, width).to(cells)

@@ -24,6 +24,7 @@ from typing import Literal
 import torch
 
 from clipcap.files import file_sha256
+from clipcap.matching import Matcher, encode_image_grid, encode_text_tokens, has_matcher
 from clipcap.precision import resolve_bf16
 from configuration_clipcap import register_timm_models
 
@@ -172,8 +173,6 @@ class CLIPTeacher(torch.nn.Module):
         then loads it `weights_only`)."""
         import open_clip
 
-        from clipcap.matching import Matcher, has_matcher
-
         register_model_configs()
         matcher = None
         if pretrained and os.path.isdir(pretrained):  # a train_clip_teacher.py output directory
@@ -268,8 +267,6 @@ class CLIPTeacher(torch.nn.Module):
     @torch.no_grad()
     def grids_of_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The image trunk's last feature maps `(batch, channels, height, width)`, what the matcher reads."""
-        from clipcap.matching import encode_image_grid
-
         self._require_matcher()
         return encode_image_grid(self.model, pixel_values.to(self.device), self.matcher.config.grid_level)[0].float()
 
@@ -289,8 +286,6 @@ class CLIPTeacher(torch.nn.Module):
     def match_grids(self, grids: torch.Tensor, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         """The matcher's score of `texts[k]` with the image whose grid is `grids[k]` (on the CPU): the ITM kind's logit
         that it is true, the generative kind's mean log-probability of its tokens."""
-        from clipcap.matching import encode_text_tokens
-
         self._require_matcher()
         if len(grids) != len(texts):
             raise ValueError(f"{len(grids)} images for {len(texts)} captions")
