@@ -131,7 +131,9 @@ def format_table(results: dict[str, dict], recall: dict | None = None, **more: d
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clipcap.compositional", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clip_model", required=True, help="open_clip architecture, e.g. ClipCap-LiT-S-MobileNetV2 or ViT-B-32")
+    parser.add_argument(
+        "--clip_model", required=True, help="open_clip architecture, e.g. ClipCap-LiT-S-MobileNetV2 or ViT-B-32"
+    )
     parser.add_argument("--clip_pretrained", required=True, help="a train_clip_teacher.py directory or checkpoint")
     parser.add_argument("--dataset_dir", default="data/demo", help="a prepared synthetic dataset")
     parser.add_argument("--split", default="validation")
