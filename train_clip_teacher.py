@@ -59,6 +59,7 @@ from clipcap.matching import (
     encode_image_grid,
     encode_text_tokens,
     matching_loss,
+    score_captions,
 )
 from clipcap.memory import keep_freed_memory
 from clipcap.metrics import scenes_of
@@ -384,20 +385,20 @@ def batch_loss(
     positives, negative_features = text_features[: len(captions)], text_features[len(captions) :]
     ids = torch.tensor([caption_id(caption) for caption in captions], device=device)
     owners = torch.tensor(owners, dtype=torch.long, device=device)
-    if matcher_only:
+    terms = {}
+    if matcher is not None:
         similarity = image_features @ positives.T
         matching = matcher_loss(matcher, grid, states, mask, texts, similarity, ids, owners, twins, generator)
-        return matching, {"matcher": matching.item()}
+        terms["matcher"] = matching.item()
+        if matcher_only:
+            return matching, terms
     loss = contrastive_loss(image_features, positives, scale, ids, negatives=negative_features)
-    terms = {"contrastive": loss.item()}
+    terms = {"contrastive": loss.item(), **terms}
     if args.hard_negative_weight:
         loss = loss + args.hard_negative_weight * hard_negative_pair_loss(
             image_features, positives, negative_features, owners, scale
         )
     if matcher is not None:
-        similarity = image_features @ positives.T
-        matching = matcher_loss(matcher, grid, states, mask, texts, similarity, ids, owners, twins, generator)
-        terms["matcher"] = matching.item()
         loss = loss + args.matcher_weight * matching
     return loss, terms
 
@@ -473,15 +474,7 @@ def match_scorer(model, tokenizer, matcher, images: torch.Tensor, batch_size: in
         [encode_image_grid(model, images[i : i + 64].to(device), level)[0] for i in range(0, len(images), 64)]
     )
 
-    def score_pairs(rows: list[int], texts: list[str]) -> torch.Tensor:
-        logits = []
-        for i in range(0, len(texts), batch_size):
-            ids = without_padding_columns(model, tokenizer(texts[i : i + batch_size])).to(device)
-            states, mask, _ = encode_text_tokens(model, ids)
-            logits.append(matcher(grids[rows[i : i + batch_size]], states, mask, ids).float().cpu())
-        return torch.cat(logits)
-
-    return score_pairs
+    return lambda rows, texts: score_captions(model, tokenizer, matcher, grids[rows], texts, batch_size)
 
 
 def train_steps(
@@ -514,6 +507,19 @@ def train_steps(
         window_loss, window_rows = 0.0, 0
         model.train(towers_train)
 
+    def train_step(index: list[int], optimizer, scheduler, matcher_only: bool = False) -> tuple[torch.Tensor, dict]:
+        nonlocal window_loss, window_rows
+        loss, terms = batch_loss(
+            model, tokenizer, preprocess, make_batch(index), args, device, matcher, negatives_generator, matcher_only
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        window_loss += loss.item() * len(index)
+        window_rows += len(index)
+        return loss, terms
+
     towers_train = True
     model.train()
     if matcher is not None:
@@ -522,17 +528,9 @@ def train_steps(
         if epoch_now != epoch or (args.eval_steps and step and step % args.eval_steps == 0):
             evaluate(step)
             epoch = epoch_now
-        loss, terms = batch_loss(
-            model, tokenizer, preprocess, make_batch(index), args, device, matcher, negatives_generator
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        loss, terms = train_step(index, optimizer, scheduler)
         with torch.no_grad():  # CLIP clamps its temperature at 100
             model.logit_scale.clamp_(0, math.log(100))
-        window_loss += loss.item() * len(index)
-        window_rows += len(index)
         progress.update()
         progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", **{k: f"{v:.3f}" for k, v in terms.items()})
     progress.close()
@@ -549,15 +547,7 @@ def train_steps(
         for step, (_, index) in enumerate(stage, start=total_steps):
             if args.eval_steps and step > total_steps and (step - total_steps) % args.eval_steps == 0:
                 evaluate(step)
-            loss, terms = batch_loss(
-                model, tokenizer, preprocess, make_batch(index), args, device, matcher, negatives_generator, True
-            )
-            matcher_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            matcher_optimizer.step()
-            matcher_scheduler.step()
-            window_loss += loss.item() * len(index)
-            window_rows += len(index)
+            loss, _ = train_step(index, matcher_optimizer, matcher_scheduler, matcher_only=True)
             progress.update()
             progress.set_postfix(matcher=f"{loss.item():.3f}")
         progress.close()

@@ -21,6 +21,7 @@ token states): the LiT teachers of `configs/open_clip/`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -254,6 +255,23 @@ def encode_text_tokens(model, input_ids: torch.Tensor) -> tuple[torch.Tensor, to
     mask = (input_ids != text.config.pad_token_id).long()
     out = text.transformer(input_ids=input_ids, attention_mask=mask)
     return out.last_hidden_state, mask, text.proj(text.pooler(out, mask))
+
+
+def score_captions(
+    model, tokenizer, matcher: Matcher, grids: torch.Tensor, texts: list[str], batch_size: int = 256, text_context=None
+) -> torch.Tensor:
+    """The matcher's score of `texts[k]` with the image whose grid is `grids[k]` (on the CPU), `batch_size` captions
+    at a time, each batch's padding columns dropped (the captions are left-aligned and padding is masked, so the
+    scores do not change); `text_context()`, when given, wraps the text tower's pass (the teacher's autocast)."""
+    device = grids.device
+    scores = []
+    for i in range(0, len(texts), batch_size):
+        ids = tokenizer(texts[i : i + batch_size])
+        ids = ids[:, : int((ids != model.text.config.pad_token_id).sum(1).max())].to(device)
+        with text_context() if text_context is not None else contextlib.nullcontext():
+            states, mask, _ = encode_text_tokens(model, ids)
+        scores.append(matcher(grids[i : i + batch_size], states.float(), mask, ids).float().cpu())
+    return torch.cat(scores) if scores else torch.empty(0)
 
 
 def draw_in_batch_negatives(

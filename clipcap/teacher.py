@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 
 from clipcap.files import file_sha256
-from clipcap.matching import Matcher, encode_image_grid, encode_text_tokens, has_matcher
+from clipcap.matching import Matcher, encode_image_grid, has_matcher, score_captions
 from clipcap.precision import resolve_bf16
 from configuration_clipcap import register_timm_models
 
@@ -245,16 +245,17 @@ class CLIPTeacher(torch.nn.Module):
         with self._autocast():
             return torch.nn.functional.normalize(self.model.encode_text(input_ids.to(self.device)).float(), dim=-1)
 
+    def _pixel_batches(self, images, batch_size: int):
+        """PIL images (any sequence, a `datasets` column included, decoded a batch at a time) -> batches of the
+        teacher's input, through its own preprocessing."""
+        for i in range(0, len(images), batch_size):
+            yield torch.stack([self.preprocess(image.convert("RGB")) for image in images[i : i + batch_size]])
+
     @torch.no_grad()
     def embed_pil_images(self, images, batch_size: int = 64) -> torch.Tensor:
         """Unit-norm embeddings of PIL images (any sequence, a `datasets` column included, decoded a batch at a
         time), with the teacher's own preprocessing, `batch_size` images per forward pass."""
-        chunks = [
-            self.embed_pixel_values(
-                torch.stack([self.preprocess(image.convert("RGB")) for image in images[i : i + batch_size]])
-            )
-            for i in range(0, len(images), batch_size)
-        ]
+        chunks = [self.embed_pixel_values(batch) for batch in self._pixel_batches(images, batch_size)]
         return torch.cat(chunks) if chunks else torch.empty(0, self.identity.embed_dim or 0, device=self.device)
 
     def _require_matcher(self):
@@ -273,31 +274,19 @@ class CLIPTeacher(torch.nn.Module):
     @torch.no_grad()
     def image_grids(self, images, batch_size: int = 64) -> torch.Tensor:
         """`grids_of_pixel_values` of PIL images, with the teacher's own preprocessing."""
-        return torch.cat(
-            [
-                self.grids_of_pixel_values(
-                    torch.stack([self.preprocess(image.convert("RGB")) for image in images[i : i + batch_size]])
-                )
-                for i in range(0, len(images), batch_size)
-            ]
-        )
+        return torch.cat([self.grids_of_pixel_values(batch) for batch in self._pixel_batches(images, batch_size)])
 
     @torch.no_grad()
     def match_grids(self, grids: torch.Tensor, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         """The matcher's score of `texts[k]` with the image whose grid is `grids[k]` (on the CPU): the ITM kind's logit
-        that it is true, the generative kind's mean log-probability of its tokens."""
+        that it is true, the generative kind's mean log-probability of its tokens (`clipcap.matching.score_captions`,
+        the text tower in the teacher's precision)."""
         self._require_matcher()
         if len(grids) != len(texts):
             raise ValueError(f"{len(grids)} images for {len(texts)} captions")
-        scores = []
-        for i in range(0, len(texts), batch_size):
-            ids = self.tokenizer(texts[i : i + batch_size]).to(self.device)
-            with self._autocast():
-                states, mask, _ = encode_text_tokens(self.model, ids)
-            scores.append(
-                self.matcher(grids[i : i + batch_size].to(self.device), states.float(), mask, ids).float().cpu()
-            )
-        return torch.cat(scores) if scores else torch.empty(0)
+        return score_captions(
+            self.model, self.tokenizer, self.matcher, grids.to(self.device), texts, batch_size, self._autocast
+        )
 
 
 @torch.no_grad()
