@@ -1,6 +1,6 @@
 """examples/overfit_smoke.py, the smoke example: a small model learns to caption four images, end to end (training,
 saving, reloading, beam search); examples/lr_sweep.py, the learning-rate sweep: its table comes from the runs it
-trained; examples/ceiling_evidence.py's arms; demo.sh, its three stages timed on a named CPU (a stub python records the calls)."""
+trained; examples/ceiling_evidence.py's arms; examples/matcher_probes.py's cell targets; demo.sh, its three stages timed on a named CPU (a stub python records the calls)."""
 
 import json
 import re
@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 import ceiling_evidence
 import lr_sweep
+import matcher_probes
 import overfit_smoke
 
 from tests.conftest import ROOT, train_argv
@@ -109,6 +110,23 @@ def test_probe_caches_the_locked_towers_and_trains_heads_on_them(data_dir, tmp_p
     printed = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in printed] == ["0", "2"]
     assert "'swap_colours'" in printed[-1] and "'converse_relation'" in printed[-1]
+
+
+def test_matcher_probe_marks_the_cells_whose_centres_lie_in_each_box():
+    """A 4x4 grid (cell centres at 0.125, 0.375, 0.625, 0.875): a red box over the left half's top row and a blue
+    box over the bottom-right cell; the other colours' channels stay empty."""
+    scene = {
+        "objects": [
+            {"bounding_box": [0.0, 0.0, 0.5, 0.25], "colour": "red"},
+            {"bounding_box": [0.7, 0.8, 0.3, 0.2], "colour": "blue"},
+        ]
+    }
+    targets = matcher_probes.colour_occupancy([json.dumps(scene)], 4)
+    colours = sorted(matcher_probes.COLOURS)
+    red, blue = targets[0, ..., colours.index("red")], targets[0, ..., colours.index("blue")]
+    assert red.nonzero().tolist() == [[0, 0], [0, 1]]
+    assert blue.nonzero().tolist() == [[3, 3]]
+    assert targets.sum() == 3
 
 
 def test_best_learning_rate_is_the_highest_mean_over_seeds_and_the_lower_of_a_tie():
