@@ -258,11 +258,26 @@ def encode_text_tokens(model, input_ids: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def score_captions(
-    model, tokenizer, matcher: Matcher, grids: torch.Tensor, texts: list[str], batch_size: int = 256, text_context=None
+    model,
+    tokenizer,
+    matcher: Matcher,
+    grids: torch.Tensor,
+    texts: list[str],
+    batch_size: int = 256,
+    text_context=None,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """The matcher's score of `texts[k]` with the image whose grid is `grids[k]` (on the CPU), `batch_size` captions
     at a time, each batch's padding columns dropped (the captions are left-aligned and padding is masked, so the
-    scores do not change); `text_context()`, when given, wraps the text tower's pass (the teacher's autocast)."""
+    scores do not change); `text_context()`, when given, wraps the text tower's pass (the teacher's autocast). With
+    `reduction="sum"` a generative matcher's score is the sum of the token log-probabilities, log p(caption | image),
+    not their mean."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction {reduction!r}: choose mean or sum")
+    if reduction == "sum" and matcher.config.kind != "generative":
+        raise ValueError(
+            "reduction='sum' is for a generative matcher (its score is a mean of token log-probabilities)"
+        )
     device = grids.device
     scores = []
     for i in range(0, len(texts), batch_size):
@@ -270,7 +285,10 @@ def score_captions(
         ids = ids[:, : int((ids != model.text.config.pad_token_id).sum(1).max())].to(device)
         with text_context() if text_context is not None else contextlib.nullcontext():
             states, mask, _ = encode_text_tokens(model, ids)
-        scores.append(matcher(grids[i : i + batch_size], states.float(), mask, ids).float().cpu())
+        score = matcher(grids[i : i + batch_size], states.float(), mask, ids).float()
+        if reduction == "sum":  # the forward's mean over the scored tokens (all but the first) times their number
+            score = score * mask[:, 1:].sum(-1).clamp(min=1)
+        scores.append(score.cpu())
     return torch.cat(scores) if scores else torch.empty(0)
 
 

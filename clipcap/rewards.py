@@ -9,6 +9,10 @@
 * `matcher_reward`: the probability the teacher's image-text matcher gives each caption of being true of its image
   (ALBEF / BLIP's ITM score): it reads the image's grid and the caption's tokens, so it sees relations that one
   pooled cosine cannot.
+* `relation_contrast_reward`: the probability the matcher gives each caption rather than the same words with its
+  relation reversed (its noun phrases swapped, or its relation word replaced by the converse: the grammar's edits,
+  `clipcap.hard_negatives.candidates`, which read only the caption): a contrast of the same words, so a likely but
+  incomplete caption gains nothing over a complete one (a likelihood reward favours the first).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 import torch
 from pycocoevalcap.cider.cider_scorer import CiderScorer, cook_refs, cook_test
 
+from clipcap.hard_negatives import candidates
 from clipcap.metrics import clip_score
 
 _WORD = re.compile(r"[a-z0-9']+")
@@ -46,6 +51,31 @@ def matcher_reward(teacher, captions: list[str], grids: torch.Tensor) -> torch.T
     geometric mean of the tokens' probabilities)."""
     scores = teacher.match_grids(grids, captions)
     return scores.exp() if teacher.matcher.config.kind == "generative" else torch.sigmoid(scores)
+
+
+RELATION_EDITS = ("swap_phrases", "converse_relation")
+
+
+@torch.no_grad()
+def relation_contrast_reward(teacher, captions: list[str], grids: torch.Tensor) -> torch.Tensor:
+    """For each caption, the mean over its relation edits c' (`RELATION_EDITS`) of sigmoid(s(c) - s(c')), where s is
+    the matcher's log-likelihood of the caption given the image (generative kind: the sum of its token
+    log-probabilities, so that sigmoid(s(c) - s(c')) = p(c | image) / (p(c | image) + p(c' | image)), the posterior of
+    c against c' under equal priors) or its ITM logit; 0.5 for a caption with no relation to reverse (one object, a
+    symmetric relation's swap scores the same, or words the grammar cannot read). On the CPU."""
+    negatives, owners = [], []
+    for i, caption in enumerate(captions):
+        edits = {edit for kind in RELATION_EDITS for edit in candidates(caption, kind)} - {caption.lower()}
+        negatives += sorted(edits)
+        owners += [i] * len(edits)
+    reward = torch.full((len(captions),), 0.5)
+    if not negatives:
+        return reward
+    reduction = "sum" if teacher.matcher.config.kind == "generative" else "mean"
+    owners = torch.tensor(owners)
+    scores = teacher.match_grids(torch.cat([grids, grids[owners]]), captions + negatives, reduction=reduction)
+    wins = torch.sigmoid(scores[: len(captions)][owners] - scores[len(captions) :])
+    return reward.index_reduce_(0, owners, wins, "mean", include_self=False)
 
 
 class _CorpusCiderScorer(CiderScorer):

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from clipcap.collator import TEACHER_INPUTS
 from clipcap.data import CAPTION_COLUMN
 from clipcap.metrics import mean_length, scenes_of
-from clipcap.rewards import CiderDReward, clip_reward, matcher_reward
+from clipcap.rewards import CiderDReward, clip_reward, matcher_reward, relation_contrast_reward
 from clipcap.synthetic import is_parseable
 from clipcap.trainer import CLIPGuidedTrainer
 from clipcap.training_args import SCSTArguments
@@ -135,7 +135,8 @@ class SCSTTrainer(CLIPGuidedTrainer):
             parts["clip_s"] = clip_reward(self.teacher, captions, image_embeds.repeat_interleave(copies, dim=0))
             total = total + scst.scst_clip_weight * parts["clip_s"]
         if scst.scst_matcher_weight > 0:
-            parts["matcher"] = matcher_reward(self.teacher, captions, grids.repeat_interleave(copies, dim=0))
+            reward = relation_contrast_reward if scst.scst_matcher_reward == "relation_contrast" else matcher_reward
+            parts["matcher"] = reward(self.teacher, captions, grids.repeat_interleave(copies, dim=0))
             total = total + scst.scst_matcher_weight * parts["matcher"]
         if scst.scst_cider_weight > 0:
             parts["cider"] = self.cider_reward(captions, [refs for refs in references for _ in range(copies)])

@@ -277,15 +277,24 @@ class CLIPTeacher(torch.nn.Module):
         return torch.cat([self.grids_of_pixel_values(batch) for batch in self._pixel_batches(images, batch_size)])
 
     @torch.no_grad()
-    def match_grids(self, grids: torch.Tensor, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+    def match_grids(
+        self, grids: torch.Tensor, texts: list[str], batch_size: int = 256, reduction: str = "mean"
+    ) -> torch.Tensor:
         """The matcher's score of `texts[k]` with the image whose grid is `grids[k]` (on the CPU): the ITM kind's logit
-        that it is true, the generative kind's mean log-probability of its tokens (`clipcap.matching.score_captions`,
-        the text tower in the teacher's precision)."""
+        that it is true, the generative kind's mean log-probability of its tokens, or with `reduction="sum"` their sum
+        (`clipcap.matching.score_captions`, the text tower in the teacher's precision)."""
         self._require_matcher()
         if len(grids) != len(texts):
             raise ValueError(f"{len(grids)} images for {len(texts)} captions")
         return score_captions(
-            self.model, self.tokenizer, self.matcher, grids.to(self.device), texts, batch_size, self._autocast
+            self.model,
+            self.tokenizer,
+            self.matcher,
+            grids.to(self.device),
+            texts,
+            batch_size,
+            self._autocast,
+            reduction,
         )
 
 

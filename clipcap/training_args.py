@@ -78,6 +78,7 @@ class CLIPGuidanceArguments:
 
 
 SCST_BASELINES = ("mean_of_others", "greedy")
+MATCHER_REWARDS = ("probability", "relation_contrast")  # clipcap.rewards: matcher_reward, relation_contrast_reward
 
 
 @dataclass
@@ -111,6 +112,14 @@ class SCSTArguments:
             "of being true of the image (clipcap.matching; a teacher trained with --matcher_layers)."
         },
     )
+    scst_matcher_reward: str = field(
+        default="probability",
+        metadata={
+            "help": "What the matcher rewards: `probability`, of the caption being true (clipcap.rewards."
+            "matcher_reward), or `relation_contrast`, of the caption rather than its relation reversed "
+            "(relation_contrast_reward)."
+        },
+    )
     scst_ce_weight: float = field(
         default=0.0,
         metadata={
@@ -134,6 +143,10 @@ class SCSTArguments:
         if self.scst and self.scst_clip_weight == 0 and self.scst_cider_weight == 0 and self.scst_matcher_weight == 0:
             raise ValueError(
                 "scst needs a reward: set scst_clip_weight, scst_cider_weight or scst_matcher_weight above 0"
+            )
+        if self.scst_matcher_reward not in MATCHER_REWARDS:
+            raise ValueError(
+                f"scst_matcher_reward={self.scst_matcher_reward!r}: choose one of {', '.join(MATCHER_REWARDS)}"
             )
         if self.scst_temperature <= 0:
             raise ValueError(f"scst_temperature={self.scst_temperature} must be > 0")

@@ -145,6 +145,15 @@ def train(args, config, model, tokenizer, train, validation, preprocess, grids):
         return extra["image_encoder"](x) if args.image_layers else x
 
     matching.image_cells = cells
+    if args.rank_by_sum:  # training ranks by the sum of token log-probabilities (evaluation keeps the mean)
+        mean_score = type(matcher).forward
+
+        def score(self, grid, text_states, text_mask, input_ids=None):
+            if not self.training:
+                return mean_score(self, grid, text_states, text_mask, input_ids)
+            return (self.token_log_probs(grid, input_ids) * text_mask[:, 1:].to(grid.dtype)).sum(-1)
+
+        type(matcher).forward = score
     matcher.extra = extra
     config.matcher_learning_rate, config.batch_size = args.learning_rate, args.batch_size
     optimizer, scheduler = teacher_script.make_optimizer(matcher, config, args.steps, learning_rate=args.learning_rate)
@@ -205,6 +214,7 @@ def main():
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--image_layers", type=int, default=0)
     parser.add_argument("--coordinates", action="store_true")
+    parser.add_argument("--rank_by_sum", action="store_true")
     parser.add_argument("--evaluations", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

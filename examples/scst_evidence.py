@@ -59,6 +59,12 @@ ARMS = {
     # relations: its probability alone, and added to CLIP-S.
     "SCST: matcher": (SCST, MATCHER + ["--scst_clip_weight", "0", "--scst_matcher_weight", "1"]),
     "SCST: CLIP-S + matcher": (SCST, MATCHER + ["--scst_matcher_weight", "1"]),
+    # The matcher's probability of the caption against the same words with the relation reversed (a contrast, not
+    # a likelihood: clipcap.rewards.relation_contrast_reward).
+    "SCST: relation contrast": (
+        SCST,
+        MATCHER + ["--scst_clip_weight", "0", "--scst_matcher_weight", "1", "--scst_matcher_reward", "relation_contrast"],
+    ),
 }
 DEFAULT_ARMS = ("first stage continued (control)", "SCST: CLIP-S")
 # A second stage continues a trained model: its grid sits an order of magnitude below the first stage's (the
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     learning_rates = tuple(lr.strip() for lr in args.learning_rates.split(","))
     seeds = tuple(int(seed) for seed in args.seeds.split(","))
-    uses_matcher = any("matcher" in arm for arm in arms)
+    uses_matcher = any("{matcher_teacher}" in ARMS[arm][1] for arm in arms)
     if uses_matcher and not (ROOT / args.matcher_teacher / "matcher.safetensors").exists():
         if args.matcher_teacher != MATCHER_TEACHER:
             print(f"{args.matcher_teacher} has no matcher (train_clip_teacher.py --matcher_layers)", file=sys.stderr)

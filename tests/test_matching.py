@@ -79,6 +79,32 @@ def test_the_generative_score_is_the_mean_log_probability_of_the_caption_tokens_
     with pytest.raises(ValueError, match="vocabulary it predicts"):
         MatcherConfig(image_channels=8, text_dim=6, kind="generative", vocab_size=11)
 
+    # score_captions: the mean, or with reduction="sum" log p(caption | image), the sum of the same token log-probs.
+    from types import SimpleNamespace
+
+    from clipcap.matching import score_captions
+
+    text = SimpleNamespace(
+        config=SimpleNamespace(pad_token_id=0),
+        transformer=lambda input_ids, attention_mask: SimpleNamespace(
+            last_hidden_state=torch.zeros(*input_ids.shape, 6)
+        ),
+        pooler=lambda out, mask: torch.zeros(len(mask), 6),
+        proj=lambda pooled: pooled,
+    )
+    model, tokenize = SimpleNamespace(text=text), {"first": ids[0], "second": ids[1]}
+
+    def tokenizer(texts):
+        return torch.stack([tokenize[t] for t in texts])
+
+    texts = ["first", "second"]
+    assert torch.allclose(score_captions(model, tokenizer, matcher, grid, texts), by_hand, atol=1e-6)
+    sums = torch.stack([per_token[0, :3].sum(), per_token[1, :4].sum()])
+    assert torch.allclose(score_captions(model, tokenizer, matcher, grid, texts, reduction="sum"), sums, atol=1e-5)
+    itm = ImageTextMatcher(MatcherConfig(8, 6, width=16, layers=1, heads=2))
+    with pytest.raises(ValueError, match="for a generative matcher"):
+        score_captions(model, tokenizer, itm, grid, texts, reduction="sum")
+
 
 @needs_packaged_weights
 def test_a_teacher_trained_with_a_matcher_saves_it_and_both_scorers_are_tested(matcher_teacher, capsys):

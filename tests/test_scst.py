@@ -216,6 +216,44 @@ def test_the_matcher_reward_is_the_matchers_probability_of_each_sample(tmp_path,
         make_scst_trainer(tmp_path, data_dir, stage_one, teacher, **weights)
 
 
+@pytest.mark.parametrize("kind", ["generative", "itm"])
+def test_the_relation_contrast_reward_is_the_mean_win_over_the_captions_relation_reversals(kind):
+    """`scst_matcher_reward relation_contrast`: a caption with a relation against its two edits (phrases swapped,
+    converse word), each scored with the caption's own image (the generative kind by log p, the sum); a caption with
+    no relation gets 0.5."""
+    from types import SimpleNamespace
+
+    from clipcap.rewards import relation_contrast_reward
+
+    scores = {
+        "a red kettle to the left of a blue toaster": -10.0,
+        "a blue toaster to the left of a red kettle": -12.0,
+        "a red kettle to the right of a blue toaster": -9.0,
+        "a red kettle": -3.0,
+    }
+    calls = []
+
+    def match_grids(grids, texts, reduction="mean"):
+        calls.append((grids.flatten().tolist(), texts, reduction))
+        return torch.tensor([scores[text.lower()] for text in texts])  # the text tower reads lower case
+
+    teacher = SimpleNamespace(matcher=SimpleNamespace(config=SimpleNamespace(kind=kind)), match_grids=match_grids)
+    captions = ["a red kettle", "A red kettle to the left of a blue toaster"]
+    reward = relation_contrast_reward(teacher, captions, torch.tensor([[7.0], [8.0]]))
+    by_hand = (torch.sigmoid(torch.tensor(2.0)) + torch.sigmoid(torch.tensor(-1.0))) / 2
+    assert reward.tolist() == pytest.approx([0.5, by_hand.item()])
+    ((grids, texts, reduction),) = calls
+    assert grids == [7.0, 8.0, 8.0, 8.0]  # each edit with its caption's image
+    assert texts[2:] == ["a blue toaster to the left of a red kettle", "a red kettle to the right of a blue toaster"]
+    assert reduction == ("sum" if kind == "generative" else "mean")
+    calls.clear()
+    assert relation_contrast_reward(teacher, ["a red kettle"], torch.zeros(1, 1)).tolist() == [0.5] and not calls
+    from clipcap.training_args import SCSTArguments
+
+    with pytest.raises(ValueError, match="scst_matcher_reward=.contrast."):
+        SCSTArguments(scst=True, scst_matcher_weight=1.0, scst_matcher_reward="contrast")
+
+
 def test_the_stage_logs_its_reward_and_resumes_from_a_checkpoint(tmp_path, data_dir, stage_one, teacher_checkpoint):
     """4 steps, saved at step 2; a second run resumed from that checkpoint samples, rewards and trains what the
     uninterrupted one does (the Trainer's checkpoint holds the RNG states the sampling draws from)."""
