@@ -60,6 +60,7 @@ from clipcap.matching import (
     encode_text_tokens,
     matching_loss,
     score_captions,
+    without_padding_columns,
 )
 from clipcap.memory import keep_freed_memory
 from clipcap.metrics import scenes_of
@@ -341,17 +342,6 @@ class BatchMaker:
             if mirrored != caption.lower():
                 return "mirror", None, ImageOps.mirror(image.convert("RGB")), mirrored
         return None
-
-
-def without_padding_columns(model, input_ids: torch.Tensor) -> torch.Tensor:
-    """Token ids without the columns that are padding in every row, for a Hugging Face text tower (which masks
-    padding, so its embeddings do not change): the captions are about half the context length, and so is the cost."""
-    from open_clip.hf_model import HFTextEncoder
-
-    if not isinstance(getattr(model, "text", None), HFTextEncoder):
-        return input_ids
-    used = (input_ids != model.text.config.pad_token_id).any(dim=0).nonzero()
-    return input_ids[:, : int(used.max()) + 1] if len(used) else input_ids
 
 
 def batch_loss(

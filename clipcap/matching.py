@@ -257,6 +257,17 @@ def encode_text_tokens(model, input_ids: torch.Tensor) -> tuple[torch.Tensor, to
     return out.last_hidden_state, mask, text.proj(text.pooler(out, mask))
 
 
+def without_padding_columns(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """Token ids without the columns that are padding in every row, for a Hugging Face text tower (which masks
+    padding, so its embeddings do not change): the captions are about half the context length, and so is the cost."""
+    from open_clip.hf_model import HFTextEncoder
+
+    if not isinstance(getattr(model, "text", None), HFTextEncoder):
+        return input_ids
+    used = (input_ids != model.text.config.pad_token_id).any(dim=0).nonzero()
+    return input_ids[:, : int(used.max()) + 1] if len(used) else input_ids
+
+
 def score_captions(
     model,
     tokenizer,
@@ -268,8 +279,8 @@ def score_captions(
     reduction: str = "mean",
 ) -> torch.Tensor:
     """The matcher's score of `texts[k]` with the image whose grid is `grids[k]` (on the CPU), `batch_size` captions
-    at a time, each batch's padding columns dropped (the captions are left-aligned and padding is masked, so the
-    scores do not change); `text_context()`, when given, wraps the text tower's pass (the teacher's autocast). With
+    at a time, each batch's padding columns dropped (`without_padding_columns`: padding is masked, so the scores do
+    not change); `text_context()`, when given, wraps the text tower's pass (the teacher's autocast). With
     `reduction="sum"` a generative matcher's score is the sum of the token log-probabilities, log p(caption | image),
     not their mean."""
     if reduction not in ("mean", "sum"):
@@ -281,8 +292,7 @@ def score_captions(
     device = grids.device
     scores = []
     for i in range(0, len(texts), batch_size):
-        ids = tokenizer(texts[i : i + batch_size])
-        ids = ids[:, : int((ids != model.text.config.pad_token_id).sum(1).max())].to(device)
+        ids = without_padding_columns(model, tokenizer(texts[i : i + batch_size])).to(device)
         with text_context() if text_context is not None else contextlib.nullcontext():
             states, mask, _ = encode_text_tokens(model, ids)
         score = matcher(grids[i : i + batch_size], states.float(), mask, ids).float()

@@ -267,7 +267,8 @@ class CLIPTeacher(torch.nn.Module):
 
     @torch.no_grad()
     def grids_of_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The image trunk's last feature maps `(batch, channels, height, width)`, what the matcher reads."""
+        """The image trunk's feature maps `(batch, channels, height, width)` that the matcher reads (its config's
+        `grid_level`; the last by default)."""
         self._require_matcher()
         return encode_image_grid(self.model, pixel_values.to(self.device), self.matcher.config.grid_level)[0].float()
 

@@ -146,14 +146,14 @@ def train(args, config, model, tokenizer, train, validation, preprocess, grids):
 
     matching.image_cells = cells
     if args.rank_by_sum:  # training ranks by the sum of token log-probabilities (evaluation keeps the mean)
-        mean_score = type(matcher).forward
+        mean_score = matcher.forward
 
-        def score(self, grid, text_states, text_mask, input_ids=None):
-            if not self.training:
-                return mean_score(self, grid, text_states, text_mask, input_ids)
-            return (self.token_log_probs(grid, input_ids) * text_mask[:, 1:].to(grid.dtype)).sum(-1)
+        def score(grid, text_states, text_mask, input_ids=None):
+            if not matcher.training:
+                return mean_score(grid, text_states, text_mask, input_ids)
+            return (matcher.token_log_probs(grid, input_ids) * text_mask[:, 1:].to(grid.dtype)).sum(-1)
 
-        type(matcher).forward = score
+        matcher.forward = score  # this matcher only (nn.Module calls self.forward)
     matcher.extra = extra
     config.matcher_learning_rate, config.batch_size = args.learning_rate, args.batch_size
     optimizer, scheduler = teacher_script.make_optimizer(matcher, config, args.steps, learning_rate=args.learning_rate)
@@ -181,7 +181,7 @@ def train(args, config, model, tokenizer, train, validation, preprocess, grids):
         true = [random.choice(references[i]) for i in index]
         judges = [judge_of(scenes[i], None) for i in index]
         negatives, owners, _ = draw_hard_negatives(true, judges, kinds, 1, rng)
-        ids = teacher_script.without_padding_columns(model, tokenizer(true + negatives))
+        ids = matching.without_padding_columns(model, tokenizer(true + negatives))
         mask = (ids != model.text.config.pad_token_id).long()
         similarity = torch.zeros(len(index), len(index))  # in-batch negatives drawn uniformly
         with torch.autocast("cpu", torch.bfloat16):

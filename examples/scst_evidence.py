@@ -44,11 +44,11 @@ SCST = "configs/demo_scst.yaml"
 CONTINUED = ["--model_name_or_path", START, "--max_steps", "120", "--per_device_train_batch_size", "16"]
 CONTINUED += ["--lr_scheduler_type", "constant", "--warmup_steps", "0", "--eval_strategy", "no"]
 CONTINUED += ["--save_steps", "40", "--logging_steps", "10"]
-# name -> (config, flags over it); the learning rate and seed come from the sweep.
 # The matcher arms' teacher. Its towers are the demo teacher's, but the embedding cache is keyed by the teacher's
 # directory: they embed each batch's images as they go rather than all 10,000 training images before the 1,920 they
 # train on.
 MATCHER = ["--clip_pretrained", "{matcher_teacher}", "--cache_teacher_embeddings", "false"]
+# name -> (config, flags over it); the learning rate and seed come from the sweep.
 ARMS = {
     "first stage continued (control)": ("configs/demo.yaml", CONTINUED),
     "SCST: CLIP-S": (SCST, []),
