@@ -4,6 +4,7 @@
 
     python app.py                                   # outputs/demo, its teacher and validation scenes; 127.0.0.1:7860
     python app.py USER/clipcap-home-appliance --clip_model ViT-B-32 --clip_pretrained openai
+    python app.py outputs/demo-onnx --onnx_dtype int8     # export_onnx.py's graphs, run by onnxruntime
     CLIPCAP_MODEL=USER/clipcap-home-appliance python app.py     # as a Space runs it: no arguments
 
 Drop an image (or pick one of the validation scenes) and see its captions by greedy search, beam search and
@@ -49,6 +50,13 @@ class AppArguments:
     )
     server_port: int = field(default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), metadata={"help": "Port."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda if any)."})
+    backend: str = field(
+        default="auto",
+        metadata={
+            "help": "pytorch, onnx (an export_onnx.py directory: onnxruntime) or auto (what the directory holds)."
+        },
+    )
+    onnx_dtype: str = field(default="fp32", metadata={"help": "The onnx backend's graphs: fp32 or int8."})
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[AppArguments, TeacherArguments]:
@@ -99,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. The model, and what its training run left: the teacher and the data.
     try:
-        model, processor = load_captioner(args.model_name_or_path, args.device)
-    except OSError as error:
+        model, processor = load_captioner(
+            args.model_name_or_path, args.device, backend=args.backend, onnx_dtype=args.onnx_dtype
+        )
+    except (OSError, ValueError, ImportError) as error:
         print(f"app.py: error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1
     run_args = training_run_args(args.model_name_or_path)

@@ -6,6 +6,7 @@
     python caption.py outputs/demo images/ --format jsonl --output captions.jsonl
     python caption.py outputs/demo "shots/**/*.png" --num_beams 1       # glob (quoted), greedy
     python caption.py outputs/demo images/ --do_sample --top_p 0.9 --seed 0
+    python caption.py outputs/demo-onnx images/ --backend onnx --onnx_dtype int8   # export_onnx.py's graphs
 
 Inputs are files, folders (searched recursively for the `--extensions`) and glob patterns, in the order given.
 Images are decoded and captioned in batches of `--batch_size`; decoding settings default to the model's
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from clipcap.images import IMAGE_EXTENSIONS, find_images, load_image
-from clipcap.inference import CaptionWriter, GenerationArguments, caption_batches, load_captioner
+from clipcap.inference import BACKENDS, CaptionWriter, GenerationArguments, caption_batches, load_captioner
 from clipcap.memory import keep_freed_memory
 
 EXIT_OK, EXIT_SKIPPED, EXIT_FAILED = 0, 1, 2
@@ -48,6 +49,14 @@ class CaptionArguments:
         default=",".join(IMAGE_EXTENSIONS), metadata={"help": "File endings searched for in folders."}
     )
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1, ... (default: cuda if any)."})
+    backend: str = field(
+        default="auto",
+        metadata={
+            "help": "pytorch (a saved model), onnx (an export_onnx.py directory, onnxruntime on the CPU) or auto "
+            "(whichever the directory holds)."
+        },
+    )
+    onnx_dtype: str = field(default="fp32", metadata={"help": "The onnx backend's graphs: fp32 or int8."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar on stderr."})
     allow_pickle: bool = field(
         default=False,
@@ -57,6 +66,8 @@ class CaptionArguments:
     def __post_init__(self):
         if self.format not in CaptionWriter.FORMATS:
             raise ValueError(f"--format must be {', '.join(CaptionWriter.FORMATS)}, not {self.format!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"--backend must be {', '.join(BACKENDS)}, not {self.backend!r}")
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be >= 1, not {self.batch_size}")
 
@@ -67,7 +78,9 @@ def parse_args(argv: list[str] | None = None):
         description=__doc__.split("\n\n")[0],
         epilog="Exit status: 0 all captioned, 1 some files skipped, 2 nothing could be done.",
     )
-    parser.add_argument("model_name_or_path", help="A ClipCap model directory (run_train.py output) or Hub id.")
+    parser.add_argument(
+        "model_name_or_path", help="A ClipCap model directory (run_train.py output), Hub id, or ONNX export directory."
+    )
     parser.add_argument("inputs", nargs="+", help="Image files, folders and glob patterns.")
     args, generation, positional = parser.parse_args_into_dataclasses(args=argv)
     return positional.model_name_or_path, positional.inputs, args, generation
@@ -87,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         print("caption.py: no image to caption", file=sys.stderr)
         return EXIT_FAILED
     try:
-        model, processor = load_captioner(model_name_or_path, args.device, args.allow_pickle)
-    except (OSError, ValueError) as error:
+        model, processor = load_captioner(
+            model_name_or_path, args.device, args.allow_pickle, args.backend, args.onnx_dtype
+        )
+    except (OSError, ValueError, ImportError) as error:
         print(f"caption.py: cannot load the model {model_name_or_path}: {str(error).splitlines()[0]}", file=sys.stderr)
         return EXIT_FAILED
     if generation.seed is not None:

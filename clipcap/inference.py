@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from clipcap.files import missing_local_path
+from clipcap.onnx_runtime import ClipCapONNXCaptioner, is_onnx_export
 from modeling_clipcap import ClipCapForCaptioning
 from processing_clipcap import ClipCapProcessor
 
@@ -56,15 +57,39 @@ def training_run_args(model_name_or_path: str) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def load_captioner(model_name_or_path: str, device: str | None = None, allow_pickle: bool = False):
-    """The model (eval mode, on `device`) and its processor. A path that is clearly local (absolute, relative with
-    `.`, or inside an existing folder) but is not a directory is an error here, not a Hub request. Weights load from
-    safetensors only unless `allow_pickle`."""
+BACKENDS = ("auto", "pytorch", "onnx")
+
+
+def load_captioner(
+    model_name_or_path: str,
+    device: str | None = None,
+    allow_pickle: bool = False,
+    backend: str = "auto",
+    onnx_dtype: str = "fp32",
+):
+    """The captioner (eval mode, on `device`) and its processor. `backend`: "pytorch" loads a saved model, "onnx" an
+    `export_onnx.py` directory (`ClipCapONNXCaptioner`, graphs of `onnx_dtype`, on the CPU), "auto" whichever the
+    directory holds. A path that is clearly local (absolute, relative with `.`, or inside an existing folder) but is
+    not a directory is an error here, not a Hub request. Weights load from safetensors only unless `allow_pickle`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if missing_local_path(model_name_or_path):
         raise OSError(f"no model directory {model_name_or_path}")
+    exported = is_onnx_export(model_name_or_path)
+    if backend == "onnx" and not exported:
+        raise ValueError(
+            f"{model_name_or_path} is not an ONNX export: run `python export_onnx.py {model_name_or_path} OUT_DIR` "
+            "and caption with OUT_DIR"
+        )
+    if backend == "pytorch" and exported:
+        raise ValueError(f"{model_name_or_path} is an ONNX export: caption it with the onnx backend")
+    processor = ClipCapProcessor.from_pretrained(model_name_or_path)
+    if exported:
+        if device not in (None, "cpu"):
+            raise ValueError(f"the onnx backend runs on the CPU, not {device}")
+        return ClipCapONNXCaptioner.from_pretrained(model_name_or_path, onnx_dtype), processor
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = ClipCapForCaptioning.from_pretrained(model_name_or_path, allow_pickle=allow_pickle).to(device).eval()
-    processor = ClipCapProcessor.from_pretrained(model_name_or_path)
     return model, processor
 
 

@@ -26,7 +26,7 @@ from transformers import DynamicCache, GenerationConfig, GenerationMixin, GPT2Co
 from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from clipcap.onnx_export import FORMAT_VERSION, GRAPHS, past_names, read_export_config
+from clipcap.onnx_export import FORMAT_VERSION, GRAPHS, past_names, read_export_config, require_onnx
 from modeling_clipcap import NoRepeatNGramBlocker
 
 
@@ -71,6 +71,7 @@ class ClipCapONNXCaptioner(GenerationMixin):
     def __init__(self, export_dir: str | Path, dtype: str = "fp32", threads: int | None = None):
         export_dir = Path(export_dir)
         config = read_export_config(export_dir)
+        require_onnx("onnx", "onnxruntime")
         export = config["onnx_export"]
         if export.get("format_version") != FORMAT_VERSION:
             raise ValueError(
@@ -109,6 +110,9 @@ class ClipCapONNXCaptioner(GenerationMixin):
 
     def can_generate(self) -> bool:
         return True
+
+    def eval(self):
+        return self  # inference only: what callers of a PyTorch model do is a no-op here
 
     def get_experts_implementation(self) -> dict:
         return {}  # no mixture of experts

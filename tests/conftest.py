@@ -279,6 +279,27 @@ def app_dirs(tmp_path_factory, teacher_checkpoint):
     return root
 
 
+@pytest.fixture(scope="session")
+def onnx_export_dir(tmp_path_factory, data_dir):
+    """`tiny_model()` saved with its processor (`model/`) and exported by export_onnx.py with its int8 graphs, the
+    image graph calibrated on the tiny dataset's training images (`export/`); the script's output in `export.log`."""
+    import contextlib
+    import io
+
+    import export_onnx
+
+    root = tmp_path_factory.mktemp("onnx")
+    model = tiny_model()
+    model.save_pretrained(root / "model")
+    ClipCapProcessor.from_config(model.config).save_pretrained(root / "model")
+    argv = [str(root / "model"), str(root / "export"), "--quantize", "int8", "--calibration_dataset", str(data_dir)]
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        assert export_onnx.main(argv) == 0
+    (root / "export.log").write_text(output.getvalue())
+    return root
+
+
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPCAP_CACHE", str(tmp_path / "cache"))
