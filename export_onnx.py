@@ -26,7 +26,8 @@ from transformers import HfArgumentParser
 
 from clipcap.data import IMAGE_COLUMN
 from clipcap.inference import training_run_args
-from clipcap.onnx_export import calibration_batches, export_onnx, verify_export
+from clipcap.onnx_export import calibration_batches, export_onnx
+from clipcap.onnx_runtime import verify_export
 from modeling_clipcap import ClipCapForCaptioning
 from processing_clipcap import ClipCapProcessor
 

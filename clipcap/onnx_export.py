@@ -19,7 +19,7 @@ encoder with a calibration set, since onnxruntime's CPU and web providers have n
 
 Every graph carries the model's fingerprint (SHA-256 of its weights) and `FORMAT_VERSION` in its metadata, and
 `config.json` records them, so a runtime refuses graphs of another model or of an older layout
-(`clipcap.onnx_runtime`).
+(`clipcap.onnx_runtime`, which also checks each graph against PyTorch: `verify_export`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from torch import nn
 from transformers import DynamicCache
 from transformers import __version__ as transformers_version
 
+from clipcap.data import IMAGE_COLUMN, load_prepared_dataset
 from modeling_clipcap import ClipCapForCaptioning
 from processing_clipcap import ClipCapProcessor
 
@@ -311,49 +312,15 @@ def export_onnx(
 
 
 def calibration_batches(
-    dataset_dir: str | Path, processor, num_images: int = 64, batch_size: int = 16, image_column: str = "image"
+    dataset_dir: str | Path, processor, num_images: int = 64, batch_size: int = 16, image_column: str = IMAGE_COLUMN
 ):
     """Pixel values of the first `num_images` training images of a prepared dataset, `batch_size` at a time: the
     image graph's static quantization calibrates its activation ranges on them."""
-    from clipcap.data import IMAGE_COLUMN, load_prepared_dataset
-
     dataset, _ = load_prepared_dataset(str(dataset_dir), {"train": [IMAGE_COLUMN]}, image_column=image_column)
     train = dataset["train"]
     for start in range(0, min(num_images, len(train)), batch_size):
         images = train[start : min(start + batch_size, num_images)][IMAGE_COLUMN]
         yield processor(images=[image.convert("RGB") for image in images])["pixel_values"].numpy()
-
-
-@torch.no_grad()
-def verify_export(model: ClipCapForCaptioning, export_dir: str | Path, dtype: str = "fp32", seed: int = 0) -> dict:
-    """Largest difference between each graph of `dtype` and the PyTorch model on random inputs (3 images, 5 tokens
-    after a cache of the prefix), in units of the PyTorch output's largest magnitude where that exceeds 1 (an
-    absolute difference below it): the figure `export_onnx.py` prints and the tests bound by 1e-4."""
-    from clipcap.onnx_runtime import ClipCapONNXCaptioner
-
-    captioner = ClipCapONNXCaptioner.from_pretrained(export_dir, dtype)
-    generator = torch.Generator().manual_seed(seed)
-    size, vocab = model.config.image_size, model.config.text_config.vocab_size
-    pixel_values = torch.randn(3, 3, size, size, generator=generator)
-    input_ids = torch.randint(vocab, (3, 5), generator=generator)
-    prefix = model.get_prefix_embeds(pixel_values)
-    onnx_prefix = torch.from_numpy(captioner.image_prefix(pixel_values))
-    embeds = model.get_input_embeddings()(input_ids)
-    cache = DynamicCache(config=model.decoder.config)
-    model.decoder(inputs_embeds=prefix, cache=cache, use_cache=True)
-    mask = torch.ones(3, prefix.shape[1] + 5, dtype=torch.long)
-    logits = model.decoder(inputs_embeds=embeds, attention_mask=mask, cache=cache, use_cache=True).logits
-    onnx_cache = captioner.forward(inputs_embeds=prefix).cache
-    onnx_logits = captioner.forward(inputs_embeds=embeds, attention_mask=mask, cache=onnx_cache).logits
-
-    def difference(onnx_output, output):
-        return ((onnx_output - output).abs().max() / output.abs().max().clamp(min=1)).item()
-
-    return {
-        "vision_encoder": difference(onnx_prefix, prefix),
-        "embed_tokens": difference(captioner.embed(input_ids), embeds),
-        "decoder_model_merged": difference(onnx_logits, logits),
-    }
 
 
 def read_export_config(export_dir: str | Path) -> dict:

@@ -27,7 +27,7 @@ from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from clipcap.onnx_export import FORMAT_VERSION, GRAPHS, past_names, read_export_config, require_onnx
-from modeling_clipcap import NoRepeatNGramBlocker
+from modeling_clipcap import ClipCapForCaptioning, NoRepeatNGramBlocker
 
 
 def _session(path: Path, threads: int | None):
@@ -203,6 +203,36 @@ class ClipCapONNXCaptioner(GenerationMixin):
             return super().generate(
                 inputs_embeds=prefix, attention_mask=attention_mask, cache=self._prefix_cache(prefix), **kwargs
             )
+
+
+@torch.no_grad()
+def verify_export(model: ClipCapForCaptioning, export_dir: str | Path, dtype: str = "fp32", seed: int = 0) -> dict:
+    """Largest difference between each graph of `dtype` and the PyTorch model on random inputs (3 images, 5 tokens
+    after a cache of the prefix), in units of the PyTorch output's largest magnitude where that exceeds 1 (an
+    absolute difference below it): the figure `export_onnx.py` prints and the tests bound by 1e-4."""
+    captioner = ClipCapONNXCaptioner.from_pretrained(export_dir, dtype)
+    generator = torch.Generator().manual_seed(seed)
+    size, vocab = model.config.image_size, model.config.text_config.vocab_size
+    pixel_values = torch.randn(3, 3, size, size, generator=generator)
+    input_ids = torch.randint(vocab, (3, 5), generator=generator)
+    prefix = model.get_prefix_embeds(pixel_values)
+    onnx_prefix = torch.from_numpy(captioner.image_prefix(pixel_values))
+    embeds = model.get_input_embeddings()(input_ids)
+    cache = DynamicCache(config=model.decoder.config)
+    model.decoder(inputs_embeds=prefix, cache=cache, use_cache=True)
+    mask = torch.ones(3, prefix.shape[1] + 5, dtype=torch.long)
+    logits = model.decoder(inputs_embeds=embeds, attention_mask=mask, cache=cache, use_cache=True).logits
+    onnx_cache = captioner.forward(inputs_embeds=prefix).cache
+    onnx_logits = captioner.forward(inputs_embeds=embeds, attention_mask=mask, cache=onnx_cache).logits
+
+    def difference(onnx_output, output):
+        return ((onnx_output - output).abs().max() / output.abs().max().clamp(min=1)).item()
+
+    return {
+        "vision_encoder": difference(onnx_prefix, prefix),
+        "embed_tokens": difference(captioner.embed(input_ids), embeds),
+        "decoder_model_merged": difference(onnx_logits, logits),
+    }
 
 
 def is_onnx_export(path: str | os.PathLike) -> bool:

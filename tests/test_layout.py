@@ -24,7 +24,7 @@ from pathlib import PurePosixPath
 
 from tests.conftest import ROOT
 
-SCRIPTS = {"run_train", "prepare_dataset", "run_eval", "caption", "train_clip_teacher", "app"}
+SCRIPTS = {"run_train", "prepare_dataset", "run_eval", "caption", "train_clip_teacher", "app", "export_onnx"}
 MODEL_FILES = {"configuration_clipcap", "modeling_clipcap", "pipeline_clipcap", "processing_clipcap"}
 
 
@@ -236,7 +236,7 @@ def test_the_project_layout_page_names_every_module():
 
 # Named after no module: the layout's own rules, and the smoke example (examples/overfit_smoke.py).
 # test_transformers_common: transformers' own common model tests, run against the model (no module of ours).
-FREELY_NAMED_TESTS = {"test_layout", "test_examples", "test_transformers_common"}
+FREELY_NAMED_TESTS = {"test_layout", "test_examples", "test_transformers_common", "test_web"}  # web/: no module
 TOP_MODULES = SCRIPTS | MODEL_FILES | {m.split(".")[1] for m in LIBRARY if m.count(".") == 1 and m not in SUBPACKAGES}
 SYNTHETIC_MODULES = {m.rpartition(".")[2] for m in LIBRARY if m.startswith("clipcap.synthetic.")}
 TEST_NAMES = {  # the names a test file may have in each folder; `python -m clipcap.synthetic` (__main__) is the cli
