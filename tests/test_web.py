@@ -13,7 +13,7 @@ import pytest
 from clipcap.onnx_runtime import ClipCapONNXCaptioner
 from processing_clipcap import ClipCapProcessor
 from tests.conftest import ROOT, tiny_dataset
-from tests.test_app import CHROMIUM, CHROMIUM_FLAGS, free_port
+from tests.helpers import CHROMIUM, CHROMIUM_FLAGS, free_port
 
 pytestmark = pytest.mark.slow
 
