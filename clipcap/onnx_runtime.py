@@ -34,6 +34,9 @@ def _session(path: Path, threads: int | None):
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
+    # onnxruntime's threads spin for more work after each call by default, taking the cores from the PyTorch ops
+    # (log-softmax, top-k, the cache's reordering) that generate() runs between calls.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
