@@ -22,6 +22,7 @@ def test_the_app_captions_with_the_onnx_backend(onnx_export_dir):
     model, processor = inference.load_captioner(str(onnx_export_dir / "model"))
     onnx_captioner, onnx_processor = inference.load_captioner(str(onnx_export_dir / "export"), backend="onnx")
     assert isinstance(onnx_captioner, ClipCapONNXCaptioner)
+    assert isinstance(inference.load_captioner(str(onnx_export_dir / "export"))[0], ClipCapONNXCaptioner)  # auto
     image = Image.new("RGB", (64, 64), "teal")
     expected = CaptioningDemo(model, processor).caption(image)
     assert CaptioningDemo(onnx_captioner, onnx_processor).caption(image) == expected
