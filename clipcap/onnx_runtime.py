@@ -2,9 +2,8 @@
 """Captioning with onnxruntime from an `export_onnx.py` directory, decoded by transformers' own generation loop:
 
     captioner = ClipCapONNXCaptioner.from_pretrained("outputs/demo-onnx", dtype="int8")
-    processor = ClipCapProcessor.from_pretrained("outputs/demo-onnx")
-    ids = captioner.generate(processor(images=images)["pixel_values"], num_beams=3)
-    captions = processor.batch_decode(ids)
+    ids = captioner.generate(images, num_beams=3)        # PIL images, or the processor's pixel values
+    captions = captioner.caption(images, num_beams=3)    # the same, decoded
 
 The image graph makes the prefix; the decoder graph runs under `GenerationMixin.generate`, as optimum's
 `ORTModelForCausalLM` does: its forward pass is one onnxruntime call, its cache a `DynamicCache` of the graph's
@@ -15,6 +14,7 @@ the prefix's cache once per image and widens it to the beams: done here alike).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -22,12 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from transformers import DynamicCache, GenerationConfig, GenerationMixin, GPT2Config, LogitsProcessorList
 from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from clipcap.onnx_export import FORMAT_VERSION, GRAPHS, past_names, read_export_config, require_onnx
 from modeling_clipcap import ClipCapForCaptioning, NoRepeatNGramBlocker
+from processing_clipcap import ClipCapProcessor
 
 
 def _session(path: Path, threads: int | None):
@@ -193,11 +195,14 @@ class ClipCapONNXCaptioner(GenerationMixin):
 
     @torch.no_grad()
     def generate(self, pixel_values=None, **kwargs) -> torch.LongTensor:
-        """Caption a batch of images (processor pixel values, NumPy or PyTorch): `GenerationMixin.generate` over the
-        image prefix with the export's `generation_config` and any of its options (`num_beams`, `max_new_tokens`,
-        `do_sample`, ...). Returns the generated token ids."""
+        """Caption a batch of images: PIL images (prepared by the export's processor) or the processor's pixel values
+        (NumPy or PyTorch). `GenerationMixin.generate` runs over the image prefix with the export's
+        `generation_config` and any of its options (`num_beams`, `max_new_tokens`, `do_sample`, ...). Returns the
+        generated token ids; `caption` returns the text."""
         if pixel_values is None:
-            raise ValueError("generate needs pixel_values: the ONNX captioner captions images")
+            raise ValueError("generate needs images or pixel_values: the ONNX captioner captions images")
+        if isinstance(pixel_values, (list, tuple, Image.Image)):
+            pixel_values = self.processor(images=pixel_values)["pixel_values"]
         kwargs.pop("labels", None)
         prefix = torch.from_numpy(self.image_prefix(pixel_values))
         attention_mask = torch.ones(prefix.shape[:2], dtype=torch.long)
@@ -206,6 +211,15 @@ class ClipCapONNXCaptioner(GenerationMixin):
             return super().generate(
                 inputs_embeds=prefix, attention_mask=attention_mask, cache=self._prefix_cache(prefix), **kwargs
             )
+
+    def caption(self, images, **kwargs) -> list[str]:
+        """The captions of `images` (PIL images or pixel values): `generate`, decoded by the export's tokenizer."""
+        return self.processor.batch_decode(self.generate(images, **kwargs))
+
+    @functools.cached_property
+    def processor(self) -> ClipCapProcessor:
+        """The export's processor (image transform and tokenizer)."""
+        return ClipCapProcessor.from_pretrained(self.export_dir)
 
 
 @torch.no_grad()

@@ -97,3 +97,17 @@ def test_what_the_onnx_backend_cannot_load_is_one_clear_error(onnx_export_dir, t
         ClipCapONNXCaptioner.from_pretrained(fp32_only)
     with pytest.raises(ValueError, match=r"pixel_values must have shape \(batch, 3, 64, 64\), not \(2, 3, 32, 32\)"):
         ClipCapONNXCaptioner.from_pretrained(export).generate(images(2, 32))
+
+
+def test_generate_takes_pil_images_and_caption_decodes_them(exported):
+    from PIL import Image
+
+    from processing_clipcap import ClipCapProcessor
+
+    model, export = exported
+    images_ = [Image.new("RGB", (80, 64), color) for color in ("red", "navy", "olive")]
+    processor = ClipCapProcessor.from_pretrained(export)
+    expected = model.generate(processor(images=images_)["pixel_values"], num_beams=2, max_new_tokens=8)
+    captioner = ClipCapONNXCaptioner.from_pretrained(export)
+    assert torch.equal(captioner.generate(images_, num_beams=2, max_new_tokens=8), expected)
+    assert captioner.caption(images_, num_beams=2, max_new_tokens=8) == processor.batch_decode(expected)
