@@ -500,7 +500,29 @@ class ClipCapPreTrainedModel(PreTrainedModel):
                 init.normal_(param, std=std)
 
 
-class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
+class ClipCapGenerationMixin(GenerationMixin):
+    """What generating after an image prefix changes in `GenerationMixin`, for `ClipCapForCaptioning` and for any
+    runtime of its exported graphs (`clipcap.onnx_runtime`): a prefix cache computed once per image (marked
+    `per_image_prefix`) is widened to the beams rather than computed per beam, and n-gram blocking is
+    `NoRepeatNGramBlocker`."""
+
+    def _expand_inputs_for_generation(self, expand_size: int = 1, *args, **model_kwargs):
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, *args, **model_kwargs)
+        cache = model_kwargs.get("cache")
+        if expand_size > 1 and getattr(cache, "per_image_prefix", False):
+            cache.batch_repeat_interleave(expand_size)
+        return input_ids, model_kwargs
+
+    def _get_logits_processor(self, *args, **kwargs) -> LogitsProcessorList:
+        """transformers' logits processors, with its n-gram blocking replaced by `NoRepeatNGramBlocker` (the same
+        rule, batched) at the same place in the list, so the order of the processors is unchanged."""
+        processors = super()._get_logits_processor(*args, **kwargs)
+        return LogitsProcessorList(
+            NoRepeatNGramBlocker(p.ngram_size) if type(p) is NoRepeatNGramLogitsProcessor else p for p in processors
+        )
+
+
+class ClipCapForCaptioning(ClipCapPreTrainedModel, ClipCapGenerationMixin):
     """ClipCap captioner. `forward` trains it; `generate(pixel_values, **generation_kwargs)` writes captions."""
 
     def __init__(self, config: ClipCapConfig, backbone: nn.Module | None = None):
@@ -896,26 +918,12 @@ class ClipCapForCaptioning(ClipCapPreTrainedModel, GenerationMixin):
         cache.per_image_prefix = True
         return cache
 
-    def _expand_inputs_for_generation(self, expand_size: int = 1, *args, **model_kwargs):
-        input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, *args, **model_kwargs)
-        cache = model_kwargs.get("cache")
-        if expand_size > 1 and getattr(cache, "per_image_prefix", False):
-            cache.batch_repeat_interleave(expand_size)
-        return input_ids, model_kwargs
-
-    def _get_logits_processor(self, *args, **kwargs) -> LogitsProcessorList:
-        """transformers' logits processors, with its n-gram blocking replaced by `NoRepeatNGramBlocker` (the same
-        rule, batched) at the same place in the list, so the order of the processors is unchanged."""
-        processors = super()._get_logits_processor(*args, **kwargs)
-        return LogitsProcessorList(
-            NoRepeatNGramBlocker(p.ngram_size) if type(p) is NoRepeatNGramLogitsProcessor else p for p in processors
-        )
-
 
 ClipCapForCaptioning.register_for_auto_class("AutoModel")
 
 __all__ = [
     "ClipCapForCaptioning",
+    "ClipCapGenerationMixin",
     "ClipCapPreTrainedModel",
     "ImageEncoder",
     "ImagePrefixMapper",

@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import DynamicCache, GenerationConfig, GenerationMixin, GPT2Config, LogitsProcessorList
-from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
+from transformers import DynamicCache, GenerationConfig, GPT2Config
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from clipcap.onnx_export import FORMAT_VERSION, GRAPHS, past_names, read_export_config, require_onnx
-from modeling_clipcap import ClipCapForCaptioning, NoRepeatNGramBlocker
+from modeling_clipcap import ClipCapForCaptioning, ClipCapGenerationMixin
 from processing_clipcap import ClipCapProcessor
 
 
@@ -65,7 +64,7 @@ def _check_identity(path: Path, export: dict):
         )
 
 
-class ClipCapONNXCaptioner(GenerationMixin):
+class ClipCapONNXCaptioner(ClipCapGenerationMixin):
     """The exported graphs as a transformers generator: `generate(pixel_values, **generation_kwargs)` returns token
     ids as `ClipCapForCaptioning.generate` does."""
 
@@ -179,19 +178,6 @@ class ClipCapONNXCaptioner(GenerationMixin):
             cache = self.forward(inputs_embeds=prefix_embeds[:, :-1]).cache
         cache.per_image_prefix = True
         return cache
-
-    def _expand_inputs_for_generation(self, expand_size: int = 1, *args, **model_kwargs):
-        input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, *args, **model_kwargs)
-        cache = model_kwargs.get("cache")
-        if expand_size > 1 and getattr(cache, "per_image_prefix", False):
-            cache.batch_repeat_interleave(expand_size)
-        return input_ids, model_kwargs
-
-    def _get_logits_processor(self, *args, **kwargs) -> LogitsProcessorList:
-        processors = super()._get_logits_processor(*args, **kwargs)
-        return LogitsProcessorList(
-            NoRepeatNGramBlocker(p.ngram_size) if type(p) is NoRepeatNGramLogitsProcessor else p for p in processors
-        )
 
     @torch.no_grad()
     def generate(self, pixel_values=None, **kwargs) -> torch.LongTensor:
