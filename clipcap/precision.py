@@ -24,14 +24,45 @@ FORCE_BF16_ENV = "CLIPCAP_FORCE_BF16"
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+# oneDNN's ISA names (its ONEDNN_MAX_CPU_ISA) from which on it computes bf16 natively (AVX-512 BF16, AMX).
+ONEDNN_BF16_ISAS = (
+    "AVX512_CORE_BF16",
+    "AVX512_CORE_FP16",
+    "AVX512_CORE_AMX",
+    "AVX512_CORE_AMX_FP16",
+    "AVX10_1_512",
+    "AVX10_1_512_AMX",
+    "AVX10_1_512_AMX_FP16",
+    "AVX10_2_512",
+    "AVX10_2_512_AMX_2",
+    "ALL",
+    "DEFAULT",
+)
+
+
+def bf16_code_path_limits() -> list[str]:
+    """What keeps PyTorch off the CPU's bf16 instructions even where it has them: `ATEN_CPU_CAPABILITY` below AVX-512
+    (ATen's kernels) and `ONEDNN_MAX_CPU_ISA` below AVX512_CORE_BF16 (oneDNN's matmuls and convolutions), as set to
+    run the AVX2 code path on a newer CPU."""
+    limits = []
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not capability.startswith("AVX512"):
+        limits.append(f"torch runs its {capability} kernels")
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    if isa not in ONEDNN_BF16_ISAS:
+        limits.append(f"ONEDNN_MAX_CPU_ISA={isa}")
+    return limits
+
+
 def cpu_bf16_features() -> list[str]:
-    """The native bf16 instructions this CPU has, as PyTorch reports them: `"AMX"`, `"AVX-512 BF16"`, or none."""
+    """The native bf16 instructions this CPU has and PyTorch may use (`bf16_code_path_limits`): `"AMX"`,
+    `"AVX-512 BF16"`, or none."""
     features = []
     if getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)():
         features.append("AMX")
     if getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
         features.append("AVX-512 BF16")
-    return features
+    return [] if bf16_code_path_limits() else features
 
 
 @cache
@@ -52,8 +83,13 @@ def describe_cpu() -> str:
 
     E.g. `"Intel(R) Xeon(R) Processor, 2 cores, torch AVX512, native bf16: AMX, AVX-512 BF16"`."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    native = ", ".join(cpu_bf16_features()) or "none (emulated)"
-    return f"{cpu_model()}, {cores} cores, torch {torch.backends.cpu.get_cpu_capability()}, native bf16: {native}"
+    limits = bf16_code_path_limits()
+    native = ", ".join(cpu_bf16_features()) or f"none (emulated{': ' + ', '.join(limits) if limits else ''})"
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    onednn = f", oneDNN up to {isa.upper()}" if isa else ""
+    return (
+        f"{cpu_model()}, {cores} cores, torch {torch.backends.cpu.get_cpu_capability()}{onednn}, native bf16: {native}"
+    )
 
 
 def describe_device(device: str | torch.device) -> str:
@@ -77,6 +113,8 @@ def native_bf16(device: str | torch.device = "cpu") -> tuple[bool, str]:
         capability = torch.backends.cpu.get_cpu_capability()
         if features:
             return True, f"the CPU ({cpu_model()}) has {' and '.join(features)}"
+        if limits := bf16_code_path_limits():
+            return False, f"bf16 is emulated on this code path ({', '.join(limits)}) and slower than fp32"
         return False, (
             f"the CPU ({cpu_model()}, torch {capability}) has neither AMX nor AVX-512 BF16, so bf16 is emulated there "
             "and slower than fp32"

@@ -101,3 +101,27 @@ def test_training_bf16_follows_the_cpu(cpu, expected, request, tmp_path, caplog)
     if not torch.cuda.is_available():  # bf16 on a CPU that has it, from a config written for a GPU (use_cpu false)
         args = ClipCapTrainingArguments(output_dir=str(tmp_path), bf16=True, report_to="none")
         assert (args.bf16, args.use_cpu, args.device.type) == (expected, expected, "cpu")
+
+
+def test_the_avx2_code_path_on_a_bf16_cpu_counts_as_emulated(monkeypatch):
+    """ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2 make PyTorch run the AVX2 code path on a newer CPU, where
+    bf16 is then emulated: the hardware's AMX / AVX-512 BF16 no longer count."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert precision.cpu_bf16_features() == ["AVX-512 BF16"] and precision.bf16_code_path_limits() == []
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_bf16")
+    assert native_bf16("cpu")[0] is True
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert precision.cpu_bf16_features() == []
+    assert native_bf16("cpu") == (
+        False,
+        "bf16 is emulated on this code path (ONEDNN_MAX_CPU_ISA=AVX2) and slower than fp32",
+    )
+    assert describe_cpu().endswith(
+        ", torch AVX512, oneDNN up to AVX2, native bf16: none (emulated: ONEDNN_MAX_CPU_ISA=AVX2)"
+    )
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert precision.bf16_code_path_limits() == ["torch runs its AVX2 kernels"] and not native_bf16("cpu")[0]
