@@ -15,7 +15,10 @@ machine=$("$PYTHON" -c "from clipcap.precision import describe_cpu; print(descri
 echo "== machine: $machine"
 
 timings=()
-# run_stage NAME OUTPUT COMMAND...: COMMAND, timed, unless OUTPUT exists.
+peak_file=$(mktemp)
+trap 'rm -f "$peak_file"' EXIT
+# run_stage NAME OUTPUT COMMAND...: COMMAND, timed, with its peak resident memory (clipcap.memory), unless OUTPUT
+# exists.
 run_stage() {
     local name=$1 output=$2
     shift 2
@@ -25,9 +28,11 @@ run_stage() {
     fi
     local t0
     t0=$(date +%s)
-    "$@"
+    "$PYTHON" -m clipcap.memory --report "$peak_file" -- "$@"
     local seconds=$(( $(date +%s) - t0 ))
-    timings+=("$(printf '%-10s %d min %02d s' "$name" $(( seconds / 60 )) $(( seconds % 60 )))")
+    local peak
+    peak=$(awk '{ printf "%.1f", $1 / 1e9 }' "$peak_file")
+    timings+=("$(printf '%-10s %d min %02d s, peak memory %s GB' "$name" $(( seconds / 60 )) $(( seconds % 60 )) "$peak")")
 }
 
 echo "== 1/3 data: prepare_dataset.py configs/demo_data.yaml"

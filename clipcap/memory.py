@@ -1,10 +1,16 @@
 # Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
-"""Process-wide memory tuning that the scripts opt into at start-up (a library import never changes it)."""
+"""Process-wide memory tuning that the scripts opt into at start-up (a library import never changes it), and the peak
+memory of a command (`python -m clipcap.memory --report FILE -- COMMAND...`, which demo.sh prints next to each stage's
+time)."""
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
+import resource
+import subprocess
+import sys
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
@@ -33,3 +39,29 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
         return False
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def run_with_peak_memory(command: list[str]) -> tuple[int, int]:
+    """Run `command` and return its exit status and the peak resident memory, in bytes, of the largest process it
+    ran (itself or a child it waited for, as `accelerate launch` waits for its worker): Linux's `ru_maxrss` of this
+    process's children. Memory that two processes held at once is not added up."""
+    status = subprocess.call(command)
+    return status, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a command; write its peak resident memory (bytes) to a file.")
+    parser.add_argument("--report", required=True, help="File that gets the peak in bytes.")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command to run")
+    status, peak = run_with_peak_memory(command)
+    with open(args.report, "w") as report:
+        report.write(f"{peak}\n")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -38,3 +38,13 @@ def test_keep_freed_memory_stops_the_page_faults_of_large_tensors():
     env = {"MALLOC_ARENA_MAX": "2", "PATH": "/usr/bin:/bin"}
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert output.split()[2] == "False"  # the environment tunes malloc already: left alone
+
+
+def test_a_commands_peak_memory_and_exit_status_are_reported(tmp_path):
+    """`python -m clipcap.memory --report FILE -- COMMAND` (demo.sh's stages): the child's peak resident memory, a
+    250 MB array in it, lands in FILE; its exit status is the wrapper's."""
+    report = tmp_path / "peak"
+    allocate = "import numpy; a = numpy.ones(250_000_000 // 8); raise SystemExit(3)"
+    command = [sys.executable, "-m", "clipcap.memory", "--report", str(report), "--", sys.executable, "-c", allocate]
+    assert subprocess.run(command, check=False).returncode == 3
+    assert 250e6 < int(report.read_text()) < 600e6
