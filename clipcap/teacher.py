@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 
 from clipcap.files import file_sha256
-from clipcap.matching import Matcher, encode_image_grid, has_matcher, score_captions
+from clipcap.matching import Matcher, encode_image_grid, has_matcher, score_captions, without_padding_columns
 from clipcap.precision import resolve_bf16
 from configuration_clipcap import register_timm_models
 
@@ -241,7 +241,9 @@ class CLIPTeacher(torch.nn.Module):
 
     @torch.no_grad()
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Unit-norm embeddings of captions already tokenised by `self.tokenizer` (`(batch, context_length)` ids)."""
+        """Unit-norm embeddings of captions already tokenised by `self.tokenizer` (`(batch, context_length)` ids); the
+        columns that are padding in every row are not computed (`without_padding_columns`)."""
+        input_ids = without_padding_columns(self.model, input_ids)
         with self._autocast():
             return torch.nn.functional.normalize(self.model.encode_text(input_ids.to(self.device)).float(), dim=-1)
 
@@ -305,7 +307,9 @@ def encode_images(model, images: torch.Tensor, batch_size: int = 64) -> torch.Te
     device = next(model.parameters()).device
     return torch.cat(
         [
-            model.encode_image(images[i : i + batch_size].to(device), normalize=True)
+            model.encode_image(
+                images[i : i + batch_size].to(device).contiguous(memory_format=torch.channels_last), normalize=True
+            )
             for i in range(0, len(images), batch_size)
         ]
     )
@@ -316,7 +320,9 @@ def encode_texts(model, tokenizer, texts: list[str], batch_size: int = 64) -> to
     device = next(model.parameters()).device
     return torch.cat(
         [
-            model.encode_text(tokenizer(texts[i : i + batch_size]).to(device), normalize=True)
+            model.encode_text(
+                without_padding_columns(model, tokenizer(texts[i : i + batch_size])).to(device), normalize=True
+            )
             for i in range(0, len(texts), batch_size)
         ]
     )

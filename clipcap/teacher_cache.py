@@ -48,7 +48,10 @@ def embed_dataset(
     def embed(batch):
         nonlocal text_embeds
         if text_embeds is None:  # on the first batch only, so that a cached map() embeds nothing
-            distinct = list(dict.fromkeys(text for references in dataset[CAPTION_COLUMN] for text in references))
+            # shortest first, so that each batch of 256 is about one length and its padding columns are dropped
+            distinct = sorted(
+                dict.fromkeys(text for references in dataset[CAPTION_COLUMN] for text in references), key=len
+            )
             text_index.update((text, i) for i, text in enumerate(distinct))
             chunks = [teacher.embed_texts(distinct[i : i + 256]).cpu() for i in range(0, len(distinct), 256)]
             text_embeds = torch.cat(chunks) if chunks else torch.empty(0, teacher.identity.embed_dim or 0)
