@@ -130,6 +130,14 @@ class TeacherTrainingArguments:
     eval_steps: int | None = field(
         default=None, metadata={"help": "Also evaluate (recall, compositional test) every N steps: the curve."}
     )
+    gradient_checkpointing: str = field(
+        default="none",
+        metadata={
+            "help": "none, image, text or both: recompute that tower's activations in the backward pass instead of "
+            "keeping them (timm's and transformers' gradient checkpointing): less memory, more time. The image "
+            "trunk's BatchNorm statistics then update twice a step (its forward runs again)."
+        },
+    )
     hard_negatives: str = field(
         default="",
         metadata={
@@ -201,6 +209,10 @@ class TeacherTrainingArguments:
             raise ValueError(f"unknown counterfactual_kinds {unknown}; known: {', '.join(COUNTERFACTUAL_KINDS)}")
         if not 0.0 <= self.counterfactual_images <= 1.0:
             raise ValueError("counterfactual_images is a fraction of the batch, between 0 and 1")
+        if self.gradient_checkpointing not in ("none", "image", "text", "both"):
+            raise ValueError(
+                f"gradient_checkpointing must be none, image, text or both, not {self.gradient_checkpointing!r}"
+            )
         if self.hard_negative_weight and not kinds:
             raise ValueError("hard_negative_weight needs hard_negatives")
         if self.matcher_layers < 0:
@@ -590,6 +602,13 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
         logger.info("The towers start from the teacher in %s", args.init_teacher)
     if args.lock_image_tower:
         model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
+    if args.gradient_checkpointing in ("image", "both"):
+        model.visual.set_grad_checkpointing(True)
+    if args.gradient_checkpointing in ("text", "both"):  # a Hugging Face text tower (CustomTextCLIP) or CLIP's own
+        if hasattr(model, "text"):
+            model.text.set_grad_checkpointing(True)
+        else:
+            model.transformer.grad_checkpointing = True
     matcher = None
     if args.matcher_layers:
         vocabulary = None
