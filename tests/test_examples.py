@@ -241,6 +241,8 @@ def test_demo_sh_times_each_stage_and_names_the_cpu(tmp_path):
     stub.parent.mkdir(parents=True)
     stub.write_text(
         "#!/usr/bin/env bash\n"
+        # `python -m clipcap.memory --report FILE -- COMMAND`, each stage's wrapper: a peak of 2.1 GB, then COMMAND
+        'if [ "$1" = -m ] && [ "$2" = clipcap.memory ]; then echo 2100000000 > "$4"; shift 5; exec "$@"; fi\n'
         f'echo "$*" >> {tmp_path / "calls"}\n'
         'if [ "$1" = -c ]; then echo "Some CPU, 2 cores, torch AVX2, native bf16: none (emulated)"; fi\n'
     )
@@ -252,7 +254,7 @@ def test_demo_sh_times_each_stage_and_names_the_cpu(tmp_path):
     assert "== machine: Some CPU, 2 cores, torch AVX2, native bf16: none (emulated)" in out
     assert "== stage timings on Some CPU, 2 cores, torch AVX2, native bf16: none (emulated):" in out
     assert stages == ["data", "teacher", "captioner", "total"]
-    assert re.search(r"^   captioner  0 min \d\d s$", out, re.MULTILINE)
+    assert re.search(r"^   captioner  0 min \d\d s, peak memory 2\.1 GB$", out, re.MULTILINE)
     for output in OUTPUTS:  # a second run finds every output and skips every stage
         (tmp_path / output).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / output).touch()
