@@ -1,6 +1,6 @@
 # Copyright 2026 The ClipCap-HF authors. Licensed under the Apache License, Version 2.0.
-"""Files: the project's cache directory, files written whole or not at all, hashed, and local paths that must not be
-looked up on the Hub."""
+"""Files: the project's cache directory, files written whole or not at all, hashed (one or several in a row), and
+local paths that must not be looked up on the Hub."""
 
 from __future__ import annotations
 
@@ -18,10 +18,16 @@ def cache_dir() -> Path:
 
 
 def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    return files_sha256([path], chunk_size)
+
+
+def files_sha256(paths: list[str | os.PathLike], chunk_size: int = 1 << 20) -> str:
+    """SHA-256 of the files' bytes one after the other (a saved model's config and weight files: its fingerprint)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(chunk_size):
+                digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -20,7 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from clipcap.files import missing_local_path
-from clipcap.onnx_runtime import ClipCapONNXCaptioner, is_onnx_export
+from clipcap.onnx_export import is_onnx_export
+from clipcap.onnx_runtime import ClipCapONNXCaptioner
 from modeling_clipcap import ClipCapForCaptioning
 from processing_clipcap import ClipCapProcessor
 

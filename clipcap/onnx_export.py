@@ -24,7 +24,6 @@ Every graph carries the model's fingerprint (SHA-256 of its weights) and `FORMAT
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import warnings
@@ -38,6 +37,7 @@ from transformers import DynamicCache
 from transformers import __version__ as transformers_version
 
 from clipcap.data import IMAGE_COLUMN, load_prepared_dataset
+from clipcap.files import files_sha256
 from modeling_clipcap import ClipCapForCaptioning
 from processing_clipcap import ClipCapProcessor
 
@@ -85,12 +85,7 @@ def model_fingerprint(model_dir: str | Path) -> str:
             f"{model_dir} has no weights ({' or '.join(WEIGHT_FILES[:2])}): nothing to export; give a directory "
             "that save_pretrained or run_train.py wrote"
         )
-    digest = hashlib.sha256()
-    for path in [model_dir / "config.json", *weights]:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
+    return files_sha256([model_dir / "config.json", *weights])
 
 
 class VisionEncoderGraph(nn.Module):
@@ -321,6 +316,12 @@ def calibration_batches(
     for start in range(0, min(num_images, len(train)), batch_size):
         images = train[start : min(start + batch_size, num_images)][IMAGE_COLUMN]
         yield processor(images=[image.convert("RGB") for image in images])["pixel_values"].numpy()
+
+
+def is_onnx_export(path: str | Path) -> bool:
+    """True for a directory that export_onnx.py wrote (its config.json has an `onnx_export` section)."""
+    config = Path(path, "config.json")
+    return config.is_file() and "onnx_export" in json.loads(config.read_text())
 
 
 def read_export_config(export_dir: str | Path) -> dict:

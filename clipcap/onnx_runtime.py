@@ -15,7 +15,6 @@ the prefix's cache once per image and widens it to the beams: done here alike).
 from __future__ import annotations
 
 import functools
-import json
 import os
 import warnings
 from pathlib import Path
@@ -87,7 +86,7 @@ class ClipCapONNXCaptioner(ClipCapGenerationMixin):
                 f"{export_dir} has no {dtype} graphs (it has {', '.join(export['graphs'])})"
                 + ("; export with --quantize int8" if dtype == "int8" else "")
             )
-        self.export_dir, self.dtype_name, self.export = export_dir, dtype, export
+        self.export_dir = export_dir
         self.config = GPT2Config(**config["text_config"])
         self.image_size = config["image_size"]
         self.generation_config = GenerationConfig.from_pretrained(export_dir)
@@ -101,7 +100,6 @@ class ClipCapONNXCaptioner(ClipCapGenerationMixin):
         self.num_layers = export["num_layers"]
         self.past_shape = (export["num_heads"], export["head_dim"])
         self.past_names = past_names(self.num_layers)
-        self.present_names = past_names(self.num_layers, "present")
 
     @classmethod
     def from_pretrained(cls, export_dir: str | os.PathLike, dtype: str = "fp32", threads: int | None = None):
@@ -236,9 +234,3 @@ def verify_export(model: ClipCapForCaptioning, export_dir: str | Path, dtype: st
         "embed_tokens": difference(captioner.embed(input_ids), embeds),
         "decoder_model_merged": difference(onnx_logits, logits),
     }
-
-
-def is_onnx_export(path: str | os.PathLike) -> bool:
-    """True for a directory that export_onnx.py wrote (its config.json has an `onnx_export` section)."""
-    config = Path(path, "config.json")
-    return config.is_file() and "onnx_export" in json.loads(config.read_text())
