@@ -50,13 +50,14 @@ from clipcap.compositional import compositional_match_test, compositional_test, 
 from clipcap.data import CAPTION_COLUMN, IMAGE_COLUMN, load_prepared_dataset
 from clipcap.files import file_sha256
 from clipcap.hard_negatives import NEGATIVE_KINDS, draw_hard_negatives, judge_of
-from clipcap.lit_teacher import create_teacher_model, save_text_tower
+from clipcap.lit_teacher import create_teacher_model, lock_text_tower, save_text_tower
 from clipcap.losses import caption_id, contrastive_loss, hard_negative_pair_loss
 from clipcap.matching import (
     MATCHER_KINDS,
     Matcher,
     draw_in_batch_negatives,
     encode_image_grid,
+    encode_text_by_length,
     encode_text_tokens,
     matching_loss,
     score_captions,
@@ -113,6 +114,18 @@ class TeacherTrainingArguments:
     lock_image_tower: bool = field(
         default=False, metadata={"help": "Train only the text tower and the projections (LiT's locked image tower)."}
     )
+    lock_text_tower: bool = field(
+        default=False,
+        metadata={
+            "help": "Lock the text tower's embeddings and layers but the last lock_text_unlocked_layers (open_clip's "
+            "--lock-text; its LayerNorms too): no gradient through them, so no backward pass below the first "
+            "unlocked layer and no optimizer state for the 11.7M word embeddings of all-MiniLM-L6-v2."
+        },
+    )
+    lock_text_unlocked_layers: int = field(
+        default=0,
+        metadata={"help": "With lock_text_tower: train the text tower's last N layers (the embeddings count as one)."},
+    )
     num_train_epochs: int = field(default=10, metadata={"help": "Passes over the training images."})
     max_steps: int | None = field(
         default=None,
@@ -129,6 +142,14 @@ class TeacherTrainingArguments:
     device: str = field(default="auto", metadata={"help": "'auto' (CUDA when available), 'cpu', 'cuda', ..."})
     eval_steps: int | None = field(
         default=None, metadata={"help": "Also evaluate (recall, compositional test) every N steps: the curve."}
+    )
+    text_length_groups: int = field(
+        default=4,
+        metadata={
+            "help": "Run the text tower over each batch's captions and hard negatives in this many groups of about "
+            "one length, each without its padding columns (clipcap.matching.encode_text_by_length): the same "
+            "embeddings for fewer columns (a Hugging Face text tower; 1: one piece)."
+        },
     )
     gradient_checkpointing: str = field(
         default="none",
@@ -157,7 +178,8 @@ class TeacherTrainingArguments:
         default=0.0,
         metadata={
             "help": "Fraction of each batch's synthetic scenes that bring a counterfactual partner (one fact changed, "
-            "same seed; clipcap.synthetic.counterfactual) into the batch, with its caption changed the same way."
+            "same seed; clipcap.synthetic.counterfactual) into the batch, with its caption changed the same way; the "
+            "scenes are tried in turn until that many are made."
         },
     )
     counterfactual_kinds: str = field(
@@ -209,6 +231,10 @@ class TeacherTrainingArguments:
             raise ValueError(f"unknown counterfactual_kinds {unknown}; known: {', '.join(COUNTERFACTUAL_KINDS)}")
         if not 0.0 <= self.counterfactual_images <= 1.0:
             raise ValueError("counterfactual_images is a fraction of the batch, between 0 and 1")
+        if self.text_length_groups < 1:
+            raise ValueError("text_length_groups is a number of groups, at least 1")
+        if self.lock_text_unlocked_layers < 0 or (self.lock_text_unlocked_layers and not self.lock_text_tower):
+            raise ValueError("lock_text_unlocked_layers is a number of layers (>= 0), for lock_text_tower")
         if self.gradient_checkpointing not in ("none", "image", "text", "both"):
             raise ValueError(
                 f"gradient_checkpointing must be none, image, text or both, not {self.gradient_checkpointing!r}"
@@ -270,6 +296,22 @@ def load_data(args: TeacherTrainingArguments):
     return train, dataset["validation"]
 
 
+def configure_towers(model, args: TeacherTrainingArguments) -> None:
+    """What of the towers trains, and how: LiT's locked image tower, open_clip's locked text layers, gradient
+    checkpointing (timm's for the image trunk; transformers' for a Hugging Face text tower, CLIP's own otherwise)."""
+    if args.lock_image_tower:
+        model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
+    if args.lock_text_tower:
+        lock_text_tower(model, args.lock_text_unlocked_layers)
+    if args.gradient_checkpointing in ("image", "both"):
+        model.visual.set_grad_checkpointing(True)
+    if args.gradient_checkpointing in ("text", "both"):
+        if hasattr(model, "text"):
+            model.text.set_grad_checkpointing(True)
+        else:
+            model.transformer.grad_checkpointing = True
+
+
 def make_optimizer(
     model, args: TeacherTrainingArguments, total_steps: int, matcher=None, learning_rate: float | None = None
 ):
@@ -302,9 +344,13 @@ def make_optimizer(
 class BatchMaker:
     """The images and captions of one contrastive batch, and their hard negatives.
 
-    Each image brings one of its reference captions, drawn at random. With `counterfactual_images`, a fraction of
+    Each image brings one of its reference captions, drawn at random. With `counterfactual_images`, that fraction of
     the batch's synthetic scenes also bring their counterfactual (`clipcap.synthetic.counterfactual`: one fact
-    changed, same seed) with its caption, so that each pair is the other's hard negative on both sides. With
+    changed, same seed) with its caption, so that each pair is the other's hard negative on both sides: the scenes
+    are tried in turn until that many are made (about half admit one: a single object has nothing to swap), so every
+    batch holds the same number of images (`counterfactual_short` counts the batches' shortfall). A constant image
+    batch keeps the image tower to one shape: oneDNN keeps a convolution primitive per shape, and a batch size that
+    changed from step to step grew the demo teacher's memory by 1 GB over its 250 steps. With
     `hard_negatives`, each caption brings up to `hard_negatives_per_caption` captions with one fact made false
     (`clipcap.hard_negatives`), judged by its scene or, for photos, by their labels. `counts` tallies what was made.
     """
@@ -331,18 +377,22 @@ class BatchMaker:
         captions = [random.choice(self.captions[i]) for i in index]
         scenes = [self.scenes[i] if self.scenes is not None else None for i in index]
         rows, twins = list(index), []
-        if self.counterfactual_fraction:
-            for k in range(round(self.counterfactual_fraction * len(index))):
-                made = self._counterfactual(scenes[k], captions[k], images[k])
-                self.counts["counterfactual_tried"] += 1
-                if made is not None:
-                    kind, scene, image, caption = made
-                    self.counts[f"counterfactual_{kind}"] += 1
-                    twins.append((k, len(images)))
-                    images.append(image)
-                    captions.append(caption)
-                    scenes.append(scene)
-                    rows.append(rows[k])
+        wanted = round(self.counterfactual_fraction * len(index))
+        for k in range(len(index) if wanted else 0):  # scenes in turn until `wanted` are made
+            if len(twins) == wanted:
+                break
+            made = self._counterfactual(scenes[k], captions[k], images[k])
+            self.counts["counterfactual_tried"] += 1
+            if made is not None:
+                kind, scene, image, caption = made
+                self.counts[f"counterfactual_{kind}"] += 1
+                twins.append((k, len(images)))
+                images.append(image)
+                captions.append(caption)
+                scenes.append(scene)
+                rows.append(rows[k])
+        if len(twins) < wanted:
+            self.counts["counterfactual_short"] += wanted - len(twins)
         negatives, owners = [], []
         if self.kinds:
             judges = [judge_of(scene, self.labels[row] if self.labels else None) for row, scene in zip(rows, scenes)]
@@ -379,9 +429,10 @@ def batch_loss(
     images, captions, negatives, owners, twins = batch
     texts = without_padding_columns(model, tokenizer(captions + negatives)).to(device)
     pixel_values = preprocess_images(preprocess, images).to(device)
-    if matcher is None:
-        out = model(pixel_values, texts)
-        image_features, text_features, scale = out["image_features"], out["text_features"], out["logit_scale"]
+    if matcher is None:  # what model(pixel_values, texts) returns, the texts in groups of about one length
+        image_features = model.encode_image(pixel_values, normalize=True)
+        text_features = encode_text_by_length(model, texts, args.text_length_groups)
+        scale = model.logit_scale.exp()
     else:  # the same embeddings, and the grid and token states the matcher reads, from one pass of each tower
         with torch.set_grad_enabled(not matcher_only and torch.is_grad_enabled()):
             grid, image_features = encode_image_grid(model, pixel_values, matcher.config.grid_level)
@@ -600,15 +651,7 @@ def train_teacher(args: TeacherTrainingArguments) -> dict:
     if args.init_teacher:
         model.load_state_dict(load_file(str(Path(args.init_teacher) / TEACHER_CHECKPOINT_NAME)))
         logger.info("The towers start from the teacher in %s", args.init_teacher)
-    if args.lock_image_tower:
-        model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
-    if args.gradient_checkpointing in ("image", "both"):
-        model.visual.set_grad_checkpointing(True)
-    if args.gradient_checkpointing in ("text", "both"):  # a Hugging Face text tower (CustomTextCLIP) or CLIP's own
-        if hasattr(model, "text"):
-            model.text.set_grad_checkpointing(True)
-        else:
-            model.transformer.grad_checkpointing = True
+    configure_towers(model, args)
     matcher = None
     if args.matcher_layers:
         vocabulary = None

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import open_clip
 import torch
+from open_clip.hf_configs import arch_dict
 
 from clipcap.pretrained import pretrained_state_dict, text_tower_dir
 from clipcap.teacher import add_model_config
@@ -71,6 +72,24 @@ def create_teacher_model(
         name = f"timm/{vision_cfg['timm_model_name']}"
         trunk.load_state_dict(pretrained_state_dict(image_tower_pretrained, name, trunk))
     return model, preprocess, open_clip.get_tokenizer(arch), source
+
+
+# Where a BERT's layers and embeddings are, which open_clip's `HFTextEncoder.lock` reads to lock all but the last
+# layers: open_clip 3.3 names them for RoBERTa, XLM-R and MT5 but not for BERT, which all-MiniLM-L6-v2 is.
+BERT_LAYER_NAMES = {"layer_attr": "layer", "token_embeddings_attr": "embeddings"}
+
+
+def lock_text_tower(model, unlocked_layers: int = 0) -> None:
+    """Lock the text tower (LayerNorms included) but its last `unlocked_layers` layers, the token embeddings
+    counting as the first (open_clip's `lock_text_tower`, as its `--lock-text --lock-text-unlocked-layers` do); the
+    projection into the joint space stays trainable."""
+    text = getattr(model, "text", None)
+    if unlocked_layers and isinstance(text, open_clip.hf_model.HFTextEncoder):
+        names = arch_dict.get(text.config.model_type, {}).get("config_names")
+        if names is not None and text.config.model_type == "bert":
+            for key, value in BERT_LAYER_NAMES.items():
+                names.setdefault(key, value)
+    model.lock_text_tower(unlocked_layers=unlocked_layers, freeze_layer_norm=True)
 
 
 def save_text_tower(source: Path, output_dir: Path) -> None:

@@ -1,6 +1,7 @@
 """train_clip_teacher.py: it trains a tiny open_clip teacher and saves a checkpoint that open_clip and
 `CLIPTeacher` load, identified by its checksum, and does not overwrite it unless asked to."""
 
+import dataclasses
 import json
 
 import pytest
@@ -59,9 +60,12 @@ def test_a_teacher_trained_with_hard_negatives_records_them_and_its_compositiona
     assert "| colours of two objects swapped |" in printed
     record = json.loads((out / "teacher.json").read_text())
     made = record["hard_negatives"]["made"]
-    # 4 steps of 6 images (12 per epoch), half of each batch tried for a counterfactual.
-    assert made["counterfactual_tried"] == 4 * 3
-    assert 0 < sum(v for k, v in made.items() if k.startswith("counterfactual_") and k != "counterfactual_tried") <= 12
+    # 4 steps of 6 images (12 per epoch), each with 3 counterfactuals, its scenes tried in turn until 3 are made.
+    made_kinds = {
+        k: v for k, v in made.items() if k.startswith("counterfactual_") and k[15:] not in ("tried", "short")
+    }
+    assert sum(made_kinds.values()) + made.get("counterfactual_short", 0) == 4 * 3
+    assert 4 * 3 <= made["counterfactual_tried"] <= 4 * 6
     assert {k for k in made if k.startswith("negative_")} <= {
         "negative_swap_colours",
         "negative_swap_kinds",
@@ -130,3 +134,27 @@ def test_gradient_checkpointing_trains_the_same_teacher(tmp_path, data_dir, teac
     assert len(learned) > 10
     for key in learned:
         torch.testing.assert_close(weights["both"][key], weights["none"][key], atol=1e-5, rtol=1e-4)
+
+
+def test_every_batch_holds_its_fraction_of_counterfactuals(data_dir):
+    """`counterfactual_images 1/3` on batches of 6: the scenes are tried in turn until 2 counterfactuals are made, so
+    each batch has 8 images (one image-tower shape), each twin after its original; with 5 of 6 (more than the batches
+    hold), the shortfall is counted."""
+    import train_clip_teacher
+
+    args = train_clip_teacher.TeacherTrainingArguments(
+        dataset_dir=str(data_dir), counterfactual_images=1 / 3, batch_size=6
+    )
+    train, _ = train_clip_teacher.load_data(args)
+    make_batch = train_clip_teacher.BatchMaker(train, args)
+    for start in (0, 6, 3):
+        images, captions, _, _, twins = make_batch(list(range(start, start + 6)))
+        assert len(images) == len(captions) == 8
+        assert [j for _, j in twins] == [6, 7] and all(i < 6 for i, _ in twins)
+    assert make_batch.counts["counterfactual_short"] == 0
+    assert 6 <= make_batch.counts["counterfactual_tried"] <= 18
+    make_batch = train_clip_teacher.BatchMaker(train, dataclasses.replace(args, counterfactual_images=5 / 6))
+    images, _, _, _, twins = make_batch(list(range(6)))
+    assert make_batch.counts["counterfactual_tried"] == 6
+    assert len(images) == 6 + len(twins) == 6 + 5 - make_batch.counts["counterfactual_short"]
+    assert make_batch.counts["counterfactual_short"] > 0
