@@ -31,7 +31,7 @@ run_stage() {
     "$PYTHON" -m clipcap.memory --report "$peak_file" -- "$@"
     local seconds=$(( $(date +%s) - t0 ))
     local peak
-    peak=$(awk '{ printf "%.1f", $1 / 1e9 }' "$peak_file")
+    peak=$(awk '{ printf "%.2f", $1 / 1e9 }' "$peak_file")
     timings+=("$(printf '%-10s %d min %02d s, peak memory %s GB' "$name" $(( seconds / 60 )) $(( seconds % 60 )) "$peak")")
 }
 
