@@ -16,6 +16,27 @@ import sys
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
 
+def _mallopt():
+    """glibc's `mallopt`, or None off glibc (macOS, Windows, musl) or when the environment already tunes malloc (a
+    MALLOC_* variable or a preloaded allocator in LD_PRELOAD)."""
+    if any(key.startswith("MALLOC_") for key in os.environ) or "malloc" in os.environ.get("LD_PRELOAD", ""):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+def one_malloc_arena() -> bool:
+    """One glibc malloc arena (M_ARENA_MAX 1) instead of up to eight per core: each arena keeps what its threads
+    freed, so with several the heap holds several peaks' worth of free blocks. The demo teacher's 100 steps peaked at
+    3.57 GB with one and 3.77 GB with `keep_freed_memory` below besides, 3.97 GB with that alone, none slower
+    (`train_clip_teacher.py` calls this alone). Returns False, changing nothing, where `_mallopt` finds no glibc to
+    tune."""
+    mallopt = _mallopt()
+    return mallopt is not None and bool(mallopt(_M_ARENA_MAX, 1))
+
+
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep the memory torch frees and hand it out again, instead of returning it to the OS.
 
@@ -23,25 +44,18 @@ def keep_freed_memory() -> bool:
     step here (a beam-search step's scores are 160 x 50,257 floats; a batch of MobileNetV2 activations is larger), so
     each one pays a page fault for every 4 KiB page it touches, every time. The PyTorch CPU tuning guides preload
     jemalloc or tcmalloc for this; two `mallopt` settings get the same effect from glibc itself: no `mmap` for large
-    blocks (M_MMAP_MAX 0) and no trimming of the heap (M_TRIM_THRESHOLD at its maximum). The cost: memory the process
-    held at its peak stays with it until it exits, and blocks freed in between are reused less tightly (about 0.2 GB
-    more peak RSS in a batch-16 training step). bench/bench_generation.py measures the speed in fresh processes,
-    bench/bench_train_step.py the memory. And one arena (M_ARENA_MAX 1) instead of up to eight per core: each arena
-    keeps what its threads freed, so with several the heap holds several peaks' worth of free blocks (the demo
-    teacher's 100 steps peaked at 3.77 GB instead of 3.97, no slower). The scripts call this at start-up; a library
+    blocks (M_MMAP_MAX 0) and no trimming of the heap (M_TRIM_THRESHOLD at its maximum), with `one_malloc_arena`.
+    The cost: memory the process held at its peak stays with it until it exits, and blocks freed in between are
+    reused less tightly (about 0.2 GB more peak RSS in a batch-16 training step). bench/bench_generation.py measures
+    the speed in fresh processes, bench/bench_train_step.py the memory. The scripts call this at start-up; a library
     import never does.
 
-    Returns False, changing nothing, off glibc, or when the environment already tunes malloc (a MALLOC_* variable or
-    a preloaded allocator in LD_PRELOAD).
+    Returns False, changing nothing, off glibc, or when the environment already tunes malloc.
     """
-    if any(key.startswith("MALLOC_") for key in os.environ) or "malloc" in os.environ.get("LD_PRELOAD", ""):
+    mallopt = _mallopt()
+    if mallopt is None:
         return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
-        return False
-    return all([mallopt(_M_MMAP_MAX, 0), mallopt(_M_TRIM_THRESHOLD, 2**31 - 1), mallopt(_M_ARENA_MAX, 1)])
+    return all([mallopt(_M_MMAP_MAX, 0), mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)]) and one_malloc_arena()
 
 
 def run_with_peak_memory(command: list[str]) -> tuple[int, int]:

@@ -48,3 +48,47 @@ def test_a_commands_peak_memory_and_exit_status_are_reported(tmp_path):
     command = [sys.executable, "-m", "clipcap.memory", "--report", str(report), "--", sys.executable, "-c", allocate]
     assert subprocess.run(command, check=False).returncode == 3
     assert 250e6 < int(report.read_text()) < 600e6
+
+
+ARENAS = """
+import ctypes, os, sys, tempfile, threading
+sys.path.insert(0, {root!r})
+from clipcap.memory import one_malloc_arena
+
+limited = one_malloc_arena() if sys.argv[1] == "one" else None
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = libc.fopen.restype = ctypes.c_void_p
+start = threading.Barrier(4)
+
+def allocate():  # four threads allocating at once: glibc gives contending threads arenas of their own
+    start.wait()
+    for _ in range(1000):
+        libc.free(ctypes.c_void_p(libc.malloc(1000)))
+
+threads = [threading.Thread(target=allocate) for _ in range(4)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+path = tempfile.mktemp()
+report = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, ctypes.c_void_p(report))
+libc.fclose(ctypes.c_void_p(report))
+print(limited, open(path).read().count("<heap nr="))
+os.remove(path)
+"""
+
+
+def test_one_malloc_arena_serves_every_thread_from_one_heap():
+    """glibc's `malloc_info` lists one heap per arena: four threads allocating at once get several, or one after
+    `one_malloc_arena` (which leaves malloc alone where the environment tunes it)."""
+    code = ARENAS.format(root=str(ROOT))
+
+    def heaps(mode, env=None):
+        done = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True, env=env)
+        return done.stdout.split()
+
+    assert heaps("one") == ["True", "1"]
+    limited, default = heaps("default")
+    assert limited == "None" and int(default) > 1
+    assert heaps("one", env={"MALLOC_ARENA_MAX": "4", "PATH": "/usr/bin:/bin"})[0] == "False"
