@@ -378,7 +378,7 @@ class BatchMaker:
         scenes = [self.scenes[i] if self.scenes is not None else None for i in index]
         rows, twins = list(index), []
         wanted = round(self.counterfactual_fraction * len(index))
-        for k in range(len(index) if wanted else 0):  # scenes in turn until `wanted` are made
+        for k in range(len(index)):  # scenes in turn until `wanted` are made
             if len(twins) == wanted:
                 break
             made = self._counterfactual(scenes[k], captions[k], images[k])

@@ -84,11 +84,9 @@ def lock_text_tower(model, unlocked_layers: int = 0) -> None:
     counting as the first (open_clip's `lock_text_tower`, as its `--lock-text --lock-text-unlocked-layers` do); the
     projection into the joint space stays trainable."""
     text = getattr(model, "text", None)
-    if unlocked_layers and isinstance(text, open_clip.hf_model.HFTextEncoder):
-        names = arch_dict.get(text.config.model_type, {}).get("config_names")
-        if names is not None and text.config.model_type == "bert":
-            for key, value in BERT_LAYER_NAMES.items():
-                names.setdefault(key, value)
+    if unlocked_layers and isinstance(text, open_clip.hf_model.HFTextEncoder) and text.config.model_type == "bert":
+        for key, value in BERT_LAYER_NAMES.items():
+            arch_dict["bert"]["config_names"].setdefault(key, value)
     model.lock_text_tower(unlocked_layers=unlocked_layers, freeze_layer_norm=True)
 
 
