@@ -26,12 +26,13 @@ from timing import side_by_side, write_results  # noqa: E402 - bench/ is the scr
 
 import train_clip_teacher  # noqa: E402
 from clipcap.lit_teacher import create_teacher_model  # noqa: E402
-from clipcap.precision import describe_cpu  # noqa: E402
+from clipcap.precision import describe_cpu, resolve_bf16  # noqa: E402
 from clipcap.teacher import register_model_configs  # noqa: E402
 
 # name: (the teacher's arguments changed from configs/demo_teacher.yaml, channels-last image input)
 VARIANTS = {
     "demo": ({}, True),
+    "fp32": ({"precision": "fp32"}, True),
     "text_one_group": ({"text_length_groups": 1}, True),
     "text_2_groups": ({"text_length_groups": 2}, True),
     "text_8_groups": ({"text_length_groups": 8}, True),
@@ -86,6 +87,7 @@ def main():
         )
         train_clip_teacher.configure_towers(model, variant_args)
         optimizer, _ = train_clip_teacher.make_optimizer(model, variant_args, 1000)
+        bf16 = resolve_bf16(variant_args.precision, "cpu", f"the {name} variant's towers")
         model.train()
         count = 0
 
@@ -96,7 +98,7 @@ def main():
             train_clip_teacher.preprocess_images = channels_last if is_channels_last else nchw
             try:
                 loss, _ = train_clip_teacher.batch_loss(
-                    model, tokenizer, preprocess, batch, variant_args, torch.device("cpu")
+                    model, tokenizer, preprocess, batch, variant_args, torch.device("cpu"), bf16=bf16
                 )
             finally:
                 train_clip_teacher.preprocess_images = channels_last

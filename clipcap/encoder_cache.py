@@ -9,7 +9,7 @@ import hashlib
 import datasets
 import torch
 
-from clipcap.data import IMAGE_COLUMN
+from clipcap.data import IMAGE_COLUMN, map_images
 
 
 def add_encoder_features(dataset, model, processor, batch_size: int = 64):
@@ -54,9 +54,9 @@ def add_encoder_features(dataset, model, processor, batch_size: int = 64):
     was_training = model.training
     model.eval()
     try:
-        return dataset.map(
+        return map_images(
+            dataset,
             compute,
-            batched=True,
             batch_size=batch_size,
             desc="Encoder features" if encoder.frozen else "Frozen encoder stages",
             new_fingerprint=datasets.fingerprint.Hasher.hash(

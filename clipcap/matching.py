@@ -268,8 +268,8 @@ def without_padding_columns(model, input_ids: torch.Tensor) -> torch.Tensor:
     return input_ids[:, : int(used.max()) + 1] if len(used) else input_ids
 
 
-def encode_text_by_length(model, input_ids: torch.Tensor, groups: int = 1) -> torch.Tensor:
-    """`model.encode_text(input_ids, normalize=True)`, computed in `groups` groups of rows of about one length, each
+def encode_text_by_length(model, input_ids: torch.Tensor, groups: int = 1, normalize: bool = True) -> torch.Tensor:
+    """`model.encode_text(input_ids, normalize)`, computed in `groups` groups of rows of about one length, each
     without its own padding columns (`without_padding_columns`), the rows returned in their order. A Hugging Face text
     tower masks padding, so the embeddings are the same (dropout's draws aside), for the cost of fewer columns: a
     teacher batch's captions and hard negatives are 14 tokens long on average and 27 at most, so one group computes
@@ -277,11 +277,11 @@ def encode_text_by_length(model, input_ids: torch.Tensor, groups: int = 1) -> to
     from open_clip.hf_model import HFTextEncoder
 
     if groups <= 1 or len(input_ids) < 2 or not isinstance(getattr(model, "text", None), HFTextEncoder):
-        return model.encode_text(without_padding_columns(model, input_ids), normalize=True)
+        return model.encode_text(without_padding_columns(model, input_ids), normalize=normalize)
     order = (input_ids != model.text.config.pad_token_id).sum(dim=1).argsort(stable=True)
     features = torch.cat(
         [
-            model.encode_text(without_padding_columns(model, input_ids[rows]), normalize=True)
+            model.encode_text(without_padding_columns(model, input_ids[rows]), normalize=normalize)
             for rows in order.chunk(groups)
         ]
     )

@@ -14,7 +14,7 @@ import logging
 import datasets
 import torch
 
-from clipcap.data import CAPTION_COLUMN, IMAGE_COLUMN
+from clipcap.data import CAPTION_COLUMN, IMAGE_COLUMN, map_images
 from clipcap.teacher import CLIPTeacher, TeacherIdentity
 
 logger = logging.getLogger(__name__)
@@ -71,9 +71,9 @@ def embed_dataset(
             "teacher_text_embeds": datasets.List(datasets.List(datasets.Value("float32"))),
         }
     )
-    return dataset.map(
+    return map_images(
+        dataset,
         embed,
-        batched=True,
         batch_size=batch_size,
         features=features,
         desc="Teacher embeddings",

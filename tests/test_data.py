@@ -108,3 +108,45 @@ def test_captions_as_bare_strings_are_refused_on_load_with_one_line(tmp_path, ca
     assert not (tmp_path / "out").exists()
     assert train_clip_teacher.main(["--dataset_dir", str(path), "--output_dir", str(tmp_path / "teacher")]) == 1
     assert "not lists of captions (list[str])" in capsys.readouterr().err
+
+
+def test_map_images_hands_the_function_decoded_images_and_keeps_the_stored_bytes():
+    import io
+
+    from PIL import Image
+
+    def png(colour, size):  # stored uncompressed: any re-encoding makes other bytes
+        buffer = io.BytesIO()
+        Image.new("RGB", size, colour).save(buffer, format="PNG", compress_level=0)
+        return buffer.getvalue()
+
+    stored = [png("red", (5, 3)), png("blue", (2, 7)), png("green", (4, 4))]
+    dataset = datasets.Dataset.from_dict(
+        {data.IMAGE_COLUMN: [{"bytes": b, "path": None} for b in stored], data.CAPTION_COLUMN: [["a"], ["b"], ["c"]]},
+        features=datasets.Features(
+            {data.IMAGE_COLUMN: datasets.Image(), data.CAPTION_COLUMN: datasets.List(datasets.Value("string"))}
+        ),
+    )
+
+    def sizes(batch):
+        assert all(isinstance(image, Image.Image) for image in batch[data.IMAGE_COLUMN])
+        return {"size": [list(image.size) for image in batch[data.IMAGE_COLUMN]]}
+
+    mapped = data.map_images(dataset, sizes, batch_size=2)
+    assert mapped["size"] == [[5, 3], [2, 7], [4, 4]]
+    assert mapped.features[data.IMAGE_COLUMN] == datasets.Image()
+    assert mapped[1][data.IMAGE_COLUMN].getpixel((0, 0)) == (0, 0, 255)
+
+    def stored_bytes(result):
+        return [
+            row["bytes"]
+            for row in result.cast_column(data.IMAGE_COLUMN, datasets.Image(decode=False))[data.IMAGE_COLUMN]
+        ]
+
+    assert stored_bytes(mapped) == stored
+    assert stored_bytes(dataset.map(sizes, batched=True, batch_size=2)) != stored  # what a plain map does
+
+    features = datasets.Features({**dataset.features, "size": datasets.List(datasets.Value("int16"))})
+    assert data.map_images(dataset, sizes, features=features).features["size"] == features["size"]
+    with pytest.raises(ValueError, match="holds Value"):
+        data.map_images(datasets.Dataset.from_dict({data.IMAGE_COLUMN: ["photo.png"]}), sizes)

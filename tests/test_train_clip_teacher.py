@@ -19,6 +19,9 @@ def test_train_clip_teacher_saves_a_checkpoint_open_clip_loads(tmp_path, data_di
     assert train_clip_teacher.main(argv) == 0
     record = json.loads((out / "teacher.json").read_text())
     assert record["arch"] == "ClipCap-Test-Teacher" and len(record["history"]) == 2
+    from clipcap.precision import native_bf16
+
+    assert record["precision"] == ("bf16" if native_bf16("cpu")[0] else "fp32")  # precision auto
     # 12 images in batches of 4: three steps an epoch; recall over 4 validation images is a multiple of 1/4.
     validation = record["validation"]
     assert validation["image_to_text_R@1"] * 4 == pytest.approx(round(validation["image_to_text_R@1"] * 4))
@@ -158,3 +161,33 @@ def test_every_batch_holds_its_fraction_of_counterfactuals(data_dir):
     assert make_batch.counts["counterfactual_tried"] == 6
     assert len(images) == 6 + len(twins) == 6 + 5 - make_batch.counts["counterfactual_short"]
     assert make_batch.counts["counterfactual_short"] > 0
+
+
+def test_the_towers_under_bf16_autocast_give_the_fp32_loss_to_bf16_precision(data_dir):
+    """`precision bf16`: the towers' forward passes under bfloat16 autocast, the similarities and the losses in
+    fp32; the same batch's loss differs from the fp32 one by bf16's rounding only, and the gradients reach the fp32
+    weights."""
+    import train_clip_teacher
+    from clipcap.lit_teacher import create_teacher_model
+    from clipcap.teacher import register_model_configs
+
+    args = train_clip_teacher.TeacherTrainingArguments(
+        dataset_dir=str(data_dir), model="ClipCap-Test-Teacher", batch_size=6, hard_negatives="swap_colours"
+    )
+    train, _ = train_clip_teacher.load_data(args)
+    batch = train_clip_teacher.BatchMaker(train, args)(list(range(6)))
+    register_model_configs()
+    torch.manual_seed(0)
+    model, preprocess, tokenizer, _ = create_teacher_model(args.model, None, None, "cpu")
+    model.eval()  # no dropout: the two passes differ by their precision alone
+    device = torch.device("cpu")
+    losses = {}
+    for bf16 in (False, True):
+        loss, terms = train_clip_teacher.batch_loss(model, tokenizer, preprocess, batch, args, device, bf16=bf16)
+        assert loss.dtype == torch.float32 and set(terms) == {"contrastive"}
+        losses[bf16] = loss
+    assert losses[True].item() != losses[False].item()
+    assert losses[True].item() == pytest.approx(losses[False].item(), rel=2e-2)
+    losses[True].backward()
+    gradients = [p.grad for p in model.parameters() if p.grad is not None]
+    assert len(gradients) > 10 and all(g.dtype == torch.float32 and g.isfinite().all() for g in gradients)
