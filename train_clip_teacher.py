@@ -778,7 +778,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # One malloc arena, and glibc's defaults otherwise: keeping freed memory too (keep_freed_memory, as the other
-    # scripts do) makes the demo teacher's steps 1.14x as fast but its peak 0.28 GB higher, over the 4 GB the demo
-    # keeps to (clipcap.memory.one_malloc_arena).
+    # scripts do) makes the demo teacher's fp32 steps 1.14x as fast but its peak 0.28 GB higher, over the 4 GB the
+    # demo keeps to where the teacher trains in fp32 (the AVX2 path: 3.88 GB without it; clipcap.memory).
     one_malloc_arena()
     sys.exit(main())

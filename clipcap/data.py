@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import datasets
@@ -127,6 +128,14 @@ def check_caption_column(dataset: datasets.Dataset, caption_column: str, name: s
         )
 
 
+def image_feature(dataset: datasets.Dataset) -> datasets.Image:
+    """The image column's `datasets.Image` feature, or a one-line ValueError when the column holds something else."""
+    feature = dataset.features[IMAGE_COLUMN]
+    if not isinstance(feature, datasets.Image):
+        raise ValueError(f"the column {IMAGE_COLUMN!r} holds {feature}, not images")  # noqa: TRY004 - a data error
+    return feature
+
+
 def drop_unusable_rows(dataset: datasets.Dataset, metadata: dict, name: str) -> tuple[datasets.Dataset, Counter]:
     """The rows one can train on or score, and the others counted by reason: `no_caption` (none, or only empty
     strings), `no_image`, and every image decoded in full (`validate_image_bytes`: `truncated`, `not_an_image`,
@@ -134,8 +143,8 @@ def drop_unusable_rows(dataset: datasets.Dataset, metadata: dict, name: str) -> 
     the image and caption columns are read; the result is a selection (nothing copied). `name` ("the 'train' split
     of DIR") names the data in the error raised when no row is left."""
     check_images = "dropped" not in metadata
-    if check_images and not isinstance(dataset.features[IMAGE_COLUMN], datasets.Image):
-        raise ValueError(f"the column {IMAGE_COLUMN!r} holds {dataset.features[IMAGE_COLUMN]}, not images")
+    if check_images:
+        image_feature(dataset)
     columns = dataset.select_columns([CAPTION_COLUMN, IMAGE_COLUMN] if check_images else [CAPTION_COLUMN])
     if check_images:
         columns = columns.cast_column(IMAGE_COLUMN, datasets.Image(decode=False))
@@ -214,6 +223,23 @@ def add_caption_lengths(dataset: datasets.Dataset, column: str) -> datasets.Data
     return dataset.add_column(column, lengths)
 
 
+class _WithImages(Mapping):
+    """A `Dataset.map` batch with its image column replaced by `images`; the other columns are read (and formatted)
+    only when the function asks for them, as from the batch itself."""
+
+    def __init__(self, batch, images: list):
+        self.batch, self.images = batch, images
+
+    def __getitem__(self, key):
+        return self.images if key == IMAGE_COLUMN else self.batch[key]
+
+    def __iter__(self):
+        return iter(self.batch)
+
+    def __len__(self):
+        return len(self.batch)
+
+
 def map_images(dataset: datasets.Dataset, function, features: datasets.Features | None = None, **map_kwargs):
     """`dataset.map(function, batched=True, ...)` for a `function` that reads each batch's images decoded (PIL) and
     returns new columns, with the images kept as they are stored.
@@ -222,14 +248,12 @@ def map_images(dataset: datasets.Dataset, function, features: datasets.Features 
     again: the demo's teacher embedded its 10,000 training images and their captions in 1 min 28 s that way, in
     1 min 03 s without the PNG encoder. Here the map reads the stored bytes and `function` gets them decoded (the
     column's own `datasets.Image` decoding, mode included); the result's image column is the input's."""
-    feature = dataset.features[IMAGE_COLUMN]
-    if not isinstance(feature, datasets.Image):
-        raise ValueError(f"the column {IMAGE_COLUMN!r} holds {feature}, not images")
+    feature = image_feature(dataset)
     stored = datasets.Image(decode=False)
 
     def with_decoded_images(batch):
         images = [None if image is None else feature.decode_example(image) for image in batch[IMAGE_COLUMN]]
-        return function({**batch, IMAGE_COLUMN: images})
+        return function(_WithImages(batch, images))
 
     if features is not None:
         features = datasets.Features({**features, IMAGE_COLUMN: stored})
